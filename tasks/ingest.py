@@ -1,0 +1,21 @@
+"""ingest_tlog: one TLog file from the ledger to a stored order, then out of the inbound folder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.celery import app
+from worker.core.ingest import ingest_file, orders_feed
+from worker.runtime import runtime
+from worker.taskbase import TlogTask
+
+
+@app.task(base=TlogTask, bind=True, name="tlogsync.ingest_tlog", soft_time_limit=120, time_limit=180)
+def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str | None = None) -> dict[str, Any]:
+    """file_name rides along so Flower shows which file a task is about; the ledger row is the truth."""
+    retailer = runtime.retailer(retailer_id)
+    with runtime.sftp(retailer) as source:
+        result = ingest_file(file_id, retailer, orders_feed(retailer), source, runtime.ledger(),
+                             runtime.settings.max_file_bytes)
+    return {"retailer": retailer_id, "file": result.file_name, "status": result.status,
+            "order_id": result.order_id, "order_type": result.order_type, "error": result.error}

@@ -1,0 +1,1 @@
+"""Adapters behind the core's ports: PostgreSQL (psycopg 3) and SFTP (paramiko)."""

@@ -1,0 +1,271 @@
+"""The ledger and order store on PostgreSQL. All SQL of the ingestion path lives here."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from worker.core.ingest import ScanResult
+from worker.core.oms import Order, json_default
+from worker.core.ports import CLAIMED, DUPLICATE, PROCESSED, Claim, LedgerRow, Outcome, Recorded, TransientError
+
+ROW_COLUMNS = ("id, retailer_id, feed, file_name, remote_path, size, mtime, status, error, attempts,"
+               " dispatched_at, finished_at, moved_at, moved_to")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=json_default, separators=(",", ":"))
+
+
+def scan_lock_key(retailer_id: str, feed: str) -> int:
+    """A stable 32-bit key for pg_advisory_xact_lock, one per retailer and feed."""
+    return zlib.crc32(f"tlogsync.scan:{retailer_id}:{feed}".encode())
+
+
+@contextmanager
+def transient_db_errors() -> Iterator[None]:
+    """Connection loss and server shutdown are worth a retry; everything else is a bug or bad data."""
+    try:
+        yield
+    except (psycopg.OperationalError, errors.AdminShutdown, errors.CannotConnectNow) as exc:
+        raise TransientError(f"database: {exc}") from exc
+    except psycopg.errors.SerializationFailure as exc:
+        raise TransientError(f"database: {exc}") from exc
+    except psycopg.errors.DeadlockDetected as exc:
+        raise TransientError(f"database: {exc}") from exc
+
+
+class PgScanTransaction:
+    def __init__(self, conn: psycopg.Connection[Any], retailer_id: str, feed: str):
+        self.conn, self.retailer_id, self.feed = conn, retailer_id, feed
+
+    def latest_rows(self, names: Sequence[str]) -> dict[str, LedgerRow]:
+        with self.conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            cur.execute(
+                f"SELECT DISTINCT ON (file_name) {ROW_COLUMNS} FROM tlog_files"
+                " WHERE retailer_id = %(r)s AND feed = %(f)s AND file_name = ANY(%(names)s)"
+                " ORDER BY file_name, id DESC",
+                {"r": self.retailer_id, "f": self.feed, "names": list(names)},
+            )
+            return {row.file_name: row for row in cur}
+
+    def in_flight(self) -> int:
+        row = self.conn.execute(
+            "SELECT count(*) FROM tlog_files WHERE retailer_id = %(r)s AND feed = %(f)s AND status = 'claimed'",
+            {"r": self.retailer_id, "f": self.feed},
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def claim(self, claims: Sequence[Claim]) -> list[LedgerRow]:
+        if not claims:
+            return []
+        live = [c for c in claims if c.status == CLAIMED]
+        dups = [c for c in claims if c.status == DUPLICATE]
+        inserted: list[LedgerRow] = []
+        with self.conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            if live:
+                cur.execute(
+                    "INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime)"
+                    " SELECT %(r)s, %(f)s, n, p, s, to_timestamp(m)"
+                    " FROM unnest(%(n)s::text[], %(p)s::text[], %(s)s::bigint[], %(m)s::float8[]) AS t(n, p, s, m)"
+                    " ON CONFLICT (retailer_id, feed, file_name) WHERE status <> 'duplicate' DO NOTHING"
+                    f" RETURNING {ROW_COLUMNS}",
+                    {"r": self.retailer_id, "f": self.feed, "n": [c.file_name for c in live],
+                     "p": [c.remote_path for c in live], "s": [c.size for c in live],
+                     "m": [c.mtime for c in live]},
+                )
+                inserted += cur.fetchall()
+            if dups:
+                cur.execute(
+                    "INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime, status, error,"
+                    " finished_at, duplicate_of)"
+                    " SELECT %(r)s, %(f)s, n, p, s, to_timestamp(m), 'duplicate', e, now(),"
+                    "   (SELECT max(id) FROM tlog_files WHERE retailer_id = %(r)s AND feed = %(f)s AND file_name = n)"
+                    " FROM unnest(%(n)s::text[], %(p)s::text[], %(s)s::bigint[], %(m)s::float8[], %(e)s::text[])"
+                    "   AS t(n, p, s, m, e)"
+                    f" RETURNING {ROW_COLUMNS}",
+                    {"r": self.retailer_id, "f": self.feed, "n": [c.file_name for c in dups],
+                     "p": [c.remote_path for c in dups], "s": [c.size for c in dups],
+                     "m": [c.mtime for c in dups], "e": [c.error for c in dups]},
+                )
+                inserted += cur.fetchall()
+        return inserted
+
+    def mark_dispatched(self, ids: Sequence[int]) -> None:
+        if ids:
+            self.conn.execute("UPDATE tlog_files SET dispatched_at = now() WHERE id = ANY(%(ids)s)",
+                              {"ids": list(ids)})
+
+
+class PgLedger:
+    """Ledger and orders on a psycopg connection pool (one pool per worker process)."""
+
+    def __init__(self, pool: ConnectionPool[Any]):
+        self.pool = pool
+
+    def now(self) -> datetime:
+        with transient_db_errors(), self.pool.connection() as conn:
+            row = conn.execute("SELECT now()").fetchone()
+            assert row is not None
+            return row[0]  # type: ignore[no-any-return]
+
+    @contextmanager
+    def scan_transaction(self, retailer_id: str, feed: str) -> Iterator[PgScanTransaction]:
+        with transient_db_errors(), self.pool.connection() as conn, conn.transaction():
+            # Two scans of one retailer at once (two beats, a manual scan) take turns here;
+            # the second then sees the first one's claims and dispatches nothing twice.
+            conn.execute("SET LOCAL lock_timeout = '60s'")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (scan_lock_key(retailer_id, feed),))
+            yield PgScanTransaction(conn, retailer_id, feed)
+
+    def get(self, file_id: int) -> LedgerRow | None:
+        with transient_db_errors(), self.pool.connection() as conn, \
+                conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %s", (file_id,))
+            return cur.fetchone()
+
+    def rows(self, ids: Sequence[int]) -> Iterator[LedgerRow]:
+        with transient_db_errors(), self.pool.connection() as conn, \
+                conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = ANY(%s) ORDER BY id", (list(ids),))
+            yield from cur
+
+    def record(self, file_id: int, outcome: Outcome) -> Recorded:
+        with transient_db_errors():
+            for _ in range(3):
+                try:
+                    return self._record_once(file_id, outcome)
+                except errors.UniqueViolation:
+                    # Another file with the same content or order won a race; the next pass sees it.
+                    continue
+            raise TransientError(f"ledger row {file_id}: repeated unique violations")
+
+    def _record_once(self, file_id: int, outcome: Outcome) -> Recorded:
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=class_row(LedgerRow))
+            row = cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %s FOR UPDATE", (file_id,)).fetchone()
+            if row is None or row.status != CLAIMED:
+                # Another delivery of the same message got here first: nothing more to do.
+                assert row is not None
+                return Recorded(row)
+            status, error, duplicate_of, order_id = outcome.status, outcome.error, None, None
+            if outcome.sha256 and status in (PROCESSED, "skipped"):
+                same = conn.execute(
+                    "SELECT id FROM tlog_files WHERE retailer_id = %s AND feed = %s AND sha256 = %s"
+                    " AND status IN ('processed', 'skipped') LIMIT 1",
+                    (row.retailer_id, row.feed, outcome.sha256)).fetchone()
+                if same:
+                    status, duplicate_of = DUPLICATE, same[0]
+                    error = f"same content as ledger row {same[0]}; not imported again"
+            if status == PROCESSED and outcome.order is not None:
+                order_id, existing = self._insert_order(conn, row, outcome.order)
+                if order_id is None:
+                    status, duplicate_of = DUPLICATE, existing
+                    error = (f"order {outcome.order.external_id} already stored from ledger row {existing};"
+                             " not imported again")
+            updated = cur.execute(
+                "UPDATE tlog_files SET status = %(st)s, error = %(e)s, sha256 = %(sha)s,"
+                " size = coalesce(%(size)s, size), duplicate_of = %(dup)s, finished_at = now(),"
+                " attempts = attempts + 1"
+                f" WHERE id = %(id)s RETURNING {ROW_COLUMNS}",
+                {"st": status, "e": error, "sha": outcome.sha256, "size": outcome.size, "dup": duplicate_of,
+                 "id": file_id},
+            ).fetchone()
+            assert updated is not None
+            return Recorded(updated, order_id)
+
+    def _insert_order(self, conn: psycopg.Connection[Any], row: LedgerRow,
+                      order: Order) -> tuple[int | None, int | None]:
+        """Store the order and its parts; (order id, None) or (None, ledger row that stored it first)."""
+        ordered_at = (datetime.fromtimestamp(order.ordered_at_ms / 1000, UTC)
+                      if order.ordered_at_ms is not None else None)
+        found = conn.execute(
+            "INSERT INTO orders (retailer_id, external_id, order_type, status_id, store_id, order_date, ordered_at,"
+            " currency, grand_total, oms_payload, tlog_file_id)"
+            " VALUES (%(r)s, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s)"
+            " ON CONFLICT (retailer_id, external_id) DO NOTHING RETURNING id",
+            {"r": row.retailer_id, "x": order.external_id, "t": order.order_type, "s": order.status_id,
+             "store": order.store_id, "d": order.order_date, "at": ordered_at, "c": order.currency,
+             "g": order.grand_total, "p": Jsonb(order.payload, dumps=_dumps), "f": row.id},
+        ).fetchone()
+        if found is None:
+            first = conn.execute("SELECT tlog_file_id FROM orders WHERE retailer_id = %s AND external_id = %s",
+                                 (row.retailer_id, order.external_id)).fetchone()
+            return None, (first[0] if first else None)
+        order_id = int(found[0])
+        lines = order.lines
+        conn.execute(
+            "INSERT INTO order_items (order_id, item_seq, product_id, gtin, quantity, unit_price, tax, line_total,"
+            " fulfillment, status_id, facility_id)"
+            " SELECT %(o)s, * FROM unnest(%(seq)s::int[], %(pid)s::text[], %(gtin)s::text[], %(q)s::int[],"
+            " %(up)s::numeric[], %(tax)s::numeric[], %(lt)s::numeric[], %(ff)s::text[], %(st)s::text[],"
+            " %(fac)s::text[])",
+            {"o": order_id, "seq": [x.item_seq for x in lines], "pid": [x.product_id for x in lines],
+             "gtin": [x.gtin for x in lines], "q": [x.quantity for x in lines],
+             "up": [x.unit_price for x in lines], "tax": [x.tax for x in lines],
+             "lt": [x.line_total for x in lines], "ff": [x.fulfillment for x in lines],
+             "st": [x.status_id for x in lines], "fac": [x.facility_id for x in lines]},
+        )
+        if order.payments:
+            pays = order.payments
+            conn.execute(
+                "INSERT INTO order_payments (order_id, seq, payment_method_type_id, pos_payment_method, amount,"
+                " status_id) SELECT %(o)s, * FROM unnest(%(seq)s::int[], %(m)s::text[], %(pm)s::text[],"
+                " %(a)s::numeric[], %(st)s::text[])",
+                {"o": order_id, "seq": [p.seq for p in pays], "m": [p.payment_method_type_id for p in pays],
+                 "pm": [p.pos_payment_method for p in pays], "a": [p.amount for p in pays],
+                 "st": [p.status_id for p in pays]},
+            )
+        if order.adjustments:
+            adj = order.adjustments
+            conn.execute(
+                "INSERT INTO order_adjustments (order_id, seq, item_seq, adjustment_type, amount)"
+                " SELECT %(o)s, * FROM unnest(%(seq)s::int[], %(item)s::int[], %(t)s::text[], %(a)s::numeric[])",
+                {"o": order_id, "seq": [a.seq for a in adj], "item": [a.item_seq for a in adj],
+                 "t": [a.adjustment_type for a in adj], "a": [a.amount for a in adj]},
+            )
+        return order_id, None
+
+    def mark_moved(self, file_id: int, moved_to: str | None) -> None:
+        with transient_db_errors(), self.pool.connection() as conn:
+            conn.execute("UPDATE tlog_files SET moved_at = now(), moved_to = %s WHERE id = %s AND moved_at IS NULL",
+                         (moved_to, file_id))
+
+    def clear_dispatched(self, ids: Sequence[int]) -> None:
+        with transient_db_errors(), self.pool.connection() as conn:
+            conn.execute("UPDATE tlog_files SET dispatched_at = NULL WHERE id = ANY(%s) AND status = 'claimed'",
+                         (list(ids),))
+
+    def record_scan(self, run_id: str, retailer_id: str, requested_by: str, started_at: datetime,
+                    result: ScanResult | None = None, error: str | None = None, will_retry: bool = False) -> None:
+        """Upsert the scan run (a retried scan keeps its id): what `scan --wait` and `status` read."""
+        with transient_db_errors(), self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO scan_runs (id, retailer_id, requested_by, started_at, listed, too_young, dispatched,"
+                " deferred, pending_ids, error, will_retry)"
+                " VALUES (%(id)s, %(r)s, %(by)s, %(at)s, %(l)s, %(y)s, %(d)s, %(df)s, %(p)s, %(e)s, %(w)s)"
+                " ON CONFLICT (id) DO UPDATE SET finished_at = now(), listed = EXCLUDED.listed,"
+                " too_young = EXCLUDED.too_young, dispatched = EXCLUDED.dispatched, deferred = EXCLUDED.deferred,"
+                " pending_ids = EXCLUDED.pending_ids, error = EXCLUDED.error, will_retry = EXCLUDED.will_retry",
+                {"id": run_id, "r": retailer_id, "by": requested_by, "at": started_at,
+                 "l": result.listed if result else 0, "y": result.too_young if result else 0,
+                 "d": len(result.dispatch) if result else 0, "df": result.deferred if result else 0,
+                 "p": result.pending_ids if result else [], "e": error, "w": will_retry},
+            )
+
+    def status_counts(self) -> list[tuple[str, str, str, int]]:
+        """(retailer, feed, status, count) for the operator's status view."""
+        with transient_db_errors(), self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT retailer_id, feed, status, count(*) FROM tlog_files GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            ).fetchall()

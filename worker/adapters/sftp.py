@@ -1,0 +1,192 @@
+"""The SFTP file source (paramiko), one reused connection per retailer per process.
+
+Host keys are always verified against the retailer's known_hosts file: there is no auto-add.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import paramiko
+
+from worker.core.ports import FileMissing, FileTooLarge, RemoteFile, TransientError
+from worker.core.retailers import SftpConfig
+
+log = logging.getLogger(__name__)
+
+
+class SftpConfigError(Exception):
+    """Credentials or known_hosts cannot be used: a permanent problem until ops fix the config."""
+
+
+class HostKeyRejected(Exception):
+    """The server's host key is not the one in known_hosts."""
+
+
+def _connect(cfg: SftpConfig, timeout: float) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+    client = paramiko.SSHClient()
+    try:
+        client.load_host_keys(cfg.known_hosts)
+    except OSError as exc:
+        raise SftpConfigError(f"known_hosts {cfg.known_hosts}: {exc.strerror or exc}") from None
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    password = None
+    if cfg.password_env:
+        password = os.environ.get(cfg.password_env)
+        if password is None:
+            raise SftpConfigError(f"environment variable {cfg.password_env} (password_env) is not set")
+    sock = socket.create_connection((cfg.host, cfg.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SFTP is request/response: no Nagle delay
+    try:
+        client.connect(cfg.host, port=cfg.port, username=cfg.username, key_filename=cfg.private_key,
+                       password=password, sock=sock, look_for_keys=False, allow_agent=False,
+                       timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+    except paramiko.BadHostKeyException as exc:
+        sock.close()
+        raise HostKeyRejected(f"{cfg.host}:{cfg.port}: host key does not match known_hosts ({exc})") from None
+    except paramiko.SSHException as exc:
+        sock.close()
+        if "not found in known_hosts" in str(exc):
+            raise HostKeyRejected(f"{cfg.host}:{cfg.port}: host key not in {cfg.known_hosts}") from None
+        raise
+    sftp = client.open_sftp()
+    channel = sftp.get_channel()
+    if channel is not None:
+        channel.settimeout(timeout)
+    return client, sftp
+
+
+def _is_missing(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
+
+
+class SftpSource:
+    """FileSource over one reused SFTP session; reconnects after a failure.
+
+    Not thread-safe on its own; SftpSessions hands one session to one task at a time.
+    """
+
+    def __init__(self, cfg: SftpConfig, timeout: float = 20.0):
+        self.cfg, self.timeout = cfg, timeout
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self.round_trips = 0
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        transport = self._client.get_transport() if self._client else None
+        if self._sftp is None or transport is None or not transport.is_active():
+            self.close()
+            try:
+                self._client, self._sftp = _connect(self.cfg, self.timeout)
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                raise TransientError(f"sftp {self.cfg.host}:{self.cfg.port}: cannot connect: {exc}") from exc
+        return self._sftp
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = self._sftp = None
+
+    @contextmanager
+    def _io(self, what: str) -> Iterator[paramiko.SFTPClient]:
+        sftp = self.sftp
+        try:
+            yield sftp
+        except (FileMissing, FileTooLarge):
+            raise
+        except FileNotFoundError:
+            raise
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, socket.timeout) and exc.errno is not None \
+                    and exc.errno != errno.ECONNRESET:
+                raise  # a real file-system answer (permission denied...), not a broken connection
+            self.close()  # the session may be half-dead: start a fresh one next time
+            raise TransientError(f"sftp {self.cfg.host}:{self.cfg.port}: {what}: {exc!r}") from exc
+
+    def list(self, directory: str) -> Sequence[RemoteFile]:
+        self.round_trips += 1
+        with self._io(f"list {directory}") as sftp:
+            return [RemoteFile(a.filename, a.st_size or 0, float(a.st_mtime or 0), stat.S_ISREG(a.st_mode or 0))
+                    for a in sftp.listdir_attr(directory)]
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        self.round_trips += 1
+        with self._io(f"read {path}") as sftp:
+            try:
+                with sftp.open(path, "rb") as fh:
+                    fh.prefetch()  # pipeline the reads: one round trip's wait for small files
+                    data = fh.read(max_bytes + 1)
+            except FileNotFoundError:
+                raise FileMissing(path) from None
+            if len(data) > max_bytes:
+                raise FileTooLarge(max_bytes)
+            return data
+
+    def move(self, src: str, dst: str) -> bool:
+        self.round_trips += 1
+        with self._io(f"move {src}") as sftp:
+            try:
+                sftp.posix_rename(src, dst)
+            except OSError as exc:
+                if _is_missing(exc):
+                    return False
+                raise
+            return True
+
+    def write(self, path: str, data: bytes) -> None:
+        self.round_trips += 1
+        with self._io(f"write {path}") as sftp, sftp.open(path, "wb") as fh:
+            fh.write(data)
+
+    def exists(self, path: str) -> bool:
+        self.round_trips += 1
+        with self._io(f"stat {path}") as sftp:
+            try:
+                sftp.stat(path)
+            except OSError as exc:
+                if _is_missing(exc):
+                    return False
+                raise
+            return True
+
+
+class SftpSessions:
+    """Per-process cache: one SftpSource per retailer, reused across tasks (threads take turns)."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._sources: dict[str, tuple[SftpConfig, SftpSource, threading.Lock]] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def source(self, retailer_id: str, cfg: SftpConfig) -> Iterator[SftpSource]:
+        with self._guard:
+            entry = self._sources.get(retailer_id)
+            if entry is None or entry[0] != cfg:  # config changed (new key, new host): reconnect
+                if entry is not None:
+                    entry[1].close()
+                entry = (cfg, SftpSource(cfg, self.timeout), threading.Lock())
+                self._sources[retailer_id] = entry
+        _, src, lock = entry
+        with lock:
+            yield src
+
+    def close(self) -> None:
+        with self._guard:
+            for _, src, _ in self._sources.values():
+                src.close()
+            self._sources.clear()
+
+
+def paramiko_quiet(**_: Any) -> None:
+    """paramiko logs every connection at INFO; keep our logs for our events."""
+    logging.getLogger("paramiko").setLevel(logging.WARNING)

@@ -1,0 +1,169 @@
+"""The `tlogsync` command line: migrate, retailers, scan, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from worker.core.ports import FINAL_STATUSES
+from worker.core.retailers import ConfigError, load_retailers
+from worker.settings import Settings, SettingsError
+
+console = Console()
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.adapters.migrate import ensure_database, migrate
+
+    if args.create_db and ensure_database(settings.database_url):
+        console.print(f"created database for {settings.database_url}")
+    applied = migrate(settings.database_url)
+    console.print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
+    retailers = load_retailers(settings.retailers_path)
+    table = Table(title=f"retailers in {settings.retailers_path}")
+    for col in ("retailer", "enabled", "schedule", "order master", "sftp", "orders dir"):
+        table.add_column(col)
+    for r in retailers.values():
+        when = r.schedule if r.schedule else f"every {r.poll_seconds:g}s"
+        table.add_row(r.retailer_id, "yes" if r.enabled else "paused", when, "yes" if r.order_master else "no",
+                      f"{r.sftp.username}@{r.sftp.host}:{r.sftp.port}", r.sftp.orders_dir)
+    console.print(table)
+    return 0
+
+
+def wait_for_scan(dsn: str, scan_id: str, timeout: float, poll: float = 0.2) -> dict[str, Any]:
+    """Block until the scan ran and every file it saw is final; returns counts per status."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            run = conn.execute("SELECT pending_ids, error, will_retry FROM scan_runs WHERE id = %s",
+                               (scan_id,)).fetchone()
+            if run is not None and run[1] and not run[2]:
+                return {"error": run[1]}
+            if run is not None and not run[1]:
+                break
+            if time.monotonic() > deadline:
+                return {"timeout": "the scan did not run in time (is a worker consuming tlog.scan?)"}
+            time.sleep(poll)
+        ids = list(run[0])
+        while True:
+            rows = conn.execute(
+                "SELECT status, count(*) FILTER (WHERE moved_at IS NOT NULL), count(*) FROM tlog_files"
+                " WHERE id = ANY(%s) GROUP BY status", (ids,)).fetchall()
+            final = sum(moved for status, moved, _ in rows if status in FINAL_STATUSES)
+            counts = {status: total for status, _, total in rows}
+            if final == len(ids):
+                return {"files": len(ids), "statuses": counts}
+            if time.monotonic() > deadline:
+                return {"timeout": f"{len(ids) - final} of {len(ids)} files not final", "statuses": counts}
+            time.sleep(poll)
+
+
+def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
+    retailers = load_retailers(settings.retailers_path)
+    if args.retailer not in retailers:
+        console.print(f"[red]unknown retailer {args.retailer!r}[/red]; known: {', '.join(retailers)}")
+        return 2
+    from tasks.scan import scan_retailer
+
+    scan_id = f"cli-{uuid.uuid4()}"
+    scan_retailer.apply_async((args.retailer,), {"scan_id": scan_id, "requested_by": "cli"})
+    console.print(f"scan {scan_id} enqueued for {args.retailer}")
+    if not args.wait:
+        return 0
+    outcome = wait_for_scan(settings.database_url, scan_id, args.timeout)
+    if args.json:
+        print(json.dumps(outcome))
+    else:
+        console.print(outcome)
+    if "timeout" in outcome or "error" in outcome:
+        return 1
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT retailer_id, feed, status, count(*), min(claimed_at) FILTER (WHERE status = 'claimed')"
+            " FROM tlog_files GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").fetchall()
+        scans = conn.execute(
+            "SELECT DISTINCT ON (retailer_id) retailer_id, finished_at, dispatched, error FROM scan_runs"
+            " ORDER BY retailer_id, finished_at DESC").fetchall()
+    if args.json:
+        print(json.dumps({
+            "files": [{"retailer": r, "feed": f, "status": s, "count": n} for r, f, s, n, _ in rows],
+            "last_scans": [{"retailer": r, "finished_at": t.isoformat(), "dispatched": d, "error": e}
+                           for r, t, d, e in scans],
+        }))
+        return 0
+    table = Table(title="files by retailer and status")
+    for col in ("retailer", "feed", "status", "files", "oldest claim"):
+        table.add_column(col)
+    for retailer, feed, status, count, oldest in rows:
+        table.add_row(retailer, feed, status, str(count), str(oldest or ""))
+    console.print(table)
+    scan_table = Table(title="last scan per retailer")
+    for col in ("retailer", "finished", "dispatched", "error"):
+        scan_table.add_column(col)
+    for retailer, finished, dispatched, error in scans:
+        scan_table.add_row(retailer, str(finished), str(dispatched), error or "")
+    console.print(scan_table)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(files=args.files, timeout=args.timeout)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tlogsync", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("migrate", help="apply the numbered SQL migrations (idempotent)")
+    p.add_argument("--create-db", action="store_true", help="create the database first if it does not exist")
+    p.set_defaults(func=cmd_migrate)
+    sub.add_parser("retailers", help="list the retailers and their scan schedules").set_defaults(func=cmd_retailers)
+    p = sub.add_parser("scan", help="enqueue a scan of one retailer now")
+    p.add_argument("retailer")
+    p.add_argument("--wait", action="store_true", help="block until every file the scan saw is final")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_scan)
+    p = sub.add_parser("status", help="ledger counts per retailer and status, and the last scans")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("demo", help="run the whole pipeline on local services with an embedded SFTP server")
+    p.add_argument("--files", type=int, default=60, help="generated TLog files besides the published samples")
+    p.add_argument("--timeout", type=float, default=180.0)
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return int(args.func(settings, args))
+    except (ConfigError, SettingsError) as exc:
+        console.print(f"[red]tlogsync: {exc}[/red]")
+        return 2
+    except psycopg.OperationalError as exc:
+        console.print(f"[red]tlogsync: database {settings.database_url}: {exc}[/red]")
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

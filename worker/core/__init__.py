@@ -1,0 +1,1 @@
+"""The framework-free core: no celery, paramiko or psycopg imports below this package."""

@@ -1,0 +1,268 @@
+"""The ingestion use cases: scan a retailer's folder, ingest one claimed file, finish its move."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import posixpath
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from worker.core.oms import to_order
+from worker.core.ports import (
+    CLAIMED,
+    DUPLICATE,
+    FAILED,
+    PROCESSED,
+    SKIPPED,
+    Claim,
+    FileMissing,
+    FileSource,
+    FileTooLarge,
+    Ledger,
+    LedgerRow,
+    Outcome,
+    RemoteFile,
+)
+from worker.core.retailers import Retailer
+from worker.core.tlog import TLogError, parse_sale
+
+ORDERS_FEED = "orders"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+=@,-]{0,254}$")
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One inbound folder of a retailer and where its files go afterwards."""
+
+    name: str
+    directory: str
+    archive_dir: str
+    error_dir: str
+    pattern: str
+    min_age_seconds: float
+
+
+def orders_feed(retailer: Retailer) -> Feed:
+    s = retailer.sftp
+    return Feed(ORDERS_FEED, s.orders_dir, s.archive_dir, s.error_dir, s.pattern, s.min_age_seconds)
+
+
+def unsafe_name_reason(name: str) -> str | None:
+    """Why a remote file name cannot be trusted in a path, or None when it can."""
+    if "/" in name or "\\" in name or "\x00" in name:
+        return "file name contains a path separator or NUL"
+    if name in (".", "..") or name.startswith(".."):
+        return "file name is a relative path component"
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        return "file name contains control characters"
+    if not SAFE_NAME.match(name):
+        return "file name has characters outside letters, digits and ._ ()+=@,-"
+    return None
+
+
+def safe_local_name(name: str) -> str:
+    """A name safe to use as a path component anywhere: unsafe characters become '_'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "unnamed"
+    return cleaned[:200]
+
+
+def join(directory: str, name: str) -> str:
+    """Join a trusted directory and a file name that must stay inside it."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"refusing to join {name!r}: not a plain file name")
+    return posixpath.join(directory, name)
+
+
+# ---------------------------------------------------------------- scan
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    claims: tuple[Claim, ...]
+    redispatch: tuple[int, ...]  # ledger ids whose ingest message is sent again
+    watch: tuple[int, ...]  # ledger ids already in flight from an earlier dispatch
+    deferred: int  # new files left for a later scan because of the in-flight cap
+
+
+@dataclass
+class ScanResult:
+    retailer_id: str
+    feed: str
+    listed: int = 0
+    too_young: int = 0
+    ignored: int = 0
+    dispatch: list[tuple[int, str]] = field(default_factory=list)  # (ledger id, file name) to send now
+    watch: list[int] = field(default_factory=list)
+    deferred: int = 0
+    busy: bool = False
+
+    @property
+    def pending_ids(self) -> list[int]:
+        """Every ledger id this scan saw unfinished: what `scan --wait` waits for."""
+        return [file_id for file_id, _ in self.dispatch] + self.watch
+
+
+def select_candidates(entries: Sequence[RemoteFile], pattern: str, min_age_seconds: float,
+                      listed_at: float) -> tuple[list[RemoteFile], int, int]:
+    """Regular files matching the pattern and old enough, oldest first; plus the too-young and ignored counts."""
+    candidates, young, ignored = [], 0, 0
+    for entry in entries:
+        if not entry.is_file or not fnmatch.fnmatchcase(entry.name, pattern):
+            ignored += 1
+        elif listed_at - entry.mtime < min_age_seconds:
+            young += 1  # a writer may still be appending: its mtime keeps moving
+        else:
+            candidates.append(entry)
+    candidates.sort(key=lambda e: (e.mtime, e.name))
+    return candidates, young, ignored
+
+
+def plan_claims(candidates: Sequence[RemoteFile], latest: dict[str, LedgerRow], feed: Feed,
+                listed_at: datetime, in_flight: int, max_in_flight: int,
+                redispatch_after: timedelta) -> ScanPlan:
+    """Decide, for each listed file, whether to claim it, send it again, or only watch it."""
+    claims: list[Claim] = []
+    redispatch: list[int] = []
+    watch: list[int] = []
+    budget = max(0, max_in_flight - in_flight)
+    deferred = 0
+    for entry in candidates:
+        row = latest.get(entry.name)
+        path = join(feed.directory, entry.name)
+        if row is None:
+            if len(claims) >= budget:
+                deferred += 1
+                continue
+            claims.append(Claim(entry.name, path, entry.size, entry.mtime))
+        elif row.status == CLAIMED:
+            stale = row.dispatched_at is None or listed_at - row.dispatched_at >= redispatch_after
+            (redispatch if stale else watch).append(row.id)
+        elif row.moved_at is None:
+            redispatch.append(row.id)  # final in the ledger but still in the folder: ingest finishes the move
+        elif row.moved_at < listed_at:
+            claims.append(Claim(entry.name, path, entry.size, entry.mtime, DUPLICATE,
+                                f"file name already processed as ledger row {row.id} ({row.status}); not imported"))
+        # else: our listing predates the move, the file is gone already
+    return ScanPlan(tuple(claims), tuple(redispatch), tuple(watch), deferred)
+
+
+def scan_feed(retailer: Retailer, feed: Feed, source: FileSource, ledger: Ledger,
+              max_in_flight: int, redispatch_after: timedelta) -> ScanResult:
+    """List a feed's folder and claim what is new, under the per-retailer scan lock."""
+    result = ScanResult(retailer.retailer_id, feed.name)
+    listed_at = ledger.now()
+    entries = source.list(feed.directory)
+    result.listed = len(entries)
+    candidates, result.too_young, result.ignored = select_candidates(
+        entries, feed.pattern, feed.min_age_seconds, listed_at.timestamp())
+    if not candidates:
+        return result
+    with ledger.scan_transaction(retailer.retailer_id, feed.name) as tx:
+        latest = tx.latest_rows([c.name for c in candidates])
+        plan = plan_claims(candidates, latest, feed, listed_at, tx.in_flight(), max_in_flight, redispatch_after)
+        inserted = tx.claim(plan.claims)
+        send = [(row.id, row.file_name) for row in inserted]
+        by_id = {row.id: row for row in latest.values()}
+        send += [(file_id, by_id[file_id].file_name) for file_id in plan.redispatch]
+        tx.mark_dispatched([file_id for file_id, _ in send])
+    result.dispatch = send
+    result.watch = list(plan.watch)
+    result.deferred = plan.deferred
+    return result
+
+
+# ---------------------------------------------------------------- ingest
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    file_id: int
+    file_name: str
+    status: str
+    error: str | None = None
+    order_id: int | None = None
+    order_type: str | None = None
+    moved_to: str | None = None
+
+
+class UnknownFile(Exception):
+    """The ledger has no such row: the message does not belong to this database."""
+
+
+def decide(data: bytes, retailer: Retailer) -> Outcome:
+    """Pure: what a file's bytes become (an order to store, a skip or a failure)."""
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        sale = parse_sale(data)
+        order = to_order(sale, retailer)
+    except TLogError as exc:
+        return Outcome(FAILED, digest, len(data), str(exc))
+    if order.order_type == "IN_STORE" and not retailer.order_master:
+        return Outcome(SKIPPED, digest, len(data),
+                       f"order {order.external_id}: in-store sale and retailer is not the order master;"
+                       " inventory comes from the variance feed")
+    return Outcome(PROCESSED, digest, len(data), order=order)
+
+
+def ingest_file(file_id: int, retailer: Retailer, feed: Feed, source: FileSource, ledger: Ledger,
+                max_bytes: int) -> IngestResult:
+    """Read, validate, convert and store one claimed file, then move it out of the inbound folder.
+
+    Safe to run any number of times for the same file: a row that is already final is only moved.
+    """
+    row = ledger.get(file_id)
+    if row is None:
+        raise UnknownFile(f"no ledger row {file_id}")
+    order_id = order_type = None
+    if row.status == CLAIMED:
+        outcome = read_and_decide(row, retailer, source, max_bytes)
+        recorded = ledger.record(file_id, outcome)
+        row, order_id = recorded.row, recorded.order_id
+        order_type = outcome.order.order_type if outcome.order and order_id else None
+    moved_to = row.moved_to
+    if row.moved_at is None:
+        moved_to = finish_move(row, feed, source)
+        ledger.mark_moved(row.id, moved_to)
+    return IngestResult(row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to)
+
+
+def read_and_decide(row: LedgerRow, retailer: Retailer, source: FileSource, max_bytes: int) -> Outcome:
+    reason = unsafe_name_reason(row.file_name)
+    if reason:
+        return Outcome(FAILED, error=reason)
+    if row.size is not None and row.size > max_bytes:
+        return Outcome(FAILED, size=row.size, error=f"file is {row.size} bytes, over the {max_bytes}-byte limit")
+    try:
+        data = source.read(row.remote_path, max_bytes)
+    except FileTooLarge as exc:
+        return Outcome(FAILED, error=str(exc))
+    except FileMissing:
+        return Outcome(FAILED, error="file disappeared from the inbound folder before it was read")
+    return decide(data, retailer)
+
+
+def destination(row: LedgerRow, feed: Feed) -> str:
+    """Where a final file goes: error_dir for failures, archive_dir otherwise."""
+    name = safe_local_name(row.file_name) if unsafe_name_reason(row.file_name) else row.file_name
+    if row.status == FAILED:
+        return join(feed.error_dir, name)
+    if row.status == DUPLICATE:
+        return join(feed.archive_dir, f"{name}.duplicate-{row.id}")
+    return join(feed.archive_dir, name)
+
+
+def finish_move(row: LedgerRow, feed: Feed, source: FileSource) -> str | None:
+    """Move a final file out of the inbound folder; the reason of a failure is written next to it."""
+    assert row.status in (PROCESSED, FAILED, SKIPPED, DUPLICATE)
+    dst = destination(row, feed)
+    if row.status == FAILED:
+        note = f"{row.file_name}: {row.error}\nledger row {row.id}, failed at {row.finished_at}\n"
+        source.write(dst + ".error.txt", note.encode("utf-8", "replace"))
+    if source.move(row.remote_path, dst):
+        return dst
+    # Not in the folder: an earlier delivery moved it, or someone removed it by hand.
+    return dst if source.exists(dst) else None

@@ -1,0 +1,135 @@
+"""The ports the core talks through: a place files come from, and the ledger/order store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from worker.core.oms import Order
+
+CLAIMED, PROCESSED, FAILED, SKIPPED, DUPLICATE = "claimed", "processed", "failed", "skipped", "duplicate"
+FINAL_STATUSES = (PROCESSED, FAILED, SKIPPED, DUPLICATE)
+
+
+class TransientError(Exception):
+    """Worth retrying: the SFTP host, the network or the database did not answer."""
+
+
+class FileTooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"file is larger than the {limit}-byte limit")
+        self.limit = limit
+
+
+class FileMissing(Exception):
+    """The remote path does not exist."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    size: int
+    mtime: float  # seconds since the epoch, as the server reports it
+    is_file: bool = True
+
+
+class FileSource(Protocol):
+    """A place TLog files come from (an SFTP folder in production)."""
+
+    def list(self, directory: str) -> Sequence[RemoteFile]: ...
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        """The whole file; FileTooLarge past max_bytes, FileMissing if absent."""
+        ...
+
+    def move(self, src: str, dst: str) -> bool:
+        """Rename src to dst (replacing dst); False when src does not exist."""
+        ...
+
+    def write(self, path: str, data: bytes) -> None: ...
+
+    def exists(self, path: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    id: int
+    retailer_id: str
+    feed: str
+    file_name: str
+    remote_path: str
+    size: int | None
+    mtime: datetime | None
+    status: str
+    error: str | None
+    attempts: int
+    dispatched_at: datetime | None
+    finished_at: datetime | None
+    moved_at: datetime | None
+    moved_to: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A file the scan claims: a new row in the ledger."""
+
+    file_name: str
+    remote_path: str
+    size: int
+    mtime: float
+    status: str = CLAIMED  # or DUPLICATE for a reappearing name
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ingest decided for a claimed file, applied in one transaction."""
+
+    status: str
+    sha256: str | None = None
+    size: int | None = None
+    error: str | None = None
+    order: Order | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the ledger holds after ingest's transaction."""
+
+    row: LedgerRow
+    order_id: int | None = None  # the stored order, if this file stored one
+
+
+class ScanTransaction(Protocol):
+    def latest_rows(self, names: Sequence[str]) -> dict[str, LedgerRow]: ...
+
+    def in_flight(self) -> int: ...
+
+    def claim(self, claims: Sequence[Claim]) -> list[LedgerRow]:
+        """Insert claims (ON CONFLICT DO NOTHING); returns the rows actually inserted."""
+        ...
+
+    def mark_dispatched(self, ids: Sequence[int]) -> None: ...
+
+
+class Ledger(Protocol):
+    """The PostgreSQL side: file ledger and orders."""
+
+    def now(self) -> datetime: ...
+
+    def scan_transaction(self, retailer_id: str, feed: str) -> AbstractContextManager[ScanTransaction]:
+        """A transaction holding the per-retailer, per-feed scan lock."""
+        ...
+
+    def get(self, file_id: int) -> LedgerRow | None: ...
+
+    def record(self, file_id: int, outcome: Outcome) -> Recorded:
+        """Apply an ingest outcome if the row is still claimed; return the row as it now stands."""
+        ...
+
+    def mark_moved(self, file_id: int, moved_to: str | None) -> None: ...
+
+    def rows(self, ids: Sequence[int]) -> Iterator[LedgerRow]: ...

@@ -1,0 +1,151 @@
+"""The retailers file: one TOML table per retailer, validated at start-up."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from worker.core.validation import flatten_messages
+
+RETAILER_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+
+DEFAULT_PAYMENT_METHODS = {
+    "Cash": "CASH",
+    "Miscellaneous": "EXT_MISC",
+    "Credit Card": "CREDIT_CARD",
+    "Debit Card": "EXT_DEBIT_CARD",
+    "Gift Card": "GIFT_CARD",
+}
+
+
+class ConfigError(ValueError):
+    """The retailers file cannot be used; the message names the retailer and the key."""
+
+
+@dataclass(frozen=True)
+class SftpConfig:
+    host: str
+    port: int
+    username: str
+    known_hosts: str
+    orders_dir: str
+    archive_dir: str
+    error_dir: str
+    private_key: str | None = None
+    password_env: str | None = None
+    pattern: str = "*.json"
+    min_age_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Retailer:
+    retailer_id: str
+    product_store_id: str
+    currency: str
+    order_master: bool
+    may_split: bool
+    sftp: SftpConfig
+    schedule: str | None = None
+    poll_seconds: float | None = None
+    enabled: bool = True
+    payment_methods: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PAYMENT_METHODS))
+    shipment_methods: dict[str, str] = field(default_factory=dict)
+    in_store_shipment_method: str = "POS_COMPLETED"
+    channel: str = "POS_SALES_CHANNEL"
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE  # our own config: a typo must stop start-up, not be ignored
+
+
+def _cron(value: str) -> None:
+    parts = value.split()
+    if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
+        raise ValidationError("must be a crontab of five fields, e.g. '*/5 * * * *'")
+
+
+class SftpSchema(_Strict):
+    host = fields.String(required=True, validate=validate.Length(min=1))
+    port = fields.Integer(load_default=22, validate=validate.Range(1, 65535))
+    username = fields.String(required=True, validate=validate.Length(min=1))
+    private_key = fields.String(load_default=None)
+    password_env = fields.String(load_default=None)
+    known_hosts = fields.String(required=True)
+    orders_dir = fields.String(required=True, validate=validate.Regexp(r"^/", error="must be an absolute path"))
+    archive_dir = fields.String(required=True, validate=validate.Regexp(r"^/", error="must be an absolute path"))
+    error_dir = fields.String(required=True, validate=validate.Regexp(r"^/", error="must be an absolute path"))
+    pattern = fields.String(load_default="*.json", validate=validate.Length(min=1))
+    min_age_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0))
+
+    @validates_schema
+    def _auth(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("private_key") and not data.get("password_env"):
+            raise ValidationError("set private_key or password_env", "private_key")
+        dirs = {data["orders_dir"], data["archive_dir"], data["error_dir"]}
+        if len(dirs) != 3:
+            raise ValidationError("orders_dir, archive_dir and error_dir must differ", "archive_dir")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> SftpConfig:
+        return SftpConfig(**data)
+
+
+class RetailerSchema(_Strict):
+    product_store_id = fields.String(required=True, validate=validate.Length(min=1))
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$", error="must be ISO 4217"))
+    order_master = fields.Boolean(required=True)
+    may_split = fields.Boolean(load_default=False)
+    schedule = fields.String(load_default=None, validate=_cron)
+    poll_seconds = fields.Float(load_default=None, validate=validate.Range(min=1))
+    enabled = fields.Boolean(load_default=True)
+    payment_methods = fields.Dict(keys=fields.String(), values=fields.String(), load_default=None)
+    shipment_methods = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    in_store_shipment_method = fields.String(load_default="POS_COMPLETED")
+    channel = fields.String(load_default="POS_SALES_CHANNEL")
+    sftp = fields.Nested(SftpSchema, required=True)
+
+    @validates_schema
+    def _one_schedule(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("schedule") is None) == (data.get("poll_seconds") is None):
+            raise ValidationError("set exactly one of schedule (crontab) or poll_seconds", "schedule")
+
+
+def parse_retailers(document: dict[str, Any], source: str = "retailers file") -> dict[str, Retailer]:
+    """Validate a parsed retailers document; errors name the retailer and the key."""
+    unknown = set(document) - {"retailers"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {sorted(unknown)}; expected [retailers.<id>]")
+    tables = document.get("retailers")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{source}: no [retailers.<id>] table")
+    retailers = {}
+    for retailer_id, table in tables.items():
+        if not RETAILER_ID.match(retailer_id):
+            raise ConfigError(f"{source}: retailer id {retailer_id!r} must match {RETAILER_ID.pattern}")
+        try:
+            data = RetailerSchema().load(table)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: retailer {retailer_id!r}: {flatten_messages(exc.messages)}") from None
+        methods = dict(DEFAULT_PAYMENT_METHODS)
+        methods.update(data.pop("payment_methods") or {})
+        retailers[retailer_id] = Retailer(retailer_id=retailer_id, payment_methods=methods, **data)
+    return retailers
+
+
+def load_retailers(path: Path) -> dict[str, Retailer]:
+    """Read and validate the retailers TOML file."""
+    try:
+        with open(path, "rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"retailers file {path} not found (set TLOGSYNC_RETAILERS)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"retailers file {path}: not valid TOML: {exc}") from None
+    return parse_retailers(document, str(path))

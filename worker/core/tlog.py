@@ -1,0 +1,444 @@
+"""TLog files: decode, validate at the edge, and build the domain sale.
+
+Vendors add fields over time, so unknown TLog fields are ignored; the fields we rely on
+(DOMAIN.md, "TLog fields we rely on") are enforced with field-level messages.
+Money is Decimal end to end: JSON numbers are parsed as Decimal, never float.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from worker.core.validation import flatten_messages
+
+IN_STORE = "IN_STORE"
+SHIP_TO_HOME = "SHIP_TO_HOME"
+CENT = Decimal("0.01")
+MAX_MONEY = Decimal("1000000000")  # one billion per field is far beyond any sale; larger is corrupt data
+MAX_QUANTITY = 100000
+MAX_DEPTH = 64
+
+
+class TLogError(ValueError):
+    """A TLog file cannot become an order. `reason` names the record and the field."""
+
+    def __init__(self, reason: str, record: str | None = None):
+        self.reason = reason
+        self.record = record
+        super().__init__(f"order {record}: {reason}" if record else reason)
+
+
+@dataclass(frozen=True)
+class PriceAdjustment:
+    adjustment_type: str
+    amount: Decimal  # as the POS wrote it; the sign is normalised by the OMS mapping
+
+
+@dataclass(frozen=True)
+class SaleLine:
+    item_seq: int
+    product_id: str | None
+    gtin: str
+    name: str | None
+    price: Decimal
+    quantity: int
+    sub_total: Decimal
+    tax: Decimal
+    total: Decimal | None
+    fulfillment: str  # IN_STORE or SHIP_TO_HOME
+    adjustments: tuple[PriceAdjustment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Address:
+    first_name: str | None
+    last_name: str | None
+    address1: str | None
+    address2: str | None
+    city: str | None
+    state: str | None
+    postal_code: str | None
+    country: str | None
+    phone: str | None
+    email: str | None
+
+
+@dataclass(frozen=True)
+class Tender:
+    payment_method: str
+    amount: Decimal
+    payment_status: str | None
+    capture_status: str | None
+
+
+@dataclass(frozen=True)
+class Sale:
+    """One point-of-sale transaction, as the TLog describes it."""
+
+    order_id: str
+    creation_date: str  # store-local "YYYY-MM-DD HH:MM:SS", as the OMS expects it
+    order_date_ms: int | None
+    fulfillment_type: str
+    store_id: str
+    store_time_zone: str | None
+    store_latitude: Decimal | None
+    store_longitude: Decimal | None
+    total_amount: Decimal
+    order_sub_total: Decimal
+    discount: Decimal
+    tax_sub_total: Decimal
+    shipping_sub_total: Decimal
+    shipping_tax: Decimal
+    shipping_name: str | None
+    email: str | None
+    phone: str | None
+    customer_id: str | None
+    customer_email: str | None
+    customer_phone: str | None
+    customer_first_name: str | None
+    customer_last_name: str | None
+    billing_first_name: str | None
+    billing_last_name: str | None
+    shipping_address: Address | None
+    tenders: tuple[Tender, ...]
+    lines: tuple[SaleLine, ...]
+
+    @property
+    def order_type(self) -> str:
+        kinds = {line.fulfillment for line in self.lines}
+        if kinds == {IN_STORE}:
+            return "IN_STORE"
+        if kinds == {SHIP_TO_HOME}:
+            return "SEND_SALE"
+        return "MIXED"
+
+    def lines_of(self, fulfillment: str) -> tuple[SaleLine, ...]:
+        return tuple(line for line in self.lines if line.fulfillment == fulfillment)
+
+
+class Money(fields.Decimal):
+    """A finite amount with at most 4 decimal places, bounded in size."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(allow_nan=False, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+            raise ValidationError("must be a number")
+        result: Decimal = super()._deserialize(value, attr, data, **kwargs)
+        if abs(result) >= MAX_MONEY:
+            raise ValidationError(f"{result} is out of range")
+        if result != result.quantize(Decimal("0.0001")):
+            raise ValidationError(f"{result} has more than 4 decimal places")
+        return result
+
+
+class Quantity(fields.Field):
+    """A whole, positive number of units (1 or 1.0, never 1.5)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | Decimal):
+            raise ValidationError("must be a whole number")
+        try:
+            whole = int(value)
+        except (ValueError, OverflowError, InvalidOperation):
+            raise ValidationError("must be a whole number") from None
+        if whole != value:
+            raise ValidationError(f"{value} is not a whole number")
+        if not 0 < whole <= MAX_QUANTITY:
+            raise ValidationError(f"{whole} is not between 1 and {MAX_QUANTITY}")
+        return whole
+
+
+class Text(fields.String):
+    """A string; numbers are accepted and kept as their text (ids like 254 are often numbers)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            value = str(value)
+        result: str = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in result:
+            raise ValidationError("contains a NUL character")
+        return result
+
+
+def _opt_text(**kwargs: Any) -> Text:
+    return Text(load_default=None, allow_none=True, validate=validate.Length(max=1000), **kwargs)
+
+
+def _opt_money(**kwargs: Any) -> Money:
+    return Money(load_default=Decimal(0), **kwargs)
+
+
+class _Lenient(Schema):
+    class Meta:
+        unknown = EXCLUDE  # vendors add fields; ignore what we do not use
+
+
+class StoreSchema(_Lenient):
+    timeZoneId = _opt_text()  # noqa: N815 - vendor spelling
+    latitude = fields.Decimal(allow_nan=False, load_default=None, allow_none=True, validate=validate.Range(-90, 90))
+    longitude = fields.Decimal(allow_nan=False, load_default=None, allow_none=True,
+                               validate=validate.Range(-180, 180))
+
+
+class CustomerSchema(_Lenient):
+    customerId = _opt_text()  # noqa: N815
+    email = _opt_text()
+    firstName = _opt_text()  # noqa: N815
+    lastName = _opt_text()  # noqa: N815
+    phoneMobile = _opt_text()  # noqa: N815
+
+
+class BillingSchema(_Lenient):
+    firstName = _opt_text()  # noqa: N815
+    lastName = _opt_text()  # noqa: N815
+
+
+class ShippingAddressSchema(_Lenient):
+    firstName = _opt_text()  # noqa: N815
+    lastName = _opt_text()  # noqa: N815
+    addressLine1 = Text(required=True, validate=validate.Length(min=1, max=1000))  # noqa: N815
+    addressLine2 = _opt_text()  # noqa: N815
+    city = Text(required=True, validate=validate.Length(min=1, max=1000))
+    state = _opt_text()
+    postalCode = Text(required=True, validate=validate.Length(min=1, max=40))  # noqa: N815
+    countryCode = _opt_text()  # noqa: N815
+    phone = _opt_text()
+    emailAddress = _opt_text()  # noqa: N815
+
+    @post_load
+    def _make(self, d: dict[str, Any], **_: Any) -> Address:
+        return Address(
+            first_name=d["firstName"], last_name=d["lastName"], address1=d["addressLine1"],
+            address2=d["addressLine2"], city=d["city"], state=d["state"], postal_code=d["postalCode"],
+            country=d["countryCode"], phone=d["phone"], email=d["emailAddress"],
+        )
+
+
+class TenderSchema(_Lenient):
+    paymentMethod = Text(required=True, validate=validate.Length(min=1, max=200))  # noqa: N815
+    amountAuthorized = Money(required=True)  # noqa: N815
+    paymentStatus = _opt_text()  # noqa: N815
+    captureStatus = _opt_text()  # noqa: N815
+
+    @post_load
+    def _make(self, d: dict[str, Any], **_: Any) -> Tender:
+        return Tender(d["paymentMethod"], d["amountAuthorized"], d["paymentStatus"], d["captureStatus"])
+
+
+class PriceAdjustmentSchema(_Lenient):
+    priceAdjustmentType = Text(load_default="DISCOUNT", validate=validate.Length(max=200))  # noqa: N815
+    amount = Money(required=True)
+
+    @post_load
+    def _make(self, d: dict[str, Any], **_: Any) -> PriceAdjustment:
+        return PriceAdjustment(d["priceAdjustmentType"] or "DISCOUNT", d["amount"])
+
+
+class ProductTaxSchema(_Lenient):
+    totalTax = Money(required=True)  # noqa: N815
+
+
+class LineSchema(_Lenient):
+    orderItemId = Text(required=True, validate=validate.Regexp(r"^\d{1,9}$", error="must be a whole number"))  # noqa: N815
+    productId = _opt_text()  # noqa: N815
+    gtin = Text(required=True, validate=validate.Regexp(r"^\d{8,14}$", error="must be 8 to 14 digits"))
+    name = _opt_text()
+    price = Money(required=True, validate=validate.Range(min=0))
+    quantity = Quantity(required=True)
+    subTotal = Money(required=True)  # noqa: N815
+    tax = _opt_money()
+    total = Money(load_default=None, allow_none=True)
+    productTax = fields.Nested(ProductTaxSchema, load_default=None, allow_none=True)  # noqa: N815
+    fulfillmentType = _opt_text()  # noqa: N815
+    omniFulfillmentType = _opt_text()  # noqa: N815
+    priceAdjustments = fields.List(fields.Nested(PriceAdjustmentSchema), load_default=list, allow_none=True)  # noqa: N815
+
+    @validates_schema
+    def _fulfillment(self, d: dict[str, Any], **_: Any) -> None:
+        omni, kind = d.get("omniFulfillmentType"), d.get("fulfillmentType")
+        if omni not in (None, IN_STORE, SHIP_TO_HOME):
+            raise ValidationError(f"{omni!r} is not IN_STORE or SHIP_TO_HOME", "omniFulfillmentType")
+        if omni is None and kind not in (None, IN_STORE, "ONLINE"):
+            raise ValidationError(f"{kind!r} is not IN_STORE or ONLINE", "fulfillmentType")
+
+
+class TLogSchema(_Lenient):
+    orderId = Text(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$",  # noqa: N815
+                                                           error="must be 1-100 letters, digits or _.:-"))
+    creationDate = Text(required=True)  # noqa: N815
+    orderDate = fields.Integer(load_default=None, allow_none=True, strict=False)  # noqa: N815
+    fulfillmentType = Text(required=True, validate=validate.OneOf([IN_STORE, "ONLINE"]))  # noqa: N815
+    storeId = Text(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,60}$",  # noqa: N815
+                                                           error="must be 1-60 letters, digits or _.-"))
+    store = fields.Nested(StoreSchema, load_default=None, allow_none=True)
+    totalAmount = Money(required=True)  # noqa: N815
+    orderSubTotal = Money(required=True)  # noqa: N815
+    discount = _opt_money()
+    taxSubTotal = _opt_money()  # noqa: N815
+    shippingSubTotal = _opt_money()  # noqa: N815
+    shippingTax = _opt_money()  # noqa: N815
+    shippingName = _opt_text()  # noqa: N815
+    email = _opt_text()
+    phoneNumber = _opt_text()  # noqa: N815
+    customerProfile = fields.Nested(CustomerSchema, load_default=None, allow_none=True)  # noqa: N815
+    billingAddress = fields.Nested(BillingSchema, load_default=None, allow_none=True)  # noqa: N815
+    shippingAddress = fields.Nested(ShippingAddressSchema, load_default=None, allow_none=True)  # noqa: N815
+    tenders = fields.List(fields.Nested(TenderSchema), load_default=list, allow_none=True)
+    orderProductList = fields.List(fields.Nested(LineSchema), required=True,  # noqa: N815
+                                   validate=validate.Length(min=1, max=5000, error="must hold 1 to 5000 lines"))
+
+    @validates_schema
+    def _consistent(self, d: dict[str, Any], **_: Any) -> None:
+        try:
+            datetime.strptime(d["creationDate"], "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise ValidationError("must be 'YYYY-MM-DD HH:MM:SS'", "creationDate") from None
+        expected = (d["orderSubTotal"] - d["discount"] + d["taxSubTotal"]
+                    + d["shippingSubTotal"] + d["shippingTax"])
+        if expected.quantize(CENT) != d["totalAmount"].quantize(CENT):
+            raise ValidationError(
+                f"{d['totalAmount']} does not reconcile: orderSubTotal - discount + taxSubTotal"
+                f" + shippingSubTotal + shippingTax = {expected}", "totalAmount")
+        lines = d["orderProductList"]
+        seqs = [line["orderItemId"] for line in lines]
+        if len(set(seqs)) != len(seqs):
+            raise ValidationError("orderItemId values repeat", "orderProductList")
+        line_sum = sum((line["subTotal"] for line in lines), Decimal(0))
+        if line_sum.quantize(CENT) != d["orderSubTotal"].quantize(CENT):
+            raise ValidationError(f"{d['orderSubTotal']} differs from the sum of line subTotal ({line_sum})",
+                                  "orderSubTotal")
+        if any(_fulfillment_of(line, d["fulfillmentType"]) == SHIP_TO_HOME for line in lines) \
+                and d.get("shippingAddress") is None:
+            raise ValidationError("required for ship-to-home lines", "shippingAddress")
+
+
+def _fulfillment_of(line: dict[str, Any], header: str) -> str:
+    omni = line.get("omniFulfillmentType")
+    if omni:
+        return str(omni)
+    kind = line.get("fulfillmentType") or header
+    return SHIP_TO_HOME if kind == "ONLINE" else IN_STORE
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Bytes to a JSON object, numbers as Decimal; errors say what and where."""
+    if not data:
+        raise TLogError("empty file (0 bytes)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TLogError(f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}") from None
+    try:
+        document = json.loads(text, parse_float=Decimal, parse_int=_parse_int, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise TLogError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise TLogError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise TLogError(f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise TLogError(f"top level must be a JSON object, found {type(document).__name__}")
+    return document
+
+
+def _parse_int(text: str) -> int | Decimal:
+    # Python refuses int() of >4300 digits with a ValueError deep in json; keep huge numbers as Decimal
+    # so validation reports them as out of range.
+    if len(text) > 30:
+        return Decimal(text)
+    return int(text)
+
+
+def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def validate_sale(document: dict[str, Any]) -> Sale:
+    """Validate a decoded TLog and build the Sale; errors name the order and the field."""
+    record = document.get("orderId") if isinstance(document.get("orderId"), str | int) else None
+    record = str(record) if record is not None else None
+    if not _depth_ok(document):
+        raise TLogError(f"nested deeper than {MAX_DEPTH} levels", record)
+    try:
+        d = TLogSchema().load(document)
+    except ValidationError as exc:
+        raise TLogError(flatten_messages(exc.messages), record) from None
+    return _build(d)
+
+
+def parse_sale(data: bytes) -> Sale:
+    """Bytes of a TLog file to a validated Sale."""
+    return validate_sale(decode(data))
+
+
+def _build(d: dict[str, Any]) -> Sale:
+    header = d["fulfillmentType"]
+    lines = tuple(
+        SaleLine(
+            item_seq=int(line["orderItemId"]),
+            product_id=line["productId"],
+            gtin=line["gtin"],
+            name=line["name"],
+            price=line["price"],
+            quantity=line["quantity"],
+            sub_total=line["subTotal"],
+            tax=(line["productTax"] or {}).get("totalTax", line["tax"]),
+            total=line["total"],
+            fulfillment=_fulfillment_of(line, header),
+            adjustments=tuple(line["priceAdjustments"] or ()),
+        )
+        for line in d["orderProductList"]
+    )
+    store = d["store"] or {}
+    customer = d["customerProfile"] or {}
+    billing = d["billingAddress"] or {}
+    return Sale(
+        order_id=d["orderId"],
+        creation_date=d["creationDate"],
+        order_date_ms=d["orderDate"],
+        fulfillment_type=header,
+        store_id=d["storeId"],
+        store_time_zone=store.get("timeZoneId"),
+        store_latitude=store.get("latitude"),
+        store_longitude=store.get("longitude"),
+        total_amount=d["totalAmount"],
+        order_sub_total=d["orderSubTotal"],
+        discount=d["discount"],
+        tax_sub_total=d["taxSubTotal"],
+        shipping_sub_total=d["shippingSubTotal"],
+        shipping_tax=d["shippingTax"],
+        shipping_name=d["shippingName"],
+        email=d["email"],
+        phone=d["phoneNumber"],
+        customer_id=customer.get("customerId"),
+        customer_email=customer.get("email"),
+        customer_phone=customer.get("phoneMobile"),
+        customer_first_name=customer.get("firstName"),
+        customer_last_name=customer.get("lastName"),
+        billing_first_name=billing.get("firstName"),
+        billing_last_name=billing.get("lastName"),
+        shipping_address=d["shippingAddress"],
+        tenders=tuple(d["tenders"] or ()),
+        lines=lines,
+    )

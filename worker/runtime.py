@@ -1,0 +1,106 @@
+"""Per-process resources: created lazily after fork, closed at shutdown, never at import."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from worker.adapters.postgres import PgLedger
+from worker.adapters.sftp import SftpSessions, SftpSource
+from worker.core.retailers import ConfigError, Retailer, load_retailers
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class UnknownRetailer(Exception):
+    """A message names a retailer the retailers file does not have."""
+
+
+class Runtime:
+    """What one worker process holds: settings, retailers, a database pool and SFTP sessions."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[Any] | None = None
+        self._ledger: PgLedger | None = None
+        self._sessions: SftpSessions | None = None
+        self._retailers: dict[str, Retailer] | None = None
+        self._retailers_mtime: float | None = None
+        self._pid = os.getpid()
+
+    # -- retailers: reloaded when the file changes, so adding or pausing one needs no restart
+    def retailers(self) -> dict[str, Retailer]:
+        path = self.settings.retailers_path
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if self._retailers is None or mtime != self._retailers_mtime:
+            try:
+                self._retailers = load_retailers(path)
+                self._retailers_mtime = mtime
+            except ConfigError:
+                if self._retailers is None:
+                    raise
+                log.exception("retailers file changed but is invalid; keeping the previous configuration")
+                self._retailers_mtime = mtime
+        return self._retailers
+
+    def retailer(self, retailer_id: str) -> Retailer:
+        try:
+            return self.retailers()[retailer_id]
+        except KeyError:
+            raise UnknownRetailer(f"retailer {retailer_id!r} is not in {self.settings.retailers_path}") from None
+
+    # -- database
+    def ledger(self) -> PgLedger:
+        self._check_fork()
+        with self._lock:
+            if self._ledger is None:
+                self._pool = ConnectionPool(
+                    self.settings.database_url, min_size=1, max_size=self.settings.db_pool_max,
+                    open=False, name=f"tlogsync-{os.getpid()}", timeout=30,
+                    # a connection that died with the server is replaced rather than handed out
+                    check=ConnectionPool.check_connection,
+                )
+                self._pool.open(wait=False)
+                self._ledger = PgLedger(self._pool)
+            return self._ledger
+
+    # -- SFTP
+    @contextmanager
+    def sftp(self, retailer: Retailer) -> Iterator[SftpSource]:
+        self._check_fork()
+        with self._lock:
+            if self._sessions is None:
+                self._sessions = SftpSessions(self.settings.sftp_timeout_seconds)
+            sessions = self._sessions
+        with sessions.source(retailer.retailer_id, retailer.sftp) as source:
+            yield source
+
+    def _check_fork(self) -> None:
+        # psycopg connections and SSH sessions are not fork-safe: a child starts with none.
+        if os.getpid() != self._pid:
+            self._pool = self._ledger = self._sessions = None
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sessions is not None:
+                self._sessions.close()
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = self._ledger = self._sessions = None
+
+
+# One per process. Reading settings from the environment opens nothing; connections come on first use.
+runtime = Runtime()

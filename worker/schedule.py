@@ -1,0 +1,79 @@
+"""Beat: one scan entry per enabled retailer, built from the retailers file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from celery.beat import PersistentScheduler
+from celery.schedules import crontab, schedule
+
+from worker.core.retailers import ConfigError, Retailer
+from worker.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+
+def scan_entry_name(retailer_id: str) -> str:
+    return f"scan:{retailer_id}"
+
+
+def retailer_schedule(retailer: Retailer) -> Any:
+    if retailer.poll_seconds is not None:
+        return schedule(retailer.poll_seconds)
+    assert retailer.schedule is not None
+    minute, hour, day_of_month, month_of_year, day_of_week = retailer.schedule.split()
+    try:
+        return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                       day_of_week=day_of_week)
+    except ValueError as exc:
+        raise ConfigError(f"retailer {retailer.retailer_id!r}: schedule: {exc}") from None
+
+
+def build_beat_schedule(retailers: dict[str, Retailer]) -> dict[str, dict[str, Any]]:
+    """The beat schedule: each enabled retailer's scan on its own crontab or interval."""
+    entries = {}
+    for retailer in retailers.values():
+        if not retailer.enabled:
+            continue
+        entries[scan_entry_name(retailer.retailer_id)] = {
+            "task": "tlogsync.scan_retailer",
+            "schedule": retailer_schedule(retailer),
+            "args": (retailer.retailer_id,),
+            "kwargs": {"requested_by": "beat"},
+            # a scan that waited longer than its retailer's interval is stale: the next one replaces it
+            "options": {"expires": retailer.poll_seconds or 300},
+        }
+    return entries
+
+
+class RetailerScheduler(PersistentScheduler):
+    """PersistentScheduler whose entries come from the retailers file, re-read when it changes."""
+
+    def setup_schedule(self) -> None:
+        try:
+            self.app.conf.beat_schedule = build_beat_schedule(runtime.retailers())
+        except ConfigError as exc:
+            print(f"tlogsync: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        self._file_mtime = self._mtime()
+        super().setup_schedule()
+
+    def _mtime(self) -> float | None:
+        try:
+            return runtime.settings.retailers_path.stat().st_mtime
+        except OSError:
+            return None
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if self._mtime() != self._file_mtime:
+            self._file_mtime = self._mtime()
+            try:
+                entries = build_beat_schedule(runtime.retailers())
+            except ConfigError:
+                log.exception("retailers file changed but is invalid; keeping the current schedule")
+            else:
+                log.info("retailers file changed: %d scan entries", len(entries))
+                self.merge_inplace(entries)
+        return super().tick(*args, **kwargs)  # type: ignore[no-any-return]
