@@ -194,7 +194,8 @@ def _summary(dsn: str, total: int, elapsed: float, root: Path) -> None:
         console.print(table)
         failures = conn.execute("SELECT retailer_id, file_name, status, error FROM tlog_files"
                                 " WHERE status IN ('failed', 'skipped', 'duplicate')"
-                                " ORDER BY array_position(ARRAY['failed', 'duplicate', 'skipped'], status), id LIMIT 12")
+                                " ORDER BY array_position(ARRAY['failed', 'duplicate', 'skipped'], status), id"
+                                " LIMIT 12")
         table = Table(title="not imported, and why (first 12)")
         for col in ("retailer", "file", "status", "reason"):
             table.add_column(col, overflow="fold")

@@ -126,7 +126,7 @@ def _ship_to(sale: Sale) -> dict[str, Any]:
 
 
 def _payments(sale: Sale, retailer: Retailer) -> list[Payment]:
-    prefs = []
+    prefs: list[Payment] = []
     for index, tender in enumerate(sale.tenders):
         if (tender.payment_status or "").upper() in SKIPPED_TENDER_STATUSES:
             continue

@@ -139,7 +139,7 @@ class Money(fields.Decimal):
         return result
 
 
-class Quantity(fields.Field):
+class Quantity(fields.Field):  # type: ignore[type-arg]
     """A whole, positive number of units (1 or 1.0, never 1.5)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:

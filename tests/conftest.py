@@ -1,0 +1,363 @@
+"""Shared fixtures: a PostgreSQL database and a RabbitMQ vhost per test session, a real OpenSSH
+sshd on a free loopback port, retailers made per test, and real Celery workers.
+
+Services skip locally only when truly absent; under CI (CI=true) a missing service fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SESSION = f"t{os.getpid()}_{secrets.token_hex(3)}"
+SESSION_DIR = Path(tempfile.mkdtemp(prefix=f"tlogsync-{SESSION}-"))
+PG_BASE = os.environ.get("TLOGSYNC_TEST_PG", "postgresql://127.0.0.1:5432")
+DB_NAME = f"tlogsync_{SESSION}"
+VHOST = f"tlogsync_{SESSION}"
+RETAILERS_PATH = SESSION_DIR / "retailers.toml"
+
+# Set before anything imports worker.*: the worker runtime reads its settings from the environment.
+os.environ["TLOGSYNC_DATABASE_URL"] = f"{PG_BASE}/{DB_NAME}"
+os.environ["TLOGSYNC_BROKER_URL"] = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
+os.environ["TLOGSYNC_RETAILERS"] = str(RETAILERS_PATH)
+os.environ.setdefault("TLOGSYNC_REDISPATCH_AFTER", "900")
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need(condition: bool, what: str) -> None:
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{what} is required in CI")
+        pytest.skip(f"{what} is not available here")
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+# ----------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    need(port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
+    import psycopg
+    from psycopg import sql
+
+    from worker.adapters.migrate import migrate
+
+    admin = f"{PG_BASE}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
+    dsn = os.environ["TLOGSYNC_DATABASE_URL"]
+    migrate(dsn)
+    yield dsn
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB_NAME)))
+
+
+@pytest.fixture
+def db(pg_dsn: str) -> Iterator[object]:
+    import psycopg
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def ledger(pg_dsn: str) -> Iterator[object]:
+    from psycopg_pool import ConnectionPool
+
+    from worker.adapters.postgres import PgLedger
+
+    with ConnectionPool(pg_dsn, min_size=1, max_size=8, open=True) as pool:
+        yield PgLedger(pool)
+
+
+# ----------------------------------------------------------------- RabbitMQ
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    need(port_open("127.0.0.1", 5672), "RabbitMQ on 127.0.0.1:5672")
+    need(shutil.which("rabbitmqctl") is not None, "rabbitmqctl (to make a test vhost)")
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", VHOST], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    yield os.environ["TLOGSYNC_BROKER_URL"]
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", VHOST], capture_output=True)
+
+
+# ----------------------------------------------------------------- OpenSSH sshd
+
+
+@dataclass
+class Sshd:
+    host: str
+    port: int
+    username: str
+    private_key: Path
+    known_hosts: Path
+    root: Path  # the files the tests write are under here; SFTP paths are the same absolute paths
+    process: subprocess.Popen[bytes]
+    config: Path
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def start(self) -> None:
+        self.process = _run_sshd(self.config, self.log)
+        _wait_port(self.port)
+
+
+def _run_sshd(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log)])
+
+
+def _wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sshd did not listen on {port}")
+        time.sleep(0.05)
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[Sshd]:
+    need(Path("/usr/sbin/sshd").exists(), "OpenSSH sshd (apt-get install openssh-server)")
+    base = SESSION_DIR / "sshd"
+    base.mkdir()
+    host_key, user_key = base / "host_ed25519", base / "user_ed25519"
+    _keygen(host_key)
+    _keygen(user_key)
+    authorized = base / "authorized_keys"
+    authorized.write_text(user_key.with_suffix(".pub").read_text())
+    authorized.chmod(0o600)
+    port = free_port()
+    known_hosts = base / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key.with_suffix('.pub').read_text().split(' ')[0]} "
+                           f"{host_key.with_suffix('.pub').read_text().split(' ')[1]}\n")
+    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    config = base / "sshd_config"
+    config.write_text(f"""
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {host_key}
+PidFile {base / 'sshd.pid'}
+AuthorizedKeysFile {authorized}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+AllowUsers {user}
+Subsystem sftp internal-sftp
+MaxStartups 100:30:200
+MaxSessions 100
+LogLevel INFO
+""")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    log = base / "sshd.log"
+    proc = _run_sshd(config, log)
+    try:
+        _wait_port(port)
+    except RuntimeError:
+        proc.kill()
+        raise RuntimeError(f"sshd failed to start: {log.read_text() if log.exists() else ''}") from None
+    root = SESSION_DIR / "sftp"
+    root.mkdir()
+    server = Sshd("127.0.0.1", port, user, user_key, known_hosts, root, proc, config, log)
+    yield server
+    server.stop()
+
+
+# ----------------------------------------------------------------- retailers
+
+
+@dataclass
+class RetailerDirs:
+    retailer_id: str
+    root: Path
+    inbound: Path
+    archive: Path
+    error: Path
+    options: dict[str, object] = field(default_factory=dict)
+
+    def put(self, name: str, data: bytes, age: float = 60.0) -> Path:
+        """Write an inbound file, its mtime `age` seconds in the past (old enough for min_age)."""
+        path = self.inbound / name
+        path.write_bytes(data)
+        then = time.time() - age
+        os.utime(path, (then, then))
+        return path
+
+    def inbound_names(self) -> list[str]:
+        return sorted(p.name for p in self.inbound.iterdir() if p.is_file())
+
+
+_RETAILERS: dict[str, RetailerDirs] = {}
+
+
+def render_retailers(sshd: Sshd) -> str:
+    out = []
+    for r in _RETAILERS.values():
+        opts = {"product_store_id": "DV_STORE", "currency": "USD", "order_master": True, "may_split": True,
+                **({} if "schedule" in r.options else {"poll_seconds": 3600}), **r.options}
+        lines = [f"[retailers.{r.retailer_id}]"]
+        lines += [f"{k} = {_toml(v)}" for k, v in opts.items() if k != "sftp"]
+        lines += [f"[retailers.{r.retailer_id}.sftp]", f'host = "{sshd.host}"', f"port = {sshd.port}",
+                  f'username = "{sshd.username}"', f'private_key = "{sshd.private_key}"',
+                  f'known_hosts = "{sshd.known_hosts}"', f'orders_dir = "{r.inbound}"',
+                  f'archive_dir = "{r.archive}"', f'error_dir = "{r.error}"', "min_age_seconds = 2"]
+        lines += [f"{k} = {_toml(v)}" for k, v in dict(r.options.get("sftp", {})).items()]  # type: ignore[call-overload]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def write_retailers(sshd: Sshd) -> None:
+    tmp = RETAILERS_PATH.with_suffix(".tmp")
+    tmp.write_text(render_retailers(sshd))
+    tmp.replace(RETAILERS_PATH)  # atomic: a worker never reads half a file
+
+
+@pytest.fixture
+def make_retailer(sshd: Sshd, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Create a retailer with its own SFTP folders, unique to this test, and publish it to the workers."""
+
+    def make(**options: object) -> RetailerDirs:
+        retailer_id = f"r{len(_RETAILERS)}_{secrets.token_hex(3)}"
+        root = sshd.root / retailer_id
+        inbound = root / "inbound"
+        dirs = RetailerDirs(retailer_id, root, inbound, inbound / "archive", inbound / "error", options)
+        for d in (dirs.archive, dirs.error):
+            d.mkdir(parents=True)
+        _RETAILERS[retailer_id] = dirs
+        write_retailers(sshd)
+        return dirs
+
+    return make
+
+
+# ----------------------------------------------------------------- Celery workers
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    log_handle: object = None
+
+    def stop(self, sig: int = 15) -> None:
+        self._signal_and_wait(sig)
+        if self.log_handle is not None:
+            self.log_handle.close()  # type: ignore[attr-defined]
+
+    def _signal_and_wait(self, sig: int) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+
+
+def start_worker(name: str, queues: str | None = None, concurrency: int = 2,
+                 extra: list[str] | None = None) -> WorkerProcess:
+    from worker.queues import WORK_QUEUES
+
+    log = SESSION_DIR / f"worker-{name}.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues or ",".join(WORK_QUEUES),
+           "-c", str(concurrency), "--hostname", f"{name}@{SESSION}", "-l", "INFO", "--without-mingle",
+           "--without-gossip", *(extra or [])]
+    handle = open(log, "wb")  # noqa: SIM115 - closed by WorkerProcess.stop
+    proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+    wp = WorkerProcess(name, proc, log, handle)
+    _wait_ready(wp)
+    return wp
+
+
+def _wait_ready(wp: WorkerProcess, timeout: float = 60) -> None:
+    from worker.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if wp.process.poll() is not None:
+            raise RuntimeError(f"worker {wp.name} exited: {wp.log.read_text()[-3000:]}")
+        replies = app.control.ping(destination=[f"{wp.name}@{SESSION}"], timeout=0.5)
+        if replies:
+            return
+    raise RuntimeError(f"worker {wp.name} not ready: {wp.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(pg_dsn: str, broker_url: str, sshd: Sshd) -> Iterator[WorkerProcess]:
+    """One worker (prefork, 2 processes) on every work queue, shared by the end-to-end tests."""
+    if not RETAILERS_PATH.exists():
+        write_retailers(sshd) if _RETAILERS else RETAILERS_PATH.write_text(_placeholder_retailers(sshd))
+    wp = start_worker("main")
+    yield wp
+    wp.stop()
+
+
+def _placeholder_retailers(sshd: Sshd) -> str:
+    placeholder = SESSION_DIR / "placeholder"
+    for sub in ("in", "in/archive", "in/error"):
+        (placeholder / sub).mkdir(parents=True, exist_ok=True)
+    return f"""[retailers.placeholder]
+product_store_id = "P"
+currency = "USD"
+order_master = true
+poll_seconds = 3600
+[retailers.placeholder.sftp]
+host = "{sshd.host}"
+port = {sshd.port}
+username = "{sshd.username}"
+private_key = "{sshd.private_key}"
+known_hosts = "{sshd.known_hosts}"
+orders_dir = "{placeholder}/in"
+archive_dir = "{placeholder}/in/archive"
+error_dir = "{placeholder}/in/error"
+"""

@@ -1,0 +1,111 @@
+"""In-memory fakes for the ports we own (FileSource, Ledger), for unit tests of the core only."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from worker.core.ports import CLAIMED, FileMissing, FileTooLarge, LedgerRow, Outcome, Recorded, RemoteFile
+
+
+class FakeSource:
+    def __init__(self, files: dict[str, bytes] | None = None, mtime: float = 0.0):
+        self.files = dict(files or {})
+        self.mtimes = {path: mtime for path in self.files}
+        self.dirs: set[str] = set()
+
+    def list(self, directory: str) -> Sequence[RemoteFile]:
+        out = []
+        for path, data in self.files.items():
+            head, _, name = path.rpartition("/")
+            if head == directory:
+                out.append(RemoteFile(name, len(data), self.mtimes.get(path, 0.0)))
+        out += [RemoteFile(d.rpartition("/")[2], 0, 0.0, False) for d in self.dirs if d.rpartition("/")[0] == directory]
+        return out
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        if path not in self.files:
+            raise FileMissing(path)
+        if len(self.files[path]) > max_bytes:
+            raise FileTooLarge(max_bytes)
+        return self.files[path]
+
+    def move(self, src: str, dst: str) -> bool:
+        if src not in self.files:
+            return False
+        self.files[dst] = self.files.pop(src)
+        return True
+
+    def write(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+    def exists(self, path: str) -> bool:
+        return path in self.files
+
+
+class FakeLedger:
+    def __init__(self, clock: datetime | None = None):
+        self.rows: dict[int, LedgerRow] = {}
+        self.orders: dict[str, int] = {}
+        self.clock = clock or datetime(2026, 1, 1, tzinfo=UTC)
+        self._ids = itertools.count(1)
+
+    def now(self) -> datetime:
+        return self.clock
+
+    @contextmanager
+    def scan_transaction(self, retailer_id: str, feed: str) -> Iterator[FakeLedger]:
+        yield self
+
+    def latest_rows(self, names: Sequence[str]) -> dict[str, LedgerRow]:
+        out: dict[str, LedgerRow] = {}
+        for row in sorted(self.rows.values(), key=lambda r: r.id):
+            if row.file_name in names:
+                out[row.file_name] = row
+        return out
+
+    def in_flight(self) -> int:
+        return sum(1 for r in self.rows.values() if r.status == CLAIMED)
+
+    def claim(self, claims):  # type: ignore[no-untyped-def]
+        inserted = []
+        for c in claims:
+            if c.status == CLAIMED and any(r.file_name == c.file_name and r.status != "duplicate"
+                                           for r in self.rows.values()):
+                continue
+            row = LedgerRow(next(self._ids), "acme", "orders", c.file_name, c.remote_path, c.size,
+                            datetime.fromtimestamp(c.mtime, UTC), c.status, c.error, 0, None,
+                            None if c.status == CLAIMED else self.clock, None, None)
+            self.rows[row.id] = row
+            inserted.append(row)
+        return inserted
+
+    def mark_dispatched(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            self.rows[i] = replace(self.rows[i], dispatched_at=self.clock)
+
+    def get(self, file_id: int) -> LedgerRow | None:
+        return self.rows.get(file_id)
+
+    def record(self, file_id: int, outcome: Outcome) -> Recorded:
+        row = self.rows[file_id]
+        if row.status != CLAIMED:
+            return Recorded(row)
+        status, error, order_id = outcome.status, outcome.error, None
+        if outcome.order is not None:
+            if outcome.order.external_id in self.orders:
+                status, error = "duplicate", "order already stored"
+            else:
+                order_id = self.orders[outcome.order.external_id] = len(self.orders) + 1
+        row = replace(row, status=status, error=error, finished_at=self.clock, attempts=row.attempts + 1)
+        self.rows[file_id] = row
+        return Recorded(row, order_id)
+
+    def mark_moved(self, file_id: int, moved_to: str | None) -> None:
+        self.rows[file_id] = replace(self.rows[file_id], moved_at=self.clock, moved_to=moved_to)
+
+    def rows_by_id(self, ids: Sequence[int]) -> list[LedgerRow]:
+        return [self.rows[i] for i in ids]

@@ -1,0 +1,51 @@
+"""Celery wiring that needs no broker: beat entries, routes, queue arguments, backoff."""
+
+from __future__ import annotations
+
+import random
+
+from celery.schedules import crontab, schedule
+
+from tests.unit.helpers import retailer
+from worker.queues import TASK_ROUTES, WORK_QUEUES, task_queues
+from worker.schedule import build_beat_schedule
+from worker.settings import RetryPolicy
+from worker.taskbase import backoff_seconds
+
+
+def test_each_retailer_scans_on_its_own_schedule():
+    a = retailer(poll_seconds=30)
+    b = retailer(poll_seconds=None, schedule="*/5 * * * *")
+    b = type(b)(**{**b.__dict__, "retailer_id": "beta"})
+    paused = type(a)(**{**a.__dict__, "retailer_id": "gamma", "enabled": False})
+    entries = build_beat_schedule({"acme": a, "beta": b, "gamma": paused})
+    assert set(entries) == {"scan:acme", "scan:beta"}
+    assert isinstance(entries["scan:acme"]["schedule"], schedule)
+    assert entries["scan:acme"]["schedule"].run_every.total_seconds() == 30
+    assert isinstance(entries["scan:beta"]["schedule"], crontab)
+    assert entries["scan:beta"]["args"] == ("beta",)
+    assert entries["scan:beta"]["task"] == "tlogsync.scan_retailer"
+
+
+def test_every_work_queue_dead_letters_into_its_own_queue():
+    queues = {q.name: q for q in task_queues()}
+    assert set(queues) == set(WORK_QUEUES)
+    for name, q in queues.items():
+        assert q.durable
+        assert q.queue_arguments == {"x-dead-letter-exchange": "tlogsync.dead",
+                                     "x-dead-letter-routing-key": f"{name}.dead"}
+
+
+def test_tasks_are_routed_to_their_queues():
+    assert TASK_ROUTES["tlogsync.scan_retailer"]["queue"] == "tlog.scan"
+    assert TASK_ROUTES["tlogsync.ingest_tlog"]["queue"] == "tlog.ingest"
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap():
+    policy = RetryPolicy(max_retries=10, base_seconds=2, cap_seconds=60)
+    rng = random.Random(1)
+    for retries in range(10):
+        ceiling = min(60, 2 * 2**retries)
+        delays = [backoff_seconds(policy, retries, rng) for _ in range(200)]
+        assert all(1 <= d <= max(1, ceiling) for d in delays)
+    assert max(backoff_seconds(policy, 9, rng) for _ in range(200)) > 30
