@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.routing import publish_followups
 from worker.celery import app
-from worker.core.ingest import ingest_file, orders_feed
+from worker.core.ingest import decide, ingest_file, orders_feed
 from worker.runtime import runtime
 from worker.taskbase import TlogTask
 
@@ -15,7 +16,11 @@ def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str |
     """file_name rides along so Flower shows which file a task is about; the ledger row is the truth."""
     retailer = runtime.retailer(retailer_id)
     with runtime.sftp(retailer) as source:
-        result = ingest_file(file_id, retailer, orders_feed(retailer), source, runtime.ledger(),
-                             runtime.settings.max_file_bytes)
+        result = ingest_file(file_id, orders_feed(retailer), source, runtime.ledger(),
+                             runtime.settings.max_file_bytes, lambda data: decide(data, retailer))
+    if result.order_id is not None:
+        # The order is committed: only now may inventory and brokering hear of it (ids only).
+        publish_followups(retailer_id, [(result.order_id, kind) for kind in result.followups])
     return {"retailer": retailer_id, "file": result.file_name, "status": result.status,
-            "order_id": result.order_id, "order_type": result.order_type, "error": result.error}
+            "order_id": result.order_id, "order_type": result.order_type, "followups": list(result.followups),
+            "error": result.error}

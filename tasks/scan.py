@@ -1,4 +1,4 @@
-"""scan_retailer: list a retailer's inbound folder, claim new files, fan out one ingest per file."""
+"""scan_retailer: list a retailer's inbound folders, claim new files, fan out one task per file."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ from datetime import timedelta
 from typing import Any
 
 from tasks.ingest import ingest_tlog
+from tasks.routing import apply_variance_file, publish_followups
 from worker.celery import app
-from worker.core.ingest import orders_feed, scan_feed
+from worker.core.ingest import ORDERS_FEED, ScanResult, feeds, scan_feed
 from worker.core.ports import TransientError
 from worker.runtime import runtime
 from worker.taskbase import TlogTask
+
+FILE_TASKS = {ORDERS_FEED: ingest_tlog}
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.scan_retailer", retry_policy_name="scan_retry",
@@ -24,29 +27,38 @@ def scan_retailer(self: TlogTask, retailer_id: str, scan_id: str | None = None,
     if not retailer.enabled:
         ledger.record_scan(run_id, retailer_id, requested_by, started, error="retailer is paused (enabled = false)")
         return {"retailer": retailer_id, "paused": True}
+    settings = runtime.settings
+    total: ScanResult | None = None
     try:
         with runtime.sftp(retailer) as source:
-            result = scan_feed(retailer, orders_feed(retailer), source, ledger,
-                               runtime.settings.max_in_flight_per_retailer,
-                               timedelta(seconds=runtime.settings.redispatch_after_seconds))
+            for feed in feeds(retailer):
+                result = scan_feed(retailer, feed, source, ledger, settings.max_in_flight_per_retailer,
+                                   timedelta(seconds=settings.redispatch_after_seconds))
+                dispatch_files(retailer_id, feed.name, result.dispatch)
+                total = result if total is None else total.merge(result)
     except Exception as exc:
         will_retry = isinstance(exc, TransientError) and self.request.retries < self.retry_policy.max_retries
-        ledger.record_scan(run_id, retailer_id, requested_by, started, error=f"{type(exc).__name__}: {exc}",
+        ledger.record_scan(run_id, retailer_id, requested_by, started, total, error=f"{type(exc).__name__}: {exc}",
                            will_retry=will_retry)
         raise
-    sent = dispatch_ingest(retailer_id, result.dispatch)
-    ledger.record_scan(run_id, retailer_id, requested_by, started, result)
-    return {"retailer": retailer_id, "listed": result.listed, "dispatched": sent, "in_flight": len(result.watch),
-            "too_young": result.too_young, "deferred": result.deferred}
+    assert total is not None
+    # The outbox sweep: follow-ups of committed orders whose messages were lost go out again.
+    resent = runtime.inventory().stale_followups(retailer_id, settings.redispatch_after_seconds)
+    publish_followups(retailer_id, resent)
+    ledger.record_scan(run_id, retailer_id, requested_by, started, total)
+    return {"retailer": retailer_id, "listed": total.listed, "dispatched": len(total.dispatch),
+            "in_flight": len(total.watch), "too_young": total.too_young, "deferred": total.deferred,
+            "followups_resent": len(resent)}
 
 
-def dispatch_ingest(retailer_id: str, files: list[tuple[int, str]]) -> int:
-    """Publish one ingest message per file over one pooled producer (ids and names only, never contents)."""
+def dispatch_files(retailer_id: str, feed: str, files: list[tuple[int, str]]) -> int:
+    """Publish one message per file over one pooled producer (ids and names only, never contents)."""
+    task = FILE_TASKS.get(feed, apply_variance_file)
     sent = 0
     try:
         with app.producer_or_acquire() as producer:
             for file_id, file_name in files:
-                ingest_tlog.apply_async((retailer_id, file_id, file_name), producer=producer)
+                task.apply_async((retailer_id, file_id, file_name), producer=producer)
                 sent += 1
     finally:
         if sent < len(files):

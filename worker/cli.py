@@ -123,6 +123,57 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _inventory_store(settings: Settings):  # type: ignore[no-untyped-def]
+    from psycopg_pool import ConnectionPool
+
+    from worker.adapters.inventory import PgInventory
+
+    return ConnectionPool(settings.database_url, min_size=1, max_size=1, open=True), PgInventory
+
+
+def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
+    """facilities load / inventory load: one transaction, nothing half-loaded, bad rows named by line."""
+    from worker.core.inventory import LoadError, parse_facilities_csv, parse_inventory_csv
+
+    retailers = load_retailers(settings.retailers_path)
+    if args.retailer not in retailers:
+        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
+        return 2
+    try:
+        text = open(args.file, encoding="utf-8-sig").read()  # noqa: SIM115
+        rows = parse_facilities_csv(text) if args.what == "facilities" else parse_inventory_csv(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        console.print(f"[red]{args.file}: {exc}[/red]")
+        return 2
+    except LoadError as exc:
+        console.print(f"[red]{args.file}: {exc}; nothing loaded[/red]")
+        return 1
+    pool, store_cls = _inventory_store(settings)
+    with pool:
+        store = store_cls(pool)
+        count = store.load_facilities(args.retailer, rows) if args.what == "facilities" else \
+            store.load_inventory(args.retailer, rows)
+    console.print(f"loaded {count} {args.what} rows for {args.retailer}")
+    return 0
+
+
+def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
+    """Re-run brokering for orders still waiting (and, with --parked, those parked as unfillable)."""
+    retailers = load_retailers(settings.retailers_path)
+    if args.retailer not in retailers:
+        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
+        return 2
+    from tasks.routing import broker_order
+
+    pool, store_cls = _inventory_store(settings)
+    with pool:
+        orders = store_cls(pool).orders_waiting(args.retailer, args.parked)
+    for order_id in orders:
+        broker_order.apply_async((args.retailer, order_id), {"parked": args.parked})
+    console.print(f"brokering enqueued for {len(orders)} orders of {args.retailer}")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
@@ -145,6 +196,19 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="ledger counts per retailer and status, and the last scans")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+    for what in ("facilities", "inventory"):
+        group = sub.add_parser(what, help=f"{what} data").add_subparsers(dest="action", required=True)
+        columns = ("facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,"
+                   "max_orders_per_day,facility_group,sequence" if what == "facilities"
+                   else "facility_id,product_id,gtin,quantity_on_hand")
+        p = group.add_parser("load", help=f"upsert {what} from a CSV file with the header {columns}")
+        p.add_argument("retailer")
+        p.add_argument("file")
+        p.set_defaults(func=cmd_load, what=what)
+    p = sub.add_parser("broker", help="enqueue brokering for orders still in _NA_ (--parked: and UNFILLABLE_PARKING)")
+    p.add_argument("retailer")
+    p.add_argument("--parked", action="store_true")
+    p.set_defaults(func=cmd_broker)
     p = sub.add_parser("demo", help="run the whole pipeline on local services with an embedded SFTP server")
     p.add_argument("--files", type=int, default=60, help="generated TLog files besides the published samples")
     p.add_argument("--timeout", type=float, default=180.0)

@@ -21,10 +21,12 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from worker.adapters.inventory import PgInventory
 from worker.adapters.migrate import migrate
+from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
 from worker.queues import WORK_QUEUES
 from worker.sftpserver import EmbeddedSftpServer, SftpEndpoint
-from worker.tlogfactory import dumps, make_sale, mix, sample_bytes
+from worker.tlogfactory import CATALOG, dumps, make_sale, mix, sample_bytes
 
 console = Console(width=140)
 
@@ -32,6 +34,65 @@ RETAILERS = (
     # (id, order master, product store)
     ("dolcevita", True, "DV_STORE"),
     ("northwind", False, "NW_STORE"),
+)
+
+
+# A small realistic network: three stores and a distribution center, with coordinates.
+FACILITIES_CSV = """\
+facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,max_orders_per_day,facility_group,sequence
+254,DV SOHO STORE,RETAIL_STORE,10012,40.7220,-73.9999,true,40,STORES,2
+255,DV BROOKLYN STORE,RETAIL_STORE,11201,40.6943,-73.9903,true,40,STORES,3
+301,DV LOS ANGELES STORE,RETAIL_STORE,90012,34.0614,-118.2385,true,40,STORES,1
+DC1,DV RENO DC,WAREHOUSE,89502,,,true,,DC,1
+"""
+
+BROKERING_RULES = """
+[[retailers.{rid}.brokering.rules]]
+name = "nearby stores"
+facility_group = "STORES"
+max_distance_km = 1500
+safety_stock = 1
+allow_split = false
+sort = ["distance", "inventory", "sequence"]
+[[retailers.{rid}.brokering.rules]]
+name = "distribution centers"
+facility_group = "DC"
+allow_split = true
+"""
+
+
+def _inventory_csv() -> str:
+    rows = ["facility_id,product_id,gtin,quantity_on_hand"]
+    stock = {"254": 12, "255": 9, "301": 4, "DC1": 30}
+    for facility, base in stock.items():
+        for index, product in enumerate(CATALOG):
+            rows.append(f"{facility},{product.product_id},{product.gtin},{base + index % 3}")
+    return "\n".join(rows) + "\n"
+
+
+def _variance_dir(retailer_id: str) -> str:
+    return f"/{retailer_id}/hotwax/ReadOrderTlogAndUpdateInventory"
+
+
+def _variance_keys(retailer_id: str) -> str:
+    base = _variance_dir(retailer_id)
+    return (f'variance_dir = "{base}"\nvariance_pattern = "*.json"\n'
+            f'variance_archive_dir = "{base}/archive"\nvariance_error_dir = "{base}/error"\n')
+
+
+# The retailer that is not the order master gets its store inventory from variance files:
+# CSV content under a .json name (as the published flow does), and a JSON array with one bad record.
+VARIANCE_FILES = (
+    ("northwind_InventoryUpdate_2024-01-12-18_00_00_000.json",
+     b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
+     b"254,UPCA,197076109642,-1,TLTLTLLL01,VAR_INTEGR,POS in-store sale\n"
+     b"255,UPCA,197076109628,-2,TLTLTLLL01,POS_SALE,POS in-store sale\n"
+     b"301,SKU,VSOCK0000001,-1,,POS_SALE,POS in-store sale\n"),
+    ("northwind_InventoryUpdate_2024-01-12-19_00_00_000.json",
+     b'[{"facilityId": "254", "idType": "UPCA", "idValue": "197076300017", "availableDelta": 4,'
+     b' "varianceReasonId": "VAR_FOUND", "comments": "cycle count"},'
+     b' {"facilityId": "999", "idType": "UPCA", "idValue": "197076300017", "availableDelta": -1,'
+     b' "varianceReasonId": "VAR_DAMAGED", "comments": "unknown store"}]'),
 )
 
 
@@ -58,7 +119,7 @@ archive_dir = "{base}/archive"
 error_dir = "{base}/error"
 pattern = "*.json"
 min_age_seconds = 1
-""")
+""" + (_variance_keys(retailer_id) if not master else "") + BROKERING_RULES.format(rid=retailer_id))
     return "".join(out)
 
 
@@ -82,12 +143,28 @@ def _seed(root: Path, generated: int) -> dict[str, int]:
         else:
             files += mix(max(6, generated // 4), seed=12, order_prefix="NW")
             files.append(("nw_OrderTLog_mixed.json", dumps(make_sale(900, "MIXED", "301", order_prefix="NWM"))))
-        for name, data in files:
-            path = base / name
+        written = [(base / name, data) for name, data in files]
+        if retailer_id == "northwind":
+            variance = root / _variance_dir(retailer_id).lstrip("/")
+            for sub in ("archive", "error"):
+                (variance / sub).mkdir(parents=True, exist_ok=True)
+            written += [(variance / name, data) for name, data in VARIANCE_FILES]
+        for path, data in written:
             path.write_bytes(data)
             os.utime(path, (old, old))
-        counts[retailer_id] = len(files)
+        counts[retailer_id] = len(written)
     return counts
+
+
+def _load_network(dsn: str) -> None:
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
+        store = PgInventory(pool)
+        for retailer_id, _, _ in RETAILERS:
+            store.load_facilities(retailer_id, parse_facilities_csv(FACILITIES_CSV))
+            store.load_inventory(retailer_id, parse_inventory_csv(_inventory_csv()))
+    console.print("loaded the network: stores 254, 255, 301 and distribution center DC1, with stock")
 
 
 def _fresh_database(dsn: str) -> None:
@@ -114,12 +191,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _progress(dsn: str) -> tuple[int, int]:
+def _progress(dsn: str) -> tuple[int, int, int]:
+    """(files seen, files final, follow-ups still pending)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*), count(*) FILTER (WHERE status <> 'claimed' AND moved_at IS NOT NULL)"
+        row = conn.execute("SELECT count(*), count(*) FILTER (WHERE status <> 'claimed' AND moved_at IS NOT NULL),"
+                           " (SELECT count(*) FROM order_followups WHERE status = 'pending')"
                            " FROM tlog_files").fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = None) -> int:
@@ -132,6 +211,7 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
     console.print(f"database {dsn} (recreated), broker {os.environ.get('TLOGSYNC_BROKER_URL', 'default')}")
     _fresh_database(dsn)
     console.print("migrations: " + ", ".join(migrate(dsn)))
+    _load_network(dsn)
     server = EmbeddedSftpServer(workdir / "sftp", workdir / "keys")
     endpoint = server.start()
     console.print(f"embedded SFTP server on {endpoint.host}:{endpoint.port}, root {endpoint.root}")
@@ -151,8 +231,8 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
     try:
         done = 0
         while time.monotonic() - started < timeout:
-            seen, done = _progress(dsn)
-            if seen >= total and done == seen:
+            seen, done, pending = _progress(dsn)
+            if seen >= total and done == seen and pending == 0:
                 break
             for proc, name in ((worker, "worker"), (beat, "beat")):
                 if proc.poll() is not None:
@@ -202,6 +282,41 @@ def _summary(dsn: str, total: int, elapsed: float, root: Path) -> None:
         for row in failures:
             table.add_row(*[str(v) for v in row])
         console.print(table)
+        table = Table(title="send-sale lines brokered (by rule and facility)")
+        for col in ("retailer", "rule", "facility", "lines", "units"):
+            table.add_column(col)
+        for row in conn.execute(
+                "SELECT retailer_id, coalesce(rule, '(none)'), facility_id, count(*), sum(quantity)"
+                " FROM order_facility_changes GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"):
+            table.add_row(*[str(v) for v in row])
+        console.print(table)
+        table = Table(title="inventory after the day (dolcevita): on hand / reserved")
+        table.add_column("product")
+        facilities = [r[0] for r in conn.execute(
+            "SELECT facility_id FROM facilities WHERE retailer_id = 'dolcevita' ORDER BY facility_id")]
+        for f in facilities:
+            table.add_column(f)
+        cells: dict[str, dict[str, str]] = {}
+        for product, facility, qoh, reserved in conn.execute(
+                "SELECT product_id, facility_id, quantity_on_hand, reserved FROM inventory"
+                " WHERE retailer_id = 'dolcevita' ORDER BY 1, 2"):
+            cells.setdefault(product, {})[facility] = f"{qoh} / {reserved}"
+        for product, by_facility in cells.items():
+            table.add_row(product, *[by_facility.get(f, "") for f in facilities])
+        console.print(table)
+        table = Table(title="inventory variances applied")
+        for col in ("retailer", "source", "reason", "records", "units"):
+            table.add_column(col)
+        for row in conn.execute(
+                "SELECT retailer_id, split_part(source, ':', 1), reason_id, count(*), sum(available_delta)"
+                " FROM inventory_variances GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"):
+            table.add_row(*[str(v) for v in row])
+        console.print(table)
+        for name, applied, rejected, error in conn.execute(
+                "SELECT file_name, records_applied, records_rejected, error FROM tlog_files WHERE feed = 'variance'"
+                " ORDER BY id"):
+            console.print(f"variance file {name}: {applied} applied, {rejected} rejected" +
+                          (f" ({error})" if error else ""))
     left = sorted(p.name for p in root.glob("*/POS/PS_to_HC/SalesOrder/*.json"))
     console.print(f"{final} of {total} files accounted for in the ledger; {len(left)} left in inbound folders")
     console.print(f"elapsed {elapsed:.1f}s from worker start to the last file final: "

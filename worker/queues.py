@@ -53,5 +53,6 @@ TASK_ROUTES = {
     "tlogsync.ingest_tlog": {"queue": INGEST, "routing_key": INGEST},
     "tlogsync.broker_order": {"queue": BROKERING, "routing_key": BROKERING},
     "tlogsync.apply_sale_to_inventory": {"queue": INVENTORY, "routing_key": INVENTORY},
+    "tlogsync.apply_variance_file": {"queue": INVENTORY, "routing_key": INVENTORY},
     "tlogsync.ops.*": {"queue": OPS, "routing_key": OPS},
 }

@@ -11,6 +11,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from worker.adapters.inventory import PgInventory
 from worker.adapters.postgres import PgLedger
 from worker.adapters.sftp import SftpSessions, SftpSource
 from worker.core.retailers import ConfigError, Retailer, load_retailers
@@ -31,6 +32,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = None
         self._ledger: PgLedger | None = None
+        self._inventory: PgInventory | None = None
         self._sessions: SftpSessions | None = None
         self._retailers: dict[str, Retailer] | None = None
         self._retailers_mtime: float | None = None
@@ -73,7 +75,13 @@ class Runtime:
                 )
                 self._pool.open(wait=False)
                 self._ledger = PgLedger(self._pool)
+                self._inventory = PgInventory(self._pool)
             return self._ledger
+
+    def inventory(self) -> PgInventory:
+        self.ledger()
+        assert self._inventory is not None
+        return self._inventory
 
     # -- SFTP
     @contextmanager
@@ -89,7 +97,7 @@ class Runtime:
     def _check_fork(self) -> None:
         # psycopg connections and SSH sessions are not fork-safe: a child starts with none.
         if os.getpid() != self._pid:
-            self._pool = self._ledger = self._sessions = None
+            self._pool = self._ledger = self._inventory = self._sessions = None
             self._lock = threading.Lock()
             self._pid = os.getpid()
 
@@ -99,7 +107,7 @@ class Runtime:
                 self._sessions.close()
             if self._pool is not None:
                 self._pool.close()
-            self._pool = self._ledger = self._sessions = None
+            self._pool = self._ledger = self._inventory = self._sessions = None
 
 
 # One per process. Reading settings from the environment opens nothing; connections come on first use.

@@ -19,14 +19,13 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 
 from worker.adapters.sftp import HostKeyRejected, SftpConfigError
-from worker.core.ingest import UnknownFile
-from worker.core.ports import TransientError
+from worker.core.ports import NotFound, TransientError
 from worker.runtime import UnknownRetailer, runtime
 from worker.settings import RetryPolicy
 
 log = logging.getLogger("tlogsync.tasks")
 
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (UnknownRetailer, UnknownFile, SftpConfigError, HostKeyRejected)
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (UnknownRetailer, NotFound, SftpConfigError, HostKeyRejected)
 
 
 def backoff_seconds(policy: RetryPolicy, retries: int, rng: random.Random | None = None) -> float:

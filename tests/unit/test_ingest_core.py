@@ -12,6 +12,7 @@ from worker.core.ingest import (
     ORDERS_FEED,
     Feed,
     UnknownFile,
+    decide,
     ingest_file,
     orders_feed,
     plan_claims,
@@ -32,7 +33,8 @@ def scan(source, ledger, max_in_flight=100, r=None):
 
 
 def ingest(file_id, source, ledger, r=None, max_bytes=1_000_000):
-    return ingest_file(file_id, r or retailer(), FEED, source, ledger, max_bytes)
+    r = r or retailer()
+    return ingest_file(file_id, FEED, source, ledger, max_bytes, lambda data: decide(data, r))
 
 
 def old_source(files):

@@ -166,3 +166,7 @@ def test_validation_does_not_modify_the_document():
     before = copy.deepcopy(doc)
     validate_sale(doc)
     assert doc == before
+
+
+def test_non_utf8_offset_counts_the_byte_order_mark():
+    assert "byte 0xff at offset 5" in reason_of(b"\xef\xbb\xbfab\xff")

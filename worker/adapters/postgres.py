@@ -15,9 +15,12 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from worker.adapters.db import transient_db_errors
+from worker.adapters.inventory import apply_variance_records
 from worker.core.ingest import ScanResult
+from worker.core.inventory import VarianceFile
 from worker.core.oms import Order, json_default
-from worker.core.ports import CLAIMED, DUPLICATE, PROCESSED, Claim, LedgerRow, Outcome, Recorded, TransientError
+from worker.core.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, Claim, LedgerRow, Outcome, Recorded, TransientError
 
 ROW_COLUMNS = ("id, retailer_id, feed, file_name, remote_path, size, mtime, status, error, attempts,"
                " dispatched_at, finished_at, moved_at, moved_to")
@@ -30,19 +33,6 @@ def _dumps(value: Any) -> str:
 def scan_lock_key(retailer_id: str, feed: str) -> int:
     """A stable 32-bit key for pg_advisory_xact_lock, one per retailer and feed."""
     return zlib.crc32(f"tlogsync.scan:{retailer_id}:{feed}".encode())
-
-
-@contextmanager
-def transient_db_errors() -> Iterator[None]:
-    """Connection loss and server shutdown are worth a retry; everything else is a bug or bad data."""
-    try:
-        yield
-    except (psycopg.OperationalError, errors.AdminShutdown, errors.CannotConnectNow) as exc:
-        raise TransientError(f"database: {exc}") from exc
-    except psycopg.errors.SerializationFailure as exc:
-        raise TransientError(f"database: {exc}") from exc
-    except psycopg.errors.DeadlockDetected as exc:
-        raise TransientError(f"database: {exc}") from exc
 
 
 class PgScanTransaction:
@@ -167,25 +157,47 @@ class PgLedger:
                 if same:
                     status, duplicate_of = DUPLICATE, same[0]
                     error = f"same content as ledger row {same[0]}; not imported again"
+            applied = rejected = None
             if status == PROCESSED and outcome.order is not None:
-                order_id, existing = self._insert_order(conn, row, outcome.order)
+                order_id, existing = self._insert_order(conn, row, outcome.order, outcome.followups)
                 if order_id is None:
                     status, duplicate_of = DUPLICATE, existing
                     error = (f"order {outcome.order.external_id} already stored from ledger row {existing};"
                              " not imported again")
+            elif status == PROCESSED and outcome.variance is not None:
+                status, error, applied, rejected = self._apply_variance_file(conn, row, outcome.variance)
             updated = cur.execute(
                 "UPDATE tlog_files SET status = %(st)s, error = %(e)s, sha256 = %(sha)s,"
                 " size = coalesce(%(size)s, size), duplicate_of = %(dup)s, finished_at = now(),"
-                " attempts = attempts + 1"
+                " attempts = attempts + 1, records_applied = %(ap)s, records_rejected = %(rj)s"
                 f" WHERE id = %(id)s RETURNING {ROW_COLUMNS}",
                 {"st": status, "e": error, "sha": outcome.sha256, "size": outcome.size, "dup": duplicate_of,
-                 "id": file_id},
+                 "id": file_id, "ap": applied, "rj": rejected},
             ).fetchone()
             assert updated is not None
-            return Recorded(updated, order_id)
+            return Recorded(updated, order_id, applied, rejected)
 
-    def _insert_order(self, conn: psycopg.Connection[Any], row: LedgerRow,
-                      order: Order) -> tuple[int | None, int | None]:
+    def _apply_variance_file(self, conn: psycopg.Connection[Any], row: LedgerRow,
+                             parsed: VarianceFile) -> tuple[str, str | None, int, int]:
+        """Apply what can be applied; record every rejected record with its reason. A file with none applied fails."""
+        label = "record" if parsed.format == "json" else "line"
+        applied, rejected = apply_variance_records(conn, row.retailer_id, row.id, parsed.records, label)
+        rejected = sorted([(r.line, r.reason) for r in parsed.rejected] + rejected)
+        if rejected:
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO variance_rejections (tlog_file_id, line, reason) VALUES (%s, %s, %s)"
+                                " ON CONFLICT DO NOTHING", [(row.id, line, reason) for line, reason in rejected])
+        total = applied + len(rejected)
+        summary = None
+        if rejected:
+            shown = "; ".join(reason for _, reason in rejected[:5])
+            more = f"; and {len(rejected) - 5} more" if len(rejected) > 5 else ""
+            summary = f"{len(rejected)} of {total} records rejected: {shown}{more}"
+        status = FAILED if applied == 0 else PROCESSED
+        return status, summary, applied, len(rejected)
+
+    def _insert_order(self, conn: psycopg.Connection[Any], row: LedgerRow, order: Order,
+                      followups: Sequence[str]) -> tuple[int | None, int | None]:
         """Store the order and its parts; (order id, None) or (None, ledger row that stored it first)."""
         ordered_at = (datetime.fromtimestamp(order.ordered_at_ms / 1000, UTC)
                       if order.ordered_at_ms is not None else None)
@@ -234,6 +246,12 @@ class PgLedger:
                 {"o": order_id, "seq": [a.seq for a in adj], "item": [a.item_seq for a in adj],
                  "t": [a.adjustment_type for a in adj], "a": [a.amount for a in adj]},
             )
+        if followups:
+            # The outbox: written with the order, so a follow-up whose message is lost is found and sent again.
+            conn.execute(
+                "INSERT INTO order_followups (order_id, kind, retailer_id, sent_at)"
+                " SELECT %(o)s, k, %(r)s, now() FROM unnest(%(k)s::text[]) AS k",
+                {"o": order_id, "r": row.retailer_id, "k": list(followups)})
         return order_id, None
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None:

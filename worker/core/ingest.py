@@ -7,10 +7,11 @@ import hashlib
 import posixpath
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from worker.core.inventory import InputError, parse_variance_file
 from worker.core.oms import to_order
 from worker.core.ports import (
     CLAIMED,
@@ -24,13 +25,15 @@ from worker.core.ports import (
     FileTooLarge,
     Ledger,
     LedgerRow,
+    NotFound,
     Outcome,
     RemoteFile,
 )
 from worker.core.retailers import Retailer
+from worker.core.routing import followups_for
 from worker.core.tlog import TLogError, parse_sale
 
-ORDERS_FEED = "orders"
+ORDERS_FEED, VARIANCE_FEED = "orders", "variance"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+=@,-]{0,254}$")
 
 
@@ -49,6 +52,20 @@ class Feed:
 def orders_feed(retailer: Retailer) -> Feed:
     s = retailer.sftp
     return Feed(ORDERS_FEED, s.orders_dir, s.archive_dir, s.error_dir, s.pattern, s.min_age_seconds)
+
+
+def variance_feed(retailer: Retailer) -> Feed | None:
+    """The retailer's inventory variance feed, or None when it has none (no variance_dir)."""
+    s = retailer.sftp
+    if not s.variance_dir or not s.variance_archive_dir or not s.variance_error_dir:
+        return None
+    return Feed(VARIANCE_FEED, s.variance_dir, s.variance_archive_dir, s.variance_error_dir, s.variance_pattern,
+                s.min_age_seconds)
+
+
+def feeds(retailer: Retailer) -> list[Feed]:
+    """Every feed a scan of this retailer covers."""
+    return [orders_feed(retailer)] + [f for f in (variance_feed(retailer),) if f is not None]
 
 
 def unsafe_name_reason(name: str) -> str | None:
@@ -99,6 +116,12 @@ class ScanResult:
     watch: list[int] = field(default_factory=list)
     deferred: int = 0
     busy: bool = False
+
+    def merge(self, other: ScanResult) -> ScanResult:
+        """One scan run's totals over several feeds."""
+        return ScanResult(self.retailer_id, f"{self.feed}+{other.feed}", self.listed + other.listed,
+                          self.too_young + other.too_young, self.ignored + other.ignored,
+                          self.dispatch + other.dispatch, self.watch + other.watch, self.deferred + other.deferred)
 
     @property
     def pending_ids(self) -> list[int]:
@@ -187,14 +210,17 @@ class IngestResult:
     order_id: int | None = None
     order_type: str | None = None
     moved_to: str | None = None
+    followups: tuple[str, ...] = ()  # to publish now that the order is committed
+    records_applied: int | None = None
+    records_rejected: int | None = None
 
 
-class UnknownFile(Exception):
+class UnknownFile(NotFound):
     """The ledger has no such row: the message does not belong to this database."""
 
 
 def decide(data: bytes, retailer: Retailer) -> Outcome:
-    """Pure: what a file's bytes become (an order to store, a skip or a failure)."""
+    """Pure: what a TLog file's bytes become (an order to store, a skip or a failure)."""
     digest = hashlib.sha256(data).hexdigest()
     try:
         sale = parse_sale(data)
@@ -205,12 +231,22 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
         return Outcome(SKIPPED, digest, len(data),
                        f"order {order.external_id}: in-store sale and retailer is not the order master;"
                        " inventory comes from the variance feed")
-    return Outcome(PROCESSED, digest, len(data), order=order)
+    return Outcome(PROCESSED, digest, len(data), order=order, followups=followups_for(order, retailer))
 
 
-def ingest_file(file_id: int, retailer: Retailer, feed: Feed, source: FileSource, ledger: Ledger,
-                max_bytes: int) -> IngestResult:
-    """Read, validate, convert and store one claimed file, then move it out of the inbound folder.
+def decide_variance(data: bytes) -> Outcome:
+    """Pure: a variance file's bytes become records to apply, or a failure of the whole file."""
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        parsed = parse_variance_file(data)
+    except InputError as exc:
+        return Outcome(FAILED, digest, len(data), str(exc))
+    return Outcome(PROCESSED, digest, len(data), variance=parsed)
+
+
+def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: Ledger, max_bytes: int,
+                decide_outcome: Callable[[bytes], Outcome]) -> IngestResult:
+    """Read, decide and record one claimed file in one transaction, then move it out of the inbound folder.
 
     Safe to run any number of times for the same file: a row that is already final is only moved.
     """
@@ -218,19 +254,25 @@ def ingest_file(file_id: int, retailer: Retailer, feed: Feed, source: FileSource
     if row is None:
         raise UnknownFile(f"no ledger row {file_id}")
     order_id = order_type = None
+    followups: tuple[str, ...] = ()
+    applied = rejected = None
     if row.status == CLAIMED:
-        outcome = read_and_decide(row, retailer, source, max_bytes)
+        outcome = read_and_decide(row, source, max_bytes, decide_outcome)
         recorded = ledger.record(file_id, outcome)
         row, order_id = recorded.row, recorded.order_id
-        order_type = outcome.order.order_type if outcome.order and order_id else None
+        applied, rejected = recorded.records_applied, recorded.records_rejected
+        if outcome.order and order_id:
+            order_type, followups = outcome.order.order_type, outcome.followups
     moved_to = row.moved_to
     if row.moved_at is None:
         moved_to = finish_move(row, feed, source)
         ledger.mark_moved(row.id, moved_to)
-    return IngestResult(row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to)
+    return IngestResult(row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to, followups,
+                        applied, rejected)
 
 
-def read_and_decide(row: LedgerRow, retailer: Retailer, source: FileSource, max_bytes: int) -> Outcome:
+def read_and_decide(row: LedgerRow, source: FileSource, max_bytes: int,
+                    decide_outcome: Callable[[bytes], Outcome]) -> Outcome:
     reason = unsafe_name_reason(row.file_name)
     if reason:
         return Outcome(FAILED, error=reason)
@@ -242,7 +284,7 @@ def read_and_decide(row: LedgerRow, retailer: Retailer, source: FileSource, max_
         return Outcome(FAILED, error=str(exc))
     except FileMissing:
         return Outcome(FAILED, error="file disappeared from the inbound folder before it was read")
-    return decide(data, retailer)
+    return decide_outcome(data)
 
 
 def destination(row: LedgerRow, feed: Feed) -> str:

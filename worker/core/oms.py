@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from worker.core.brokering import BROKERING_QUEUE
 from worker.core.retailers import Retailer
 from worker.core.tlog import CENT, IN_STORE, SHIP_TO_HOME, Sale, SaleLine, TLogError
 
-BROKERING_QUEUE = "_NA_"
 ORDER_COMPLETED, ORDER_APPROVED = "ORDER_COMPLETED", "ORDER_APPROVED"
 ITEM_COMPLETED, ITEM_APPROVED = "ITEM_COMPLETED", "ITEM_APPROVED"
 SKIPPED_TENDER_STATUSES = {"DECLINED", "VOIDED", "FAILED", "CANCELLED"}

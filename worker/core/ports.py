@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from worker.core.inventory import VarianceFile
 from worker.core.oms import Order
 
 CLAIMED, PROCESSED, FAILED, SKIPPED, DUPLICATE = "claimed", "processed", "failed", "skipped", "duplicate"
@@ -16,6 +17,10 @@ FINAL_STATUSES = (PROCESSED, FAILED, SKIPPED, DUPLICATE)
 
 class TransientError(Exception):
     """Worth retrying: the SFTP host, the network or the database did not answer."""
+
+
+class NotFound(Exception):
+    """A message names something that does not exist (ledger row, order, feed): retrying cannot help."""
 
 
 class FileTooLarge(Exception):
@@ -93,6 +98,8 @@ class Outcome:
     size: int | None = None
     error: str | None = None
     order: Order | None = None
+    followups: tuple[str, ...] = ()  # downstream work for the stored order (routing.followups_for)
+    variance: VarianceFile | None = None  # a variance file's parsed records, applied in the same transaction
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ class Recorded:
 
     row: LedgerRow
     order_id: int | None = None  # the stored order, if this file stored one
+    records_applied: int | None = None  # variance files
+    records_rejected: int | None = None
 
 
 class ScanTransaction(Protocol):

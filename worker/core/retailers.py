@@ -10,6 +10,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from worker.core.brokering import DEFAULT_RULES, SORT_KEYS, Rule
 from worker.core.validation import flatten_messages
 
 RETAILER_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -41,6 +42,11 @@ class SftpConfig:
     password_env: str | None = None
     pattern: str = "*.json"
     min_age_seconds: float = 5.0
+    # the inventory variance feed: off when variance_dir is absent
+    variance_dir: str | None = None
+    variance_pattern: str = "*.json"
+    variance_archive_dir: str | None = None
+    variance_error_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Retailer:
     shipment_methods: dict[str, str] = field(default_factory=dict)
     in_store_shipment_method: str = "POS_COMPLETED"
     channel: str = "POS_SALES_CHANNEL"
+    brokering_rules: tuple[Rule, ...] = DEFAULT_RULES
 
 
 class _Strict(Schema):
@@ -83,6 +90,12 @@ class SftpSchema(_Strict):
     error_dir = fields.String(required=True, validate=validate.Regexp(r"^/", error="must be an absolute path"))
     pattern = fields.String(load_default="*.json", validate=validate.Length(min=1))
     min_age_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0))
+    variance_dir = fields.String(load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path"))
+    variance_pattern = fields.String(load_default="*.json", validate=validate.Length(min=1))
+    variance_archive_dir = fields.String(load_default=None,
+                                         validate=validate.Regexp(r"^/", error="must be an absolute path"))
+    variance_error_dir = fields.String(load_default=None,
+                                       validate=validate.Regexp(r"^/", error="must be an absolute path"))
 
     @validates_schema
     def _auth(self, data: dict[str, Any], **_: Any) -> None:
@@ -91,10 +104,34 @@ class SftpSchema(_Strict):
         dirs = {data["orders_dir"], data["archive_dir"], data["error_dir"]}
         if len(dirs) != 3:
             raise ValidationError("orders_dir, archive_dir and error_dir must differ", "archive_dir")
+        if data.get("variance_dir"):
+            for key in ("variance_archive_dir", "variance_error_dir"):
+                if not data.get(key):
+                    raise ValidationError("required when variance_dir is set", key)
+            if len({data["variance_dir"], data["variance_archive_dir"], data["variance_error_dir"]}) != 3:
+                raise ValidationError("variance_dir, variance_archive_dir and variance_error_dir must differ",
+                                      "variance_archive_dir")
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> SftpConfig:
         return SftpConfig(**data)
+
+
+class RuleSchema(_Strict):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    facility_group = fields.String(load_default=None)
+    max_distance_km = fields.Float(load_default=None, validate=validate.Range(min=0))
+    safety_stock = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    allow_split = fields.Boolean(load_default=False)
+    sort = fields.List(fields.String(validate=validate.OneOf(SORT_KEYS)), load_default=lambda: list(SORT_KEYS))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Rule:
+        return Rule(**{**data, "sort": tuple(data["sort"])})
+
+
+class BrokeringSchema(_Strict):
+    rules = fields.List(fields.Nested(RuleSchema), load_default=list)
 
 
 class RetailerSchema(_Strict):
@@ -110,6 +147,7 @@ class RetailerSchema(_Strict):
     in_store_shipment_method = fields.String(load_default="POS_COMPLETED")
     channel = fields.String(load_default="POS_SALES_CHANNEL")
     sftp = fields.Nested(SftpSchema, required=True)
+    brokering = fields.Nested(BrokeringSchema, load_default=None)
 
     @validates_schema
     def _one_schedule(self, data: dict[str, Any], **_: Any) -> None:
@@ -135,7 +173,9 @@ def parse_retailers(document: dict[str, Any], source: str = "retailers file") ->
             raise ConfigError(f"{source}: retailer {retailer_id!r}: {flatten_messages(exc.messages)}") from None
         methods = dict(DEFAULT_PAYMENT_METHODS)
         methods.update(data.pop("payment_methods") or {})
-        retailers[retailer_id] = Retailer(retailer_id=retailer_id, payment_methods=methods, **data)
+        rules = tuple((data.pop("brokering") or {}).get("rules") or ()) or DEFAULT_RULES
+        retailers[retailer_id] = Retailer(retailer_id=retailer_id, payment_methods=methods, brokering_rules=rules,
+                                          **data)
     return retailers
 
 

@@ -7,6 +7,7 @@ Money is Decimal end to end: JSON numbers are parsed as Decimal, never float.
 
 from __future__ import annotations
 
+import codecs
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -336,10 +337,12 @@ def decode(data: bytes) -> dict[str, Any]:
     """Bytes to a JSON object, numbers as Decimal; errors say what and where."""
     if not data:
         raise TLogError("empty file (0 bytes)")
+    body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
     try:
-        text = data.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise TLogError(f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}") from None
+        offset = exc.start + len(data) - len(body)  # an offset into the file as stored, BOM included
+        raise TLogError(f"not UTF-8: byte 0x{data[offset]:02x} at offset {offset}") from None
     try:
         document = json.loads(text, parse_float=Decimal, parse_int=_parse_int, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:

@@ -1,0 +1,64 @@
+"""Downstream of ingest: brokering for ship-to-home lines, inventory for in-store sales and variance files."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from worker.celery import app
+from worker.core.ingest import decide_variance, ingest_file, variance_feed
+from worker.core.ports import NotFound
+from worker.core.routing import BROKERING, INVENTORY
+from worker.core.routing import broker_order as broker_order_core
+from worker.runtime import runtime
+from worker.taskbase import TlogTask
+
+
+@app.task(base=TlogTask, bind=True, name="tlogsync.broker_order", soft_time_limit=60, time_limit=90)
+def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool = False) -> dict[str, Any]:
+    """Allocate an order's ship-to-home lines waiting in _NA_ (and UNFILLABLE_PARKING when parked)."""
+    retailer = runtime.retailer(retailer_id)
+    run_id = self.request.id or f"run-{uuid.uuid4()}"
+    with runtime.inventory().brokering_unit(retailer_id, order_id, parked) as unit:
+        plan = broker_order_core(unit, retailer.brokering_rules, run_id)
+    if plan is None:
+        return {"retailer": retailer_id, "order_id": order_id, "allocated": 0, "note": "nothing waiting"}
+    return {"retailer": retailer_id, "order_id": order_id,
+            "allocated": [(a.item_seq, a.facility_id, a.rule) for a in plan.allocations],
+            "unfillable": [(u.item_seq, u.reason) for u in plan.unfillable]}
+
+
+@app.task(base=TlogTask, bind=True, name="tlogsync.apply_sale_to_inventory", soft_time_limit=60, time_limit=90)
+def apply_sale_to_inventory(self: TlogTask, retailer_id: str, order_id: int) -> dict[str, Any]:
+    """Lower the selling store's inventory for an in-store sale, once, one POS_SALE variance per line."""
+    runtime.retailer(retailer_id)
+    applied, notes = runtime.inventory().apply_sale(retailer_id, order_id)
+    return {"retailer": retailer_id, "order_id": order_id, "variances": applied, "notes": notes}
+
+
+@app.task(base=TlogTask, bind=True, name="tlogsync.apply_variance_file", soft_time_limit=120, time_limit=180)
+def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_name: str | None = None
+                        ) -> dict[str, Any]:
+    """One inventory variance file (CSV or JSON array), applied in one transaction, once."""
+    retailer = runtime.retailer(retailer_id)
+    feed = variance_feed(retailer)
+    if feed is None:
+        raise NotFound(f"retailer {retailer_id!r} has no variance feed configured")
+    with runtime.sftp(retailer) as source:
+        result = ingest_file(file_id, feed, source, runtime.ledger(), runtime.settings.max_file_bytes,
+                             decide_variance)
+    return {"retailer": retailer_id, "file": result.file_name, "status": result.status,
+            "applied": result.records_applied, "rejected": result.records_rejected, "error": result.error}
+
+
+FOLLOWUP_TASKS = {BROKERING: broker_order, INVENTORY: apply_sale_to_inventory}
+
+
+def publish_followups(retailer_id: str, followups: Sequence[tuple[int, str]]) -> None:
+    """Send the follow-up messages of committed orders; the outbox resends any that get lost."""
+    if not followups:
+        return
+    with app.producer_or_acquire() as producer:
+        for order_id, kind in followups:
+            FOLLOWUP_TASKS[kind].apply_async((retailer_id, order_id), producer=producer)

@@ -1,0 +1,261 @@
+"""Facilities, inventory, variances and brokering on PostgreSQL. The SQL of the routing path lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from worker.adapters.db import transient_db_errors
+from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
+from worker.core.inventory import FacilityRow, InventoryRow, VarianceRecord
+from worker.core.ports import NotFound, TransientError
+from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, Variance, sale_variances
+
+GTIN_TYPES = ("UPCA", "EAN", "GTIN")
+
+
+class Oversell(TransientError):
+    """A reservation found less stock than the plan expected; retried from a fresh, locked snapshot."""
+
+
+def _apply_variance(conn: psycopg.Connection[Any], retailer_id: str, v: Variance, product_id: str) -> bool:
+    """Record the variance and move quantity on hand, once per source; False if the source was applied already."""
+    inserted = conn.execute(
+        "INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,"
+        " location_seq_id, comments, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (retailer_id, source) DO NOTHING RETURNING id",
+        (retailer_id, v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id, v.location_seq_id,
+         v.comments, v.source)).fetchone()
+    if inserted is None:
+        return False
+    gtin = v.id_value if v.id_type in GTIN_TYPES else None
+    conn.execute(
+        "INSERT INTO inventory AS i (retailer_id, facility_id, product_id, gtin, quantity_on_hand)"
+        " VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE"
+        " SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()",
+        (retailer_id, v.facility_id, product_id, gtin, v.available_delta))
+    return True
+
+
+def _product_id(conn: psycopg.Connection[Any], retailer_id: str, facility_id: str, id_type: str,
+                id_value: str) -> str | None:
+    """The product a variance names, preferring the facility's own row; None when the retailer has no such product."""
+    column = "product_id" if id_type == "SKU" else "gtin"
+    row = conn.execute(
+        f"SELECT product_id FROM inventory WHERE retailer_id = %s AND {column} = %s"
+        " ORDER BY (facility_id = %s) DESC LIMIT 1", (retailer_id, id_value, facility_id)).fetchone()
+    return row[0] if row else None
+
+
+def apply_variance_records(conn: psycopg.Connection[Any], retailer_id: str, file_id: int,
+                           records: Sequence[VarianceRecord], label: str = "line") -> tuple[int, list[tuple[int, str]]]:
+    """Apply a variance file's records in the caller's transaction; (applied, [(line, reason)] rejected).
+
+    label names a record's position in messages: "line" for CSV, "record" for a JSON array.
+    """
+    facilities = {row[0] for row in conn.execute("SELECT facility_id FROM facilities WHERE retailer_id = %s",
+                                                 (retailer_id,))}
+    applied, rejected = 0, []
+    for r in records:
+        if r.facility_id not in facilities:
+            rejected.append((r.line, f"{label} {r.line}: facilityId: unknown facility {r.facility_id!r}"))
+            continue
+        product_id = _product_id(conn, retailer_id, r.facility_id, r.id_type, r.id_value)
+        if product_id is None:
+            rejected.append((r.line, f"{label} {r.line}: idValue: unknown product {r.id_type} {r.id_value!r}"))
+            continue
+        variance = Variance(r.facility_id, r.id_type, r.id_value, r.available_delta, r.reason_id,
+                            f"file:{file_id}:{r.line}", product_id, r.location_seq_id, r.comments)
+        if _apply_variance(conn, retailer_id, variance, product_id):
+            applied += 1
+    return applied, rejected
+
+
+class PgInventory:
+    """Inventory, facilities and brokering on a connection pool."""
+
+    def __init__(self, pool: ConnectionPool[Any]):
+        self.pool = pool
+
+    # -- loads: upserts in one transaction, nothing half-loaded
+    def load_facilities(self, retailer_id: str, rows: Sequence[FacilityRow]) -> int:
+        with transient_db_errors(), self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO facilities (retailer_id, facility_id, name, facility_type, postal_code, latitude,"
+                " longitude, allow_brokering, max_orders_per_day, facility_group, sequence)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (retailer_id, facility_id) DO UPDATE SET name = EXCLUDED.name,"
+                " facility_type = EXCLUDED.facility_type, postal_code = EXCLUDED.postal_code,"
+                " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,"
+                " allow_brokering = EXCLUDED.allow_brokering, max_orders_per_day = EXCLUDED.max_orders_per_day,"
+                " facility_group = EXCLUDED.facility_group, sequence = EXCLUDED.sequence",
+                [(retailer_id, r.facility_id, r.name, r.facility_type, r.postal_code, r.latitude, r.longitude,
+                  r.allow_brokering, r.max_orders_per_day, r.facility_group, r.sequence) for r in rows])
+        return len(rows)
+
+    def load_inventory(self, retailer_id: str, rows: Sequence[InventoryRow]) -> int:
+        """Set quantity on hand; reservations are kept."""
+        with transient_db_errors(), self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO inventory (retailer_id, facility_id, product_id, gtin, quantity_on_hand)"
+                " VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE SET gtin = EXCLUDED.gtin,"
+                " quantity_on_hand = EXCLUDED.quantity_on_hand, updated_at = now()",
+                [(retailer_id, r.facility_id, r.product_id, r.gtin, r.quantity_on_hand) for r in rows])
+        return len(rows)
+
+    # -- in-store sales
+    def apply_sale(self, retailer_id: str, order_id: int) -> tuple[int, list[str]]:
+        """Lower the store's inventory for an order's in-store lines, once; (variances applied, notes)."""
+        notes: list[str] = []
+        with transient_db_errors(), self.pool.connection() as conn, conn.transaction():
+            follow = conn.execute("SELECT status FROM order_followups WHERE order_id = %s AND kind = %s FOR UPDATE",
+                                  (order_id, INVENTORY)).fetchone()
+            if follow is not None and follow[0] == "done":
+                return 0, ["already applied"]
+            order = conn.execute("SELECT external_id, store_id FROM orders WHERE id = %s AND retailer_id = %s",
+                                 (order_id, retailer_id)).fetchone()
+            if order is None:
+                raise NotFound(f"order {order_id} of retailer {retailer_id!r} does not exist")
+            lines = [SoldLine(*row) for row in conn.execute(
+                "SELECT item_seq, product_id, gtin, quantity FROM order_items WHERE order_id = %s"
+                " AND fulfillment = 'IN_STORE' ORDER BY item_seq", (order_id,))]
+            applied = 0
+            for v in sale_variances(order_id, order[0], order[1], lines):
+                product_id = _product_id(conn, retailer_id, v.facility_id, "UPCA", v.id_value)
+                known_here = product_id is not None and conn.execute(
+                    "SELECT 1 FROM inventory WHERE retailer_id = %s AND facility_id = %s AND product_id = %s",
+                    (retailer_id, v.facility_id, product_id)).fetchone()
+                if not known_here:
+                    # The sale happened: record it as negative stock rather than lose it.
+                    notes.append(f"store {v.facility_id} had no inventory row for {v.id_value}: created at "
+                                 f"{v.available_delta}")
+                applied += _apply_variance(conn, retailer_id, v, product_id or v.product_id or v.id_value)
+            conn.execute("UPDATE order_followups SET status = 'done', done_at = now(), attempts = attempts + 1,"
+                         " result = %s WHERE order_id = %s AND kind = %s",
+                         (f"{applied} variances" + (f"; {'; '.join(notes)}" if notes else ""), order_id, INVENTORY))
+        return applied, notes
+
+    # -- brokering
+    @contextmanager
+    def brokering_unit(self, retailer_id: str, order_id: int, parked: bool = False) -> Iterator[PgBrokeringUnit]:
+        with transient_db_errors(), self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '30s'")
+            yield PgBrokeringUnit(conn, retailer_id, order_id, parked)
+
+    def orders_waiting(self, retailer_id: str, parked: bool) -> list[int]:
+        """Orders with lines still in the brokering queue (and, with parked, in UNFILLABLE_PARKING)."""
+        places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if parked else [BROKERING_QUEUE]
+        with transient_db_errors(), self.pool.connection() as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id"
+                " WHERE o.retailer_id = %s AND i.facility_id = ANY(%s) AND i.fulfillment = 'SHIP_TO_HOME'"
+                " ORDER BY o.id", (retailer_id, places))]
+
+    def stale_followups(self, retailer_id: str, older_than_seconds: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """Pending follow-ups whose message went out long ago (or never): sent again by the scan."""
+        with transient_db_errors(), self.pool.connection() as conn:
+            return [(row[0], row[1]) for row in conn.execute(
+                "UPDATE order_followups SET sent_at = now() WHERE (order_id, kind) IN ("
+                "  SELECT order_id, kind FROM order_followups WHERE retailer_id = %s AND status = 'pending'"
+                "  AND (sent_at IS NULL OR sent_at < now() - make_interval(secs => %s))"
+                "  ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING order_id, kind", (retailer_id, older_than_seconds, limit))]
+
+
+class PgBrokeringUnit:
+    """One order's brokering in one transaction: lock, read, then reserve and record."""
+
+    def __init__(self, conn: psycopg.Connection[Any], retailer_id: str, order_id: int, parked: bool):
+        self.conn, self.retailer_id, self.order_id, self.parked = conn, retailer_id, order_id, parked
+        self._from: dict[int, str] = {}
+        self._gtin: dict[int, str] = {}
+        self._quantity: dict[int, int] = {}
+
+    def snapshot(self) -> BrokeringSnapshot | None:
+        conn = self.conn
+        # The order row lock makes two deliveries of the same brokering message take turns.
+        order = conn.execute("SELECT store_id, oms_payload FROM orders WHERE id = %s AND retailer_id = %s FOR UPDATE",
+                             (self.order_id, self.retailer_id)).fetchone()
+        if order is None:
+            raise NotFound(f"order {self.order_id} of retailer {self.retailer_id!r} does not exist")
+        store_id, payload = order
+        places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if self.parked else [BROKERING_QUEUE]
+        rows = conn.execute(
+            "SELECT item_seq, gtin, quantity, facility_id FROM order_items WHERE order_id = %s"
+            " AND fulfillment = 'SHIP_TO_HOME' AND facility_id = ANY(%s) ORDER BY item_seq",
+            (self.order_id, places)).fetchall()
+        if not rows:
+            self._done("nothing waiting")
+            return None
+        for item_seq, gtin, quantity, facility_id in rows:
+            self._from[item_seq], self._gtin[item_seq], self._quantity[item_seq] = facility_id, gtin, quantity
+        group_json = _ship_group(payload)
+        postal = ((group_json.get("shipTo") or {}).get("postalAddress") or {}).get("postalCode")
+        may_split = group_json.get("maySplit") == "Y"
+        # Capacity-limited facilities are locked so two orders cannot both take a facility's last slot today.
+        conn.execute("SELECT facility_id FROM facilities WHERE retailer_id = %s AND max_orders_per_day IS NOT NULL"
+                     " ORDER BY facility_id FOR UPDATE", (self.retailer_id,))
+        today = dict(conn.execute(
+            "SELECT facility_id, count(DISTINCT order_id) FROM order_facility_changes WHERE retailer_id = %s"
+            " AND reason = 'BROKERED' AND changed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+            " AND order_id <> %s GROUP BY facility_id", (self.retailer_id, self.order_id)).fetchall())
+        facilities, postal_codes = [], {}
+        for fid, lat, lon, fpostal, allow, cap, group, seq in conn.execute(
+                "SELECT facility_id, latitude, longitude, postal_code, allow_brokering, max_orders_per_day,"
+                " facility_group, sequence FROM facilities WHERE retailer_id = %s ORDER BY facility_id",
+                (self.retailer_id,)).fetchall():
+            facilities.append(Facility(fid, group, lat, lon, allow, cap, int(today.get(fid, 0)), seq))
+            postal_codes[fid] = fpostal
+        gtins = sorted({gtin for _, gtin, _, _ in rows})
+        # Locking every stock row of these products, in one order, serializes brokering per SKU without deadlocks.
+        stock = {(fid, gtin): int(atp) for fid, gtin, atp in conn.execute(
+            "SELECT facility_id, gtin, quantity_on_hand - reserved FROM inventory WHERE retailer_id = %s"
+            " AND gtin = ANY(%s) ORDER BY facility_id, product_id FOR UPDATE", (self.retailer_id, gtins))}
+        lines = tuple(LineToPlace(item_seq, gtin, quantity) for item_seq, gtin, quantity, _ in rows)
+        group = ShipGroup(self.order_id, lines, may_split, store_id, None, None)
+        return BrokeringSnapshot(group, postal, tuple(facilities), postal_codes, stock)
+
+    def apply(self, plan: BrokeringPlan, run_id: str) -> None:
+        conn = self.conn
+        for a in plan.allocations:
+            reserved = conn.execute(
+                "UPDATE inventory SET reserved = reserved + %(q)s, updated_at = now() WHERE retailer_id = %(r)s"
+                " AND facility_id = %(f)s AND gtin = %(g)s AND quantity_on_hand - reserved >= %(q)s RETURNING 1",
+                {"q": a.quantity, "r": self.retailer_id, "f": a.facility_id, "g": self._gtin[a.item_seq]}).fetchone()
+            if reserved is None:
+                raise Oversell(f"order {self.order_id} line {a.item_seq}: {a.facility_id} lacks {a.quantity}")
+            self._move(a.item_seq, a.facility_id, a.quantity, "BROKERED", a.rule, run_id, a.note)
+        for u in plan.unfillable:
+            self._move(u.item_seq, UNFILLABLE_PARKING, self._quantity[u.item_seq], "UNFILLABLE", None, run_id, u.reason)
+        self._done(f"{len(plan.allocations)} allocated, {len(plan.unfillable)} unfillable (run {run_id})")
+
+    def _move(self, item_seq: int, facility_id: str, quantity: int, reason: str, rule: str | None, run_id: str,
+              note: str | None) -> None:
+        self.conn.execute("UPDATE order_items SET facility_id = %s WHERE order_id = %s AND item_seq = %s",
+                          (facility_id, self.order_id, item_seq))
+        self.conn.execute(
+            "INSERT INTO order_facility_changes (retailer_id, order_id, item_seq, from_facility_id, facility_id,"
+            " quantity, reason, rule, run_id, note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (self.retailer_id, self.order_id, item_seq, self._from[item_seq], facility_id, quantity, reason, rule,
+             run_id, note))
+
+    def _done(self, result: str) -> None:
+        self.conn.execute("UPDATE order_followups SET status = 'done', done_at = now(), attempts = attempts + 1,"
+                          " result = %s WHERE order_id = %s AND kind = %s", (result, self.order_id, BROKERING))
+
+
+def _ship_group(payload: Any) -> dict[str, Any]:
+    """The ship-to-home ship group of a stored createSalesOrder envelope."""
+    order = payload[0]["dataList"][0]["data"]["order"]
+    for group in order["shipGroup"]:
+        if group.get("facilityId") == BROKERING_QUEUE or "shipTo" in group:
+            return group  # type: ignore[no-any-return]
+    return {}
+
+
