@@ -236,7 +236,7 @@ def render_retailers(sshd: Sshd) -> str:
         opts = {"product_store_id": "DV_STORE", "currency": "USD", "order_master": True, "may_split": True,
                 **({} if "schedule" in r.options else {"poll_seconds": 3600}), **r.options}
         lines = [f"[retailers.{r.retailer_id}]"]
-        lines += [f"{k} = {_toml(v)}" for k, v in opts.items() if k != "sftp"]
+        lines += [f"{k} = {_toml(v)}" for k, v in opts.items() if k not in ("sftp", "brokering")]
         lines += [f"[retailers.{r.retailer_id}.sftp]", f'host = "{sshd.host}"', f"port = {sshd.port}",
                   f'username = "{sshd.username}"', f'private_key = "{sshd.private_key}"',
                   f'known_hosts = "{sshd.known_hosts}"', f'orders_dir = "{r.inbound}"',
