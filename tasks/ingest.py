@@ -17,7 +17,8 @@ def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str |
     retailer = runtime.retailer(retailer_id)
     with runtime.sftp(retailer) as source:
         result = ingest_file(file_id, orders_feed(retailer), source, runtime.ledger(),
-                             runtime.settings.max_file_bytes, lambda data: decide(data, retailer))
+                             runtime.settings.max_file_bytes, lambda data: decide(data, retailer),
+                             runtime.settings.max_attempts)
     if result.order_id is not None:
         # The order is committed: only now may inventory and brokering hear of it (ids only).
         publish_followups(retailer_id, [(result.order_id, kind) for kind in result.followups])

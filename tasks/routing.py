@@ -15,11 +15,13 @@ from worker.runtime import runtime
 from worker.taskbase import TlogTask
 
 
-@app.task(base=TlogTask, bind=True, name="tlogsync.broker_order", soft_time_limit=60, time_limit=90)
+@app.task(base=TlogTask, bind=True, name="tlogsync.broker_order", retry_policy_name="routing_retry",
+          soft_time_limit=60, time_limit=90)
 def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool = False) -> dict[str, Any]:
     """Allocate an order's ship-to-home lines waiting in _NA_ (and UNFILLABLE_PARKING when parked)."""
     retailer = runtime.retailer(retailer_id)
     run_id = self.request.id or f"run-{uuid.uuid4()}"
+    runtime.inventory().start_followup(order_id, BROKERING, runtime.settings.max_attempts)
     with runtime.inventory().brokering_unit(retailer_id, order_id, parked) as unit:
         plan = broker_order_core(unit, retailer.brokering_rules, run_id)
     if plan is None:
@@ -29,10 +31,12 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
             "unfillable": [(u.item_seq, u.reason) for u in plan.unfillable]}
 
 
-@app.task(base=TlogTask, bind=True, name="tlogsync.apply_sale_to_inventory", soft_time_limit=60, time_limit=90)
+@app.task(base=TlogTask, bind=True, name="tlogsync.apply_sale_to_inventory", retry_policy_name="routing_retry",
+          soft_time_limit=60, time_limit=90)
 def apply_sale_to_inventory(self: TlogTask, retailer_id: str, order_id: int) -> dict[str, Any]:
     """Lower the selling store's inventory for an in-store sale, once, one POS_SALE variance per line."""
     runtime.retailer(retailer_id)
+    runtime.inventory().start_followup(order_id, INVENTORY, runtime.settings.max_attempts)
     applied, notes = runtime.inventory().apply_sale(retailer_id, order_id)
     return {"retailer": retailer_id, "order_id": order_id, "variances": applied, "notes": notes}
 
@@ -47,7 +51,7 @@ def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_nam
         raise NotFound(f"retailer {retailer_id!r} has no variance feed configured")
     with runtime.sftp(retailer) as source:
         result = ingest_file(file_id, feed, source, runtime.ledger(), runtime.settings.max_file_bytes,
-                             decide_variance)
+                             decide_variance, runtime.settings.max_attempts)
     return {"retailer": retailer_id, "file": result.file_name, "status": result.status,
             "applied": result.records_applied, "rejected": result.records_rejected, "error": result.error}
 

@@ -32,6 +32,10 @@ def create_app(settings: Settings) -> Celery:
         # Acknowledge after the task ran, so a crash mid-task redelivers instead of losing the file;
         # our tasks are idempotent (ledger row lock, unique keys), which makes redelivery safe.
         task_acks_late=True,
+        # A child killed mid-task (OOM killer, kill -9, hard time limit) puts its message back rather than
+        # losing it; a message that keeps killing children is bounded by the attempts counter in the
+        # ledger (TLOGSYNC_MAX_ATTEMPTS), which fails the file and dead-letters the message.
+        task_reject_on_worker_lost=True,
         # Messages and queues survive a broker restart.
         task_default_delivery_mode="persistent",
         # Publisher confirms: apply_async returns only once RabbitMQ has the message.

@@ -53,8 +53,12 @@ class Settings:
     max_file_bytes: int = 5 * 1024 * 1024
     db_pool_max: int = 4
     sftp_timeout_seconds: float = 20.0
+    # A file or follow-up whose task started this many times without finishing (a crash, a kill, a timeout,
+    # or retries over several dispatches) is given up: failed with the reason, and its message dead-lettered.
+    max_attempts: int = 25
     ingest_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(8, 2.0, 300.0))
     scan_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(3, 5.0, 60.0))
+    routing_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(10, 1.0, 120.0))
     log_level: str = "INFO"
 
     @classmethod
@@ -69,6 +73,7 @@ class Settings:
             max_file_bytes=_int("TLOGSYNC_MAX_FILE_BYTES", cls.max_file_bytes),
             db_pool_max=_int("TLOGSYNC_DB_POOL_MAX", cls.db_pool_max),
             sftp_timeout_seconds=_float("TLOGSYNC_SFTP_TIMEOUT", cls.sftp_timeout_seconds),
+            max_attempts=_int("TLOGSYNC_MAX_ATTEMPTS", cls.max_attempts),
             ingest_retry=RetryPolicy(
                 _int("TLOGSYNC_INGEST_MAX_RETRIES", 8),
                 _float("TLOGSYNC_INGEST_RETRY_BASE", 2.0),
@@ -78,6 +83,11 @@ class Settings:
                 _int("TLOGSYNC_SCAN_MAX_RETRIES", 3),
                 _float("TLOGSYNC_SCAN_RETRY_BASE", 5.0),
                 _float("TLOGSYNC_SCAN_RETRY_CAP", 60.0),
+            ),
+            routing_retry=RetryPolicy(
+                _int("TLOGSYNC_ROUTING_MAX_RETRIES", 10),
+                _float("TLOGSYNC_ROUTING_RETRY_BASE", 1.0),
+                _float("TLOGSYNC_ROUTING_RETRY_CAP", 120.0),
             ),
             log_level=env.get("TLOGSYNC_LOG_LEVEL") or cls.log_level,
         )

@@ -55,13 +55,22 @@ class TlogTask(Task):  # type: ignore[misc]
             policy = self.retry_policy
             retries = self.request.retries or 0
             if retries >= policy.max_retries:
-                log.error("%s %s: giving up after %d retries: %s", self.name, args, retries, exc)
-                raise Reject(f"retries exhausted: {exc}", requeue=False) from exc
+                raise self.dead_letter(f"retries exhausted after {retries}: {exc}", args, kwargs) from exc
             delay = backoff_seconds(policy, retries)
             log.warning("%s %s: transient error, retry %d in %.1fs: %s", self.name, args, retries + 1, delay, exc)
             raise self.retry(exc=exc, countdown=delay, max_retries=policy.max_retries) from exc
         except PERMANENT_ERRORS as exc:
-            log.error("%s %s: permanent error, dead-lettered: %s", self.name, args, exc)
-            raise Reject(f"{type(exc).__name__}: {exc}", requeue=False) from exc
+            raise self.dead_letter(f"{type(exc).__name__}: {exc}", args, kwargs) from exc
         log.info("%s %s: done in %.3fs: %s", self.name, args, time.perf_counter() - started, result)
         return result
+
+    def dead_letter(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reject:
+        """Keep the reason in PostgreSQL, then reject without requeue: RabbitMQ moves it to <queue>.dead."""
+        log.error("%s %s: dead-lettered: %s", self.name, args, reason)
+        queue = (self.request.delivery_info or {}).get("routing_key") or "unknown"
+        try:
+            runtime.ledger().record_dead_letter(self.request.id or "", self.name, queue, args, kwargs, reason,
+                                                args[0] if args and isinstance(args[0], str) else None)
+        except Exception:  # noqa: BLE001 - the dead letter itself must not be lost for want of its reason
+            log.exception("could not record the reason of dead letter %s", self.request.id)
+        return Reject(reason, requeue=False)

@@ -96,7 +96,7 @@ def test_concurrent_deliveries_of_one_file_store_one_order(ledger, db):
         t.join()
     assert sum(1 for r in results if r.order_id) == 1
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = 'race'").fetchone()[0] == 1
-    assert db.execute("SELECT attempts FROM tlog_files WHERE id = %s", (row.id,)).fetchone()[0] == 1
+    assert db.execute("SELECT status FROM tlog_files WHERE id = %s", (row.id,)).fetchone()[0] == "processed"
 
 
 def test_same_content_under_another_name_is_a_duplicate(ledger):

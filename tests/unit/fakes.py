@@ -50,6 +50,7 @@ class FakeLedger:
     def __init__(self, clock: datetime | None = None):
         self.rows: dict[int, LedgerRow] = {}
         self.orders: dict[str, int] = {}
+        self.replayed: dict[int, int] = {}
         self.clock = clock or datetime(2026, 1, 1, tzinfo=UTC)
         self._ids = itertools.count(1)
 
@@ -74,7 +75,7 @@ class FakeLedger:
         inserted = []
         for c in claims:
             if c.status == CLAIMED and any(r.file_name == c.file_name and r.status != "duplicate"
-                                           for r in self.rows.values()):
+                                           and r.id not in self.replayed for r in self.rows.values()):
                 continue
             row = LedgerRow(next(self._ids), "acme", "orders", c.file_name, c.remote_path, c.size,
                             datetime.fromtimestamp(c.mtime, UTC), c.status, c.error, 0, None,
@@ -90,6 +91,32 @@ class FakeLedger:
     def get(self, file_id: int) -> LedgerRow | None:
         return self.rows.get(file_id)
 
+    def start_attempt(self, file_id: int) -> LedgerRow | None:
+        row = self.rows.get(file_id)
+        if row is not None and row.status == CLAIMED:
+            row = self.rows[file_id] = replace(row, attempts=row.attempts + 1)
+        return row
+
+    @contextmanager
+    def replay_transaction(self, retailer_id: str, feed: str) -> Iterator[FakeLedger]:
+        snapshot = dict(self.rows)
+        try:
+            yield self
+        except BaseException:
+            self.rows = snapshot  # the transaction rolls back
+            raise
+
+    def latest(self, file_name: str) -> LedgerRow | None:
+        rows = [r for r in self.rows.values() if r.file_name == file_name]
+        return max(rows, key=lambda r: r.id) if rows else None
+
+    def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
+        row = LedgerRow(next(self._ids), old.retailer_id, old.feed, old.file_name, remote_path, old.size, old.mtime,
+                        CLAIMED, None, 0, self.clock, None, None, None)
+        self.rows[row.id] = row
+        self.replayed[old.id] = row.id
+        return row
+
     def record(self, file_id: int, outcome: Outcome) -> Recorded:
         row = self.rows[file_id]
         if row.status != CLAIMED:
@@ -100,7 +127,7 @@ class FakeLedger:
                 status, error = "duplicate", "order already stored"
             else:
                 order_id = self.orders[outcome.order.external_id] = len(self.orders) + 1
-        row = replace(row, status=status, error=error, finished_at=self.clock, attempts=row.attempts + 1)
+        row = replace(row, status=status, error=error, finished_at=self.clock)
         self.rows[file_id] = row
         return Recorded(row, order_id)
 

@@ -12,7 +12,7 @@ from psycopg_pool import ConnectionPool
 from worker.adapters.db import transient_db_errors
 from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
 from worker.core.inventory import FacilityRow, InventoryRow, VarianceRecord
-from worker.core.ports import NotFound, TransientError
+from worker.core.ports import GaveUp, NotFound, TransientError
 from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, Variance, sale_variances
 
 GTIN_TYPES = ("UPCA", "EAN", "GTIN")
@@ -109,6 +109,19 @@ class PgInventory:
                 [(retailer_id, r.facility_id, r.product_id, r.gtin, r.quantity_on_hand) for r in rows])
         return len(rows)
 
+    def start_followup(self, order_id: int, kind: str, max_attempts: int) -> None:
+        """Count one more attempt, committed at once; past max_attempts the follow-up fails and GaveUp is raised."""
+        with transient_db_errors(), self.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE order_followups SET attempts = attempts + (status = 'pending')::int"
+                " WHERE order_id = %s AND kind = %s RETURNING status, attempts", (order_id, kind)).fetchone()
+            if row is None or row[0] != "pending" or row[1] <= max_attempts:
+                return
+            reason = f"gave up after {row[1] - 1} attempts: the task crashed, timed out or kept failing"
+            conn.execute("UPDATE order_followups SET status = 'failed', done_at = now(), result = %s"
+                         " WHERE order_id = %s AND kind = %s", (reason, order_id, kind))
+        raise GaveUp(f"order {order_id} {kind}: {reason}")
+
     # -- in-store sales
     def apply_sale(self, retailer_id: str, order_id: int) -> tuple[int, list[str]]:
         """Lower the store's inventory for an order's in-store lines, once; (variances applied, notes)."""
@@ -136,7 +149,7 @@ class PgInventory:
                     notes.append(f"store {v.facility_id} had no inventory row for {v.id_value}: created at "
                                  f"{v.available_delta}")
                 applied += _apply_variance(conn, retailer_id, v, product_id or v.product_id or v.id_value)
-            conn.execute("UPDATE order_followups SET status = 'done', done_at = now(), attempts = attempts + 1,"
+            conn.execute("UPDATE order_followups SET status = 'done', done_at = now(),"
                          " result = %s WHERE order_id = %s AND kind = %s",
                          (f"{applied} variances" + (f"; {'; '.join(notes)}" if notes else ""), order_id, INVENTORY))
         return applied, notes
@@ -246,7 +259,7 @@ class PgBrokeringUnit:
              run_id, note))
 
     def _done(self, result: str) -> None:
-        self.conn.execute("UPDATE order_followups SET status = 'done', done_at = now(), attempts = attempts + 1,"
+        self.conn.execute("UPDATE order_followups SET status = 'done', done_at = now(),"
                           " result = %s WHERE order_id = %s AND kind = %s", (result, self.order_id, BROKERING))
 
 

@@ -68,7 +68,8 @@ class PgScanTransaction:
                     "INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime)"
                     " SELECT %(r)s, %(f)s, n, p, s, to_timestamp(m)"
                     " FROM unnest(%(n)s::text[], %(p)s::text[], %(s)s::bigint[], %(m)s::float8[]) AS t(n, p, s, m)"
-                    " ON CONFLICT (retailer_id, feed, file_name) WHERE status <> 'duplicate' DO NOTHING"
+                    " ON CONFLICT (retailer_id, feed, file_name) WHERE status <> 'duplicate' AND replayed_by IS NULL"
+                    " DO NOTHING"
                     f" RETURNING {ROW_COLUMNS}",
                     {"r": self.retailer_id, "f": self.feed, "n": [c.file_name for c in live],
                      "p": [c.remote_path for c in live], "s": [c.size for c in live],
@@ -97,6 +98,29 @@ class PgScanTransaction:
                               {"ids": list(ids)})
 
 
+class PgReplay:
+    def __init__(self, conn: psycopg.Connection[Any], retailer_id: str, feed: str):
+        self.conn, self.retailer_id, self.feed = conn, retailer_id, feed
+
+    def latest(self, file_name: str) -> LedgerRow | None:
+        with self.conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE retailer_id = %s AND feed = %s"
+                        " AND file_name = %s ORDER BY id DESC LIMIT 1", (self.retailer_id, self.feed, file_name))
+            return cur.fetchone()
+
+    def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
+        """A new claimed row for the same name; the old one keeps its status and points at the new."""
+        with self.conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            self.conn.execute("UPDATE tlog_files SET replayed_by = -1 WHERE id = %s", (old.id,))
+            cur.execute("INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime, dispatched_at)"
+                        f" VALUES (%s, %s, %s, %s, %s, %s, now()) RETURNING {ROW_COLUMNS}",
+                        (self.retailer_id, self.feed, old.file_name, remote_path, old.size, old.mtime))
+            new = cur.fetchone()
+            assert new is not None
+            self.conn.execute("UPDATE tlog_files SET replayed_by = %s WHERE id = %s", (new.id, old.id))
+            return new
+
+
 class PgLedger:
     """Ledger and orders on a psycopg connection pool (one pool per worker process)."""
 
@@ -123,6 +147,38 @@ class PgLedger:
                 conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %s", (file_id,))
             return cur.fetchone()
+
+    def start_attempt(self, file_id: int) -> LedgerRow | None:
+        with transient_db_errors(), self.pool.connection() as conn, \
+                conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            cur.execute("UPDATE tlog_files SET attempts = attempts + (status = 'claimed')::int WHERE id = %s"
+                        f" RETURNING {ROW_COLUMNS}", (file_id,))
+            return cur.fetchone()
+
+    def record_dead_letter(self, task_id: str, task_name: str, queue: str, args: Any, kwargs: Any, reason: str,
+                           retailer_id: str | None) -> None:
+        """Keep why a message was dead-lettered (the broker only says 'rejected')."""
+        with transient_db_errors(), self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO dead_letters (task_id, task_name, queue, args, kwargs, reason, retailer_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (task_id) DO UPDATE SET reason = EXCLUDED.reason,"
+                " created_at = now(), replayed_at = NULL",
+                (task_id, task_name, queue, Jsonb(list(args)), Jsonb(dict(kwargs)), reason, retailer_id))
+
+    def dead_letter_reasons(self, task_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        with transient_db_errors(), self.pool.connection() as conn:
+            return {row[0]: (row[1], row[2]) for row in conn.execute(
+                "SELECT task_id, reason, created_at FROM dead_letters WHERE task_id = ANY(%s)", (list(task_ids),))}
+
+    def mark_replayed(self, task_ids: Sequence[str]) -> None:
+        with transient_db_errors(), self.pool.connection() as conn:
+            conn.execute("UPDATE dead_letters SET replayed_at = now() WHERE task_id = ANY(%s)", (list(task_ids),))
+
+    @contextmanager
+    def replay_transaction(self, retailer_id: str, feed: str) -> Iterator[PgReplay]:
+        """Under the scan lock: a scan cannot mistake a file being replayed for a reappearing one."""
+        with self.scan_transaction(retailer_id, feed) as tx:
+            yield PgReplay(tx.conn, retailer_id, feed)
 
     def rows(self, ids: Sequence[int]) -> Iterator[LedgerRow]:
         with transient_db_errors(), self.pool.connection() as conn, \
@@ -169,7 +225,7 @@ class PgLedger:
             updated = cur.execute(
                 "UPDATE tlog_files SET status = %(st)s, error = %(e)s, sha256 = %(sha)s,"
                 " size = coalesce(%(size)s, size), duplicate_of = %(dup)s, finished_at = now(),"
-                " attempts = attempts + 1, records_applied = %(ap)s, records_rejected = %(rj)s"
+                " records_applied = %(ap)s, records_rejected = %(rj)s"
                 f" WHERE id = %(id)s RETURNING {ROW_COLUMNS}",
                 {"st": status, "e": error, "sha": outcome.sha256, "size": outcome.size, "dup": duplicate_of,
                  "id": file_id, "ap": applied, "rj": rejected},

@@ -23,6 +23,7 @@ from worker.core.ports import (
     FileMissing,
     FileSource,
     FileTooLarge,
+    GaveUp,
     Ledger,
     LedgerRow,
     NotFound,
@@ -215,6 +216,10 @@ class IngestResult:
     records_rejected: int | None = None
 
 
+class ReplayRefused(Exception):
+    """replay-file cannot take this file (not failed, not in error_dir, unsafe name)."""
+
+
 class UnknownFile(NotFound):
     """The ledger has no such row: the message does not belong to this database."""
 
@@ -245,18 +250,25 @@ def decide_variance(data: bytes) -> Outcome:
 
 
 def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: Ledger, max_bytes: int,
-                decide_outcome: Callable[[bytes], Outcome]) -> IngestResult:
+                decide_outcome: Callable[[bytes], Outcome], max_attempts: int = 25) -> IngestResult:
     """Read, decide and record one claimed file in one transaction, then move it out of the inbound folder.
 
     Safe to run any number of times for the same file: a row that is already final is only moved.
+    A file whose task keeps dying (max_attempts starts) is failed with that reason and GaveUp is raised
+    after the move, so the message is dead-lettered instead of looping.
     """
-    row = ledger.get(file_id)
+    row = ledger.start_attempt(file_id)
     if row is None:
         raise UnknownFile(f"no ledger row {file_id}")
     order_id = order_type = None
     followups: tuple[str, ...] = ()
     applied = rejected = None
-    if row.status == CLAIMED:
+    gave_up = row.status == CLAIMED and row.attempts > max_attempts
+    if gave_up:
+        reason = (f"gave up after {row.attempts - 1} attempts: the task crashed, timed out or kept failing"
+                  " on this file")
+        row = ledger.record(file_id, Outcome(FAILED, error=reason)).row
+    elif row.status == CLAIMED:
         outcome = read_and_decide(row, source, max_bytes, decide_outcome)
         recorded = ledger.record(file_id, outcome)
         row, order_id = recorded.row, recorded.order_id
@@ -267,6 +279,8 @@ def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: Ledger, ma
     if row.moved_at is None:
         moved_to = finish_move(row, feed, source)
         ledger.mark_moved(row.id, moved_to)
+    if gave_up:
+        raise GaveUp(f"{row.file_name}: {row.error}")
     return IngestResult(row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to, followups,
                         applied, rejected)
 
@@ -308,3 +322,26 @@ def finish_move(row: LedgerRow, feed: Feed, source: FileSource) -> str | None:
         return dst
     # Not in the folder: an earlier delivery moved it, or someone removed it by hand.
     return dst if source.exists(dst) else None
+
+
+def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource, ledger: Ledger) -> LedgerRow:
+    """Put a file someone fixed in error_dir back through the normal path; returns its new ledger row.
+
+    The old row keeps its failed status and points at the new one (replayed_by). The claim and the move
+    back into the inbound folder happen under the scan lock, so no scan takes the file for a reappearance.
+    """
+    reason = unsafe_name_reason(file_name)
+    if reason:
+        raise ReplayRefused(f"{file_name!r}: {reason}")
+    with ledger.replay_transaction(retailer_id, feed.name) as tx:
+        old = tx.latest(file_name)
+        if old is None:
+            raise ReplayRefused(f"{file_name}: no such file in the {feed.name} ledger of {retailer_id}")
+        if old.status != FAILED or old.moved_at is None:
+            raise ReplayRefused(f"{file_name}: ledger row {old.id} is {old.status}; only failed files that were"
+                                " moved to error_dir are replayed")
+        inbound = join(feed.directory, file_name)
+        new = tx.claim_again(old, inbound)
+        if not source.move(join(feed.error_dir, file_name), inbound):
+            raise ReplayRefused(f"{file_name} is not in {feed.error_dir}")
+    return new

@@ -23,6 +23,10 @@ class NotFound(Exception):
     """A message names something that does not exist (ledger row, order, feed): retrying cannot help."""
 
 
+class GaveUp(NotFound):
+    """Started too many times without finishing (a poison message): recorded as failed, then dead-lettered."""
+
+
 class FileTooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"file is larger than the {limit}-byte limit")
@@ -124,6 +128,12 @@ class ScanTransaction(Protocol):
     def mark_dispatched(self, ids: Sequence[int]) -> None: ...
 
 
+class ReplayTransaction(Protocol):
+    def latest(self, file_name: str) -> LedgerRow | None: ...
+
+    def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow: ...
+
+
 class Ledger(Protocol):
     """The PostgreSQL side: file ledger and orders."""
 
@@ -135,10 +145,16 @@ class Ledger(Protocol):
 
     def get(self, file_id: int) -> LedgerRow | None: ...
 
+    def start_attempt(self, file_id: int) -> LedgerRow | None:
+        """Count one more attempt at a claimed file (committed at once, so a crash still counts); the row."""
+        ...
+
     def record(self, file_id: int, outcome: Outcome) -> Recorded:
         """Apply an ingest outcome if the row is still claimed; return the row as it now stands."""
         ...
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None: ...
+
+    def replay_transaction(self, retailer_id: str, feed: str) -> AbstractContextManager[ReplayTransaction]: ...
 
     def rows(self, ids: Sequence[int]) -> Iterator[LedgerRow]: ...
