@@ -94,7 +94,7 @@ def ledger(pg_dsn: str) -> Iterator[object]:
 
     from worker.adapters.postgres import PgLedger
 
-    with ConnectionPool(pg_dsn, min_size=1, max_size=8, open=True) as pool:
+    with ConnectionPool(pg_dsn, min_size=1, max_size=8, open=True, check=ConnectionPool.check_connection) as pool:
         yield PgLedger(pool)
 
 
@@ -304,7 +304,7 @@ class WorkerProcess:
 
 
 def start_worker(name: str, queues: str | None = None, concurrency: int = 2,
-                 extra: list[str] | None = None) -> WorkerProcess:
+                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
     from worker.queues import WORK_QUEUES
 
     log = SESSION_DIR / f"worker-{name}.log"
@@ -312,23 +312,23 @@ def start_worker(name: str, queues: str | None = None, concurrency: int = 2,
            "-c", str(concurrency), "--hostname", f"{name}@{SESSION}", "-l", "INFO", "--without-mingle",
            "--without-gossip", *(extra or [])]
     handle = open(log, "wb")  # noqa: SIM115 - closed by WorkerProcess.stop
-    proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env or os.environ,
                             start_new_session=True, cwd=Path(__file__).resolve().parents[1])
     wp = WorkerProcess(name, proc, log, handle)
-    _wait_ready(wp)
+    _wait_ready(wp, broker=(env or os.environ)["TLOGSYNC_BROKER_URL"])
     return wp
 
 
-def _wait_ready(wp: WorkerProcess, timeout: float = 60) -> None:
-    from worker.celery import app
-
+def _wait_ready(wp: WorkerProcess, broker: str, timeout: float = 60) -> None:
+    """Ready when the worker says so in its log (it prints '<name> ready.' once it consumes)."""
     deadline = time.monotonic() + timeout
+    marker = f"{wp.name}@{SESSION} ready."
     while time.monotonic() < deadline:
         if wp.process.poll() is not None:
             raise RuntimeError(f"worker {wp.name} exited: {wp.log.read_text()[-3000:]}")
-        replies = app.control.ping(destination=[f"{wp.name}@{SESSION}"], timeout=0.5)
-        if replies:
+        if marker in wp.log.read_text(errors="replace"):
             return
+        time.sleep(0.1)
     raise RuntimeError(f"worker {wp.name} not ready: {wp.log.read_text()[-3000:]}")
 
 
@@ -361,3 +361,16 @@ orders_dir = "{placeholder}/in"
 archive_dir = "{placeholder}/in/archive"
 error_dir = "{placeholder}/in/error"
 """
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's table: files, duplicates, losses (all must be 0) and time to drain, per fault."""
+    harness = sys.modules.get("tests.faults.harness")
+    rows = getattr(harness, "REPORT", None)
+    if not rows:
+        return
+    terminalreporter.section("fault injection")
+    terminalreporter.write_line(f"{'fault':<44} {'files':>6} {'orders':>7} {'dupes':>6} {'losses':>7} {'drain s':>8}")
+    for r in rows:
+        terminalreporter.write_line(f"{r['fault']:<44} {r['files']:>6} {r['orders']:>7} {r['duplicates']:>6}"
+                                    f" {r['losses']:>7} {r['drain_s']:>8}")

@@ -57,7 +57,13 @@ def wait_for_scan(dsn: str, scan_id: str, timeout: float, poll: float = 0.2) -> 
             if time.monotonic() > deadline:
                 return {"timeout": "the scan did not run in time (is a worker consuming tlog.scan?)"}
             time.sleep(poll)
-        ids = list(run[0])
+        return _wait_files(dsn, list(run[0]), max(0.0, deadline - time.monotonic()), poll)
+
+
+def _wait_files(dsn: str, ids: list[int], timeout: float, poll: float = 0.2) -> dict[str, Any]:
+    """Block until every ledger row in ids is final and moved; counts per status."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
         while True:
             rows = conn.execute(
                 "SELECT status, count(*) FILTER (WHERE moved_at IS NOT NULL), count(*) FROM tlog_files"
@@ -174,6 +180,82 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    """dlq list / dlq replay: the dead-letter queues, with the reasons kept in PostgreSQL."""
+    from psycopg_pool import ConnectionPool
+
+    from worker.adapters.postgres import PgLedger
+    from worker.celery import app
+    from worker.deadletters import as_json, list_dead, replay
+
+    queues = [args.queue] if args.queue else None
+    with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
+        ledger = PgLedger(pool)
+        try:
+            if args.action == "list":
+                letters = list_dead(app, queues, ledger.dead_letter_reasons)
+                if args.json:
+                    print(as_json(letters))
+                    return 0
+                table = Table(title=f"dead letters ({len(letters)})")
+                for col in ("queue", "task id", "task", "args", "reason", "age"):
+                    table.add_column(col, overflow="fold")
+                now = time.time()
+                for d in letters:
+                    age = f"{(now - d.died_at.timestamp()) / 60:.0f} min" if d.died_at else "?"
+                    table.add_row(d.queue, d.task_id, d.task, d.args, d.reason or "(not recorded)", age)
+                console.print(table)
+                return 0
+            if not args.id and not args.all:
+                console.print("[red]dlq replay: give --id TASK_ID or --all[/red]")
+                return 2
+            replayed = replay(app, queues, args.id or None)
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            return 2
+        ledger.mark_replayed(replayed)
+    console.print(f"replayed {len(replayed)} dead letters" + (f": {', '.join(replayed)}" if replayed else ""))
+    return 0 if replayed or args.all else 1
+
+
+def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
+    """Reprocess a fixed file from error_dir through the normal path (here: claim and move; a worker ingests)."""
+    from psycopg_pool import ConnectionPool
+
+    from tasks.ingest import ingest_tlog
+    from tasks.routing import apply_variance_file
+    from worker.adapters.postgres import PgLedger
+    from worker.adapters.sftp import SftpSource
+    from worker.core.ingest import ReplayRefused, orders_feed, replay_file, variance_feed
+
+    retailers = load_retailers(settings.retailers_path)
+    retailer = retailers.get(args.retailer)
+    if retailer is None:
+        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
+        return 2
+    feed = variance_feed(retailer) if args.variance else orders_feed(retailer)
+    if feed is None:
+        console.print(f"[red]{args.retailer} has no variance feed[/red]")
+        return 2
+    source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds)
+    try:
+        with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
+            row = replay_file(retailer.retailer_id, feed, args.file, source, PgLedger(pool))
+    except ReplayRefused as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    finally:
+        source.close()
+    task = apply_variance_file if args.variance else ingest_tlog
+    task.apply_async((retailer.retailer_id, row.id, row.file_name))
+    console.print(f"{args.file}: back in {feed.directory} as ledger row {row.id}; ingest enqueued")
+    if not args.wait:
+        return 0
+    outcome = _wait_files(settings.database_url, [row.id], args.timeout)
+    console.print(outcome)
+    return 1 if "timeout" in outcome else 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
@@ -209,6 +291,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("retailer")
     p.add_argument("--parked", action="store_true")
     p.set_defaults(func=cmd_broker)
+    dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="action", required=True)
+    p = dlq.add_parser("list", help="dead letters with task, arguments, reason and age")
+    p.add_argument("queue", nargs="?", help="work queue (tlog.ingest, ...) or its .dead name; default all")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dlq)
+    p = dlq.add_parser("replay", help="put dead letters back on their work queue")
+    p.add_argument("queue", nargs="?")
+    p.add_argument("--id", action="append", help="a task id (repeatable)")
+    p.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_dlq)
+    p = sub.add_parser("replay-file", help="reprocess a fixed file from error_dir through the normal path")
+    p.add_argument("retailer")
+    p.add_argument("file")
+    p.add_argument("--variance", action="store_true", help="the file belongs to the variance feed")
+    p.add_argument("--wait", action="store_true")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.set_defaults(func=cmd_replay_file)
     p = sub.add_parser("demo", help="run the whole pipeline on local services with an embedded SFTP server")
     p.add_argument("--files", type=int, default=60, help="generated TLog files besides the published samples")
     p.add_argument("--timeout", type=float, default=180.0)

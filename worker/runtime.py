@@ -13,8 +13,10 @@ from psycopg_pool import ConnectionPool
 
 from worker.adapters.inventory import PgInventory
 from worker.adapters.postgres import PgLedger
-from worker.adapters.sftp import SftpSessions, SftpSource
+from worker.adapters.sftp import SftpSessions
+from worker.core.ports import FileSource
 from worker.core.retailers import ConfigError, Retailer, load_retailers
+from worker.faults import CrashingSource, crash_pattern
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ class Runtime:
                 self._pool = ConnectionPool(
                     self.settings.database_url, min_size=1, max_size=self.settings.db_pool_max,
                     open=False, name=f"tlogsync-{os.getpid()}", timeout=30,
+                    # visible in pg_stat_activity: which process holds which connection
+                    kwargs={"application_name": f"tlogsync-worker-{os.getpid()}"},
                     # a connection that died with the server is replaced rather than handed out
                     check=ConnectionPool.check_connection,
                 )
@@ -85,14 +89,15 @@ class Runtime:
 
     # -- SFTP
     @contextmanager
-    def sftp(self, retailer: Retailer) -> Iterator[SftpSource]:
+    def sftp(self, retailer: Retailer) -> Iterator[FileSource]:
         self._check_fork()
         with self._lock:
             if self._sessions is None:
                 self._sessions = SftpSessions(self.settings.sftp_timeout_seconds)
             sessions = self._sessions
         with sessions.source(retailer.retailer_id, retailer.sftp) as source:
-            yield source
+            pattern = crash_pattern()
+            yield CrashingSource(source, pattern) if pattern else source
 
     def _check_fork(self) -> None:
         # psycopg connections and SSH sessions are not fork-safe: a child starts with none.

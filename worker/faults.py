@@ -1,0 +1,46 @@
+"""Fault injection for the fault suite (tests/faults): off unless TLOGSYNC_FAULT_CRASH_FILES is set.
+
+A worker started with TLOGSYNC_FAULT_CRASH_FILES="*poison*" kills its own process (SIGKILL, as the
+kernel's OOM killer would) whenever it reads a file whose name matches: the poison file of the suite.
+It wraps the FileSource port, so no production code path knows about it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import signal
+from collections.abc import Sequence
+
+from worker.core.ports import FileSource, RemoteFile
+
+ENV = "TLOGSYNC_FAULT_CRASH_FILES"
+
+
+def crash_pattern() -> str | None:
+    return os.environ.get(ENV) or None
+
+
+class CrashingSource:
+    """A FileSource that dies on reading a matching file and otherwise delegates."""
+
+    def __init__(self, inner: FileSource, pattern: str):
+        self.inner, self.pattern = inner, pattern
+
+    def list(self, directory: str) -> Sequence[RemoteFile]:
+        return self.inner.list(directory)
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        if fnmatch.fnmatchcase(posixpath.basename(path), self.pattern):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.read(path, max_bytes)
+
+    def move(self, src: str, dst: str) -> bool:
+        return self.inner.move(src, dst)
+
+    def write(self, path: str, data: bytes) -> None:
+        self.inner.write(path, data)
+
+    def exists(self, path: str) -> bool:
+        return self.inner.exists(path)
