@@ -17,7 +17,8 @@ from worker.core.ports import FINAL_STATUSES
 from worker.core.retailers import ConfigError, load_retailers
 from worker.settings import Settings, SettingsError
 
-console = Console()
+# Piped output (logs, CI, scripts) gets wide tables instead of 80 columns of folded text.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:

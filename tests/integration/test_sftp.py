@@ -106,3 +106,14 @@ def test_reconnects_after_the_session_dies(sshd, folder):
         assert [e.name for e in src.list(f"{folder}/in") if e.is_file] == ["a.json"]
     finally:
         src.close()
+
+
+def test_a_refused_password_never_appears_in_errors_or_logs(sshd, folder, monkeypatch, caplog):
+    secret = "s3cret-do-not-log"
+    monkeypatch.setenv("TLOGSYNC_TEST_SFTP_PASSWORD", secret)
+    src = SftpSource(config(sshd, folder, private_key=None, password_env="TLOGSYNC_TEST_SFTP_PASSWORD"))
+    caplog.set_level("DEBUG")
+    with pytest.raises(SftpConfigError, match="authentication failed") as info:
+        src.list(f"{folder}/in")
+    assert secret not in str(info.value) and secret not in repr(info.value)
+    assert secret not in caplog.text

@@ -49,6 +49,10 @@ def _connect(cfg: SftpConfig, timeout: float) -> tuple[paramiko.SSHClient, param
         client.connect(cfg.host, port=cfg.port, username=cfg.username, key_filename=cfg.private_key,
                        password=password, sock=sock, look_for_keys=False, allow_agent=False,
                        timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+    except paramiko.AuthenticationException:
+        sock.close()
+        # wrong key or password: retrying cannot help, and the message must not carry the secret
+        raise SftpConfigError(f"{cfg.host}:{cfg.port}: authentication failed for user {cfg.username}") from None
     except paramiko.BadHostKeyException as exc:
         sock.close()
         raise HostKeyRejected(f"{cfg.host}:{cfg.port}: host key does not match known_hosts ({exc})") from None
@@ -87,6 +91,8 @@ class SftpSource:
             self.close()
             try:
                 self._client, self._sftp = _connect(self.cfg, self.timeout)
+            except (SftpConfigError, HostKeyRejected):
+                raise
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 raise TransientError(f"sftp {self.cfg.host}:{self.cfg.port}: cannot connect: {exc}") from exc
         return self._sftp
