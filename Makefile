@@ -30,3 +30,7 @@ lint: install
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
+
+## Throughput, latency and memory against the one-process baseline (BENCH_FILES, BENCH_SOAK to resize).
+bench: install
+	$(BIN)/python ops/bench/bench.py

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.support.sshd import SSHD, Sshd, port_open, start_sshd
 
 SESSION = f"t{os.getpid()}_{secrets.token_hex(3)}"
 SESSION_DIR = Path(tempfile.mkdtemp(prefix=f"tlogsync-{SESSION}-"))
@@ -41,18 +42,6 @@ def need(condition: bool, what: str) -> None:
         if IN_CI:
             pytest.fail(f"{what} is required in CI")
         pytest.skip(f"{what} is not available here")
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -115,90 +104,10 @@ def broker_url() -> Iterator[str]:
 # ----------------------------------------------------------------- OpenSSH sshd
 
 
-@dataclass
-class Sshd:
-    host: str
-    port: int
-    username: str
-    private_key: Path
-    known_hosts: Path
-    root: Path  # the files the tests write are under here; SFTP paths are the same absolute paths
-    process: subprocess.Popen[bytes]
-    config: Path
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def start(self) -> None:
-        self.process = _run_sshd(self.config, self.log)
-        _wait_port(self.port)
-
-
-def _run_sshd(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(log)])
-
-
-def _wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not port_open("127.0.0.1", port):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"sshd did not listen on {port}")
-        time.sleep(0.05)
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-
-
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[Sshd]:
-    need(Path("/usr/sbin/sshd").exists(), "OpenSSH sshd (apt-get install openssh-server)")
-    base = SESSION_DIR / "sshd"
-    base.mkdir()
-    host_key, user_key = base / "host_ed25519", base / "user_ed25519"
-    _keygen(host_key)
-    _keygen(user_key)
-    authorized = base / "authorized_keys"
-    authorized.write_text(user_key.with_suffix(".pub").read_text())
-    authorized.chmod(0o600)
-    port = free_port()
-    known_hosts = base / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key.with_suffix('.pub').read_text().split(' ')[0]} "
-                           f"{host_key.with_suffix('.pub').read_text().split(' ')[1]}\n")
-    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    config = base / "sshd_config"
-    config.write_text(f"""
-ListenAddress 127.0.0.1
-Port {port}
-HostKey {host_key}
-PidFile {base / 'sshd.pid'}
-AuthorizedKeysFile {authorized}
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-UsePAM no
-StrictModes no
-AllowUsers {user}
-Subsystem sftp internal-sftp
-MaxStartups 100:30:200
-MaxSessions 100
-LogLevel INFO
-""")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    log = base / "sshd.log"
-    proc = _run_sshd(config, log)
-    try:
-        _wait_port(port)
-    except RuntimeError:
-        proc.kill()
-        raise RuntimeError(f"sshd failed to start: {log.read_text() if log.exists() else ''}") from None
-    root = SESSION_DIR / "sftp"
-    root.mkdir()
-    server = Sshd("127.0.0.1", port, user, user_key, known_hosts, root, proc, config, log)
+    need(SSHD.exists(), "OpenSSH sshd (apt-get install openssh-server)")
+    server = start_sshd(SESSION_DIR / "sshd")
     yield server
     server.stop()
 

@@ -31,10 +31,10 @@ class CrashingSource:
     def list(self, directory: str) -> Sequence[RemoteFile]:
         return self.inner.list(directory)
 
-    def read(self, path: str, max_bytes: int) -> bytes:
+    def read(self, path: str, max_bytes: int, size_hint: int | None = None) -> bytes:
         if fnmatch.fnmatchcase(posixpath.basename(path), self.pattern):
             os.kill(os.getpid(), signal.SIGKILL)
-        return self.inner.read(path, max_bytes)
+        return self.inner.read(path, max_bytes, size_hint)
 
     def move(self, src: str, dst: str) -> bool:
         return self.inner.move(src, dst)

@@ -11,12 +11,14 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from worker.adapters.db import Database
 from worker.adapters.inventory import PgInventory
 from worker.adapters.postgres import PgLedger
 from worker.adapters.sftp import SftpSessions
 from worker.core.ports import FileSource
 from worker.core.retailers import ConfigError, Retailer, load_retailers
 from worker.faults import CrashingSource, crash_pattern
+from worker.instrumentation import CountingCursor
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class Runtime:
         self._pool: ConnectionPool[Any] | None = None
         self._ledger: PgLedger | None = None
         self._inventory: PgInventory | None = None
+        self._database: Database | None = None
         self._sessions: SftpSessions | None = None
         self._retailers: dict[str, Retailer] | None = None
         self._retailers_mtime: float | None = None
@@ -73,14 +76,23 @@ class Runtime:
                     self.settings.database_url, min_size=1, max_size=self.settings.db_pool_max,
                     open=False, name=f"tlogsync-{os.getpid()}", timeout=30,
                     # visible in pg_stat_activity: which process holds which connection
-                    kwargs={"application_name": f"tlogsync-worker-{os.getpid()}"},
-                    # a connection that died with the server is replaced rather than handed out
-                    check=ConnectionPool.check_connection,
+                    # autocommit: a single statement commits at once (the attempt counter must survive a
+                    # crash); multi-statement work uses explicit transactions. No per-checkout health
+                    # check (a round trip each time): a connection that died with the server fails its
+                    # statement, the task retries, and the pool replaces the broken connection.
+                    kwargs={"application_name": f"tlogsync-worker-{os.getpid()}", "cursor_factory": CountingCursor,
+                            "autocommit": True},
                 )
                 self._pool.open(wait=False)
-                self._ledger = PgLedger(self._pool)
-                self._inventory = PgInventory(self._pool)
+                self._database = Database(self._pool)
+                self._ledger = PgLedger(self._database)
+                self._inventory = PgInventory(self._database)
             return self._ledger
+
+    def database(self) -> Database:
+        self.ledger()
+        assert self._database is not None
+        return self._database
 
     def inventory(self) -> PgInventory:
         self.ledger()
@@ -102,7 +114,7 @@ class Runtime:
     def _check_fork(self) -> None:
         # psycopg connections and SSH sessions are not fork-safe: a child starts with none.
         if os.getpid() != self._pid:
-            self._pool = self._ledger = self._inventory = self._sessions = None
+            self._pool = self._ledger = self._inventory = self._database = self._sessions = None
             self._lock = threading.Lock()
             self._pid = os.getpid()
 
@@ -112,7 +124,7 @@ class Runtime:
                 self._sessions.close()
             if self._pool is not None:
                 self._pool.close()
-            self._pool = self._ledger = self._inventory = self._sessions = None
+            self._pool = self._ledger = self._inventory = self._database = self._sessions = None
 
 
 # One per process. Reading settings from the environment opens nothing; connections come on first use.

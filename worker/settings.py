@@ -60,6 +60,8 @@ class Settings:
     scan_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(3, 5.0, 60.0))
     routing_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(10, 1.0, 120.0))
     log_level: str = "INFO"
+    max_tasks_per_child: int = 20000  # recycle a pool process after this many tasks (0: never)
+    sent_events: bool = False  # publishers also send task-sent events (Flower then shows queued tasks)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -90,4 +92,6 @@ class Settings:
                 _float("TLOGSYNC_ROUTING_RETRY_CAP", 120.0),
             ),
             log_level=env.get("TLOGSYNC_LOG_LEVEL") or cls.log_level,
+            max_tasks_per_child=_int("TLOGSYNC_MAX_TASKS_PER_CHILD", cls.max_tasks_per_child),
+            sent_events=env.get("TLOGSYNC_SENT_EVENTS", "0") == "1",
         )

@@ -48,7 +48,8 @@ class TlogTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            result = self.run(*args, **kwargs)
+            with runtime.database().bound():  # one connection checkout for the whole task
+                result = self.run(*args, **kwargs)
         except Retry:
             raise
         except TransientError as exc:

@@ -26,7 +26,7 @@ class FakeSource:
         out += [RemoteFile(d.rpartition("/")[2], 0, 0.0, False) for d in self.dirs if d.rpartition("/")[0] == directory]
         return out
 
-    def read(self, path: str, max_bytes: int) -> bytes:
+    def read(self, path: str, max_bytes: int, size_hint: int | None = None) -> bytes:
         if path not in self.files:
             raise FileMissing(path)
         if len(self.files[path]) > max_bytes:

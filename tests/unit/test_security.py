@@ -13,7 +13,7 @@ from worker.core.ingest import join, safe_local_name, unsafe_name_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 # Names that may be interpolated into SQL text: fixed column lists and identifiers chosen from constants.
-SQL_CONSTANTS = {"ROW_COLUMNS", "column"}
+SQL_CONSTANTS = {"ROW_COLUMNS", "ROW_COLUMNS_T", "column"}
 
 
 def sql_calls():

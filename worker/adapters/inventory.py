@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from worker.adapters.db import transient_db_errors
+from worker.adapters.db import Database, as_database, transient_db_errors
 from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
 from worker.core.inventory import FacilityRow, InventoryRow, VarianceRecord
 from worker.core.ports import GaveUp, NotFound, TransientError
@@ -79,12 +79,13 @@ def apply_variance_records(conn: psycopg.Connection[Any], retailer_id: str, file
 class PgInventory:
     """Inventory, facilities and brokering on a connection pool."""
 
-    def __init__(self, pool: ConnectionPool[Any]):
-        self.pool = pool
+    def __init__(self, pool: ConnectionPool[Any] | Database):
+        self.db = as_database(pool)
+        self.pool = self.db.pool
 
     # -- loads: upserts in one transaction, nothing half-loaded
     def load_facilities(self, retailer_id: str, rows: Sequence[FacilityRow]) -> int:
-        with transient_db_errors(), self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        with transient_db_errors(), self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO facilities (retailer_id, facility_id, name, facility_type, postal_code, latitude,"
                 " longitude, allow_brokering, max_orders_per_day, facility_group, sequence)"
@@ -100,7 +101,7 @@ class PgInventory:
 
     def load_inventory(self, retailer_id: str, rows: Sequence[InventoryRow]) -> int:
         """Set quantity on hand; reservations are kept."""
-        with transient_db_errors(), self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        with transient_db_errors(), self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO inventory (retailer_id, facility_id, product_id, gtin, quantity_on_hand)"
                 " VALUES (%s, %s, %s, %s, %s)"
@@ -111,7 +112,7 @@ class PgInventory:
 
     def start_followup(self, order_id: int, kind: str, max_attempts: int) -> None:
         """Count one more attempt, committed at once; past max_attempts the follow-up fails and GaveUp is raised."""
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             row = conn.execute(
                 "UPDATE order_followups SET attempts = attempts + (status = 'pending')::int"
                 " WHERE order_id = %s AND kind = %s RETURNING status, attempts", (order_id, kind)).fetchone()
@@ -126,7 +127,7 @@ class PgInventory:
     def apply_sale(self, retailer_id: str, order_id: int) -> tuple[int, list[str]]:
         """Lower the store's inventory for an order's in-store lines, once; (variances applied, notes)."""
         notes: list[str] = []
-        with transient_db_errors(), self.pool.connection() as conn, conn.transaction():
+        with transient_db_errors(), self.db.connection() as conn, conn.transaction():
             follow = conn.execute("SELECT status FROM order_followups WHERE order_id = %s AND kind = %s FOR UPDATE",
                                   (order_id, INVENTORY)).fetchone()
             if follow is not None and follow[0] == "done":
@@ -157,14 +158,14 @@ class PgInventory:
     # -- brokering
     @contextmanager
     def brokering_unit(self, retailer_id: str, order_id: int, parked: bool = False) -> Iterator[PgBrokeringUnit]:
-        with transient_db_errors(), self.pool.connection() as conn, conn.transaction():
+        with transient_db_errors(), self.db.connection() as conn, conn.transaction():
             conn.execute("SET LOCAL lock_timeout = '30s'")
             yield PgBrokeringUnit(conn, retailer_id, order_id, parked)
 
     def orders_waiting(self, retailer_id: str, parked: bool) -> list[int]:
         """Orders with lines still in the brokering queue (and, with parked, in UNFILLABLE_PARKING)."""
         places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if parked else [BROKERING_QUEUE]
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             return [row[0] for row in conn.execute(
                 "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id"
                 " WHERE o.retailer_id = %s AND i.facility_id = ANY(%s) AND i.fulfillment = 'SHIP_TO_HOME'"
@@ -172,7 +173,7 @@ class PgInventory:
 
     def stale_followups(self, retailer_id: str, older_than_seconds: int, limit: int = 1000) -> list[tuple[int, str]]:
         """Pending follow-ups whose message went out long ago (or never): sent again by the scan."""
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             return [(row[0], row[1]) for row in conn.execute(
                 "UPDATE order_followups SET sent_at = now() WHERE (order_id, kind) IN ("
                 "  SELECT order_id, kind FROM order_followups WHERE retailer_id = %s AND status = 'pending'"

@@ -6,6 +6,7 @@ import json
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,12 +16,23 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from worker.adapters.db import transient_db_errors
+from worker.adapters.db import Database, as_database, transient_db_errors
 from worker.adapters.inventory import apply_variance_records
 from worker.core.ingest import ScanResult
 from worker.core.inventory import VarianceFile
-from worker.core.oms import Order, json_default
-from worker.core.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, Claim, LedgerRow, Outcome, Recorded, TransientError
+from worker.core.oms import json_default
+from worker.core.ports import (
+    CLAIMED,
+    DUPLICATE,
+    FAILED,
+    PROCESSED,
+    SKIPPED,
+    Claim,
+    LedgerRow,
+    Outcome,
+    Recorded,
+    TransientError,
+)
 
 ROW_COLUMNS = ("id, retailer_id, feed, file_name, remote_path, size, mtime, status, error, attempts,"
                " dispatched_at, finished_at, moved_at, moved_to")
@@ -33,6 +45,69 @@ def _dumps(value: Any) -> str:
 def scan_lock_key(retailer_id: str, feed: str) -> int:
     """A stable 32-bit key for pg_advisory_xact_lock, one per retailer and feed."""
     return zlib.crc32(f"tlogsync.scan:{retailer_id}:{feed}".encode())
+
+
+ROW_COLUMNS_T = ", ".join(f"t.{c.strip()}" for c in ROW_COLUMNS.split(","))
+
+
+@dataclass(frozen=True)
+class LockedRow(LedgerRow):
+    same_content: int | None = None
+
+    def row(self) -> LedgerRow:
+        return LedgerRow(**{f.name: getattr(self, f.name) for f in fields(LedgerRow)})
+
+
+@dataclass(frozen=True)
+class StoredRow(LedgerRow):
+    order_id: int | None = None
+
+    def row(self) -> LedgerRow:
+        return LedgerRow(**{f.name: getattr(self, f.name) for f in fields(LedgerRow)})
+
+
+# Everything a stored sale writes, in one statement (one round trip). ON CONFLICT DO NOTHING on the
+# order makes every dependent insert a no-op and the ledger row a duplicate pointing at the first file.
+STORE_ORDER = f"""
+WITH o AS (
+    INSERT INTO orders (retailer_id, external_id, order_type, status_id, store_id, order_date, ordered_at,
+                        currency, grand_total, oms_payload, tlog_file_id)
+    VALUES (%(r)s, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s)
+    ON CONFLICT (retailer_id, external_id) DO NOTHING
+    RETURNING id
+), items AS (
+    INSERT INTO order_items (order_id, item_seq, product_id, gtin, quantity, unit_price, tax, line_total,
+                             fulfillment, status_id, facility_id)
+    SELECT o.id, u.* FROM o, unnest(%(seq)s::int[], %(pid)s::text[], %(gtin)s::text[], %(q)s::int[],
+        %(up)s::numeric[], %(tax)s::numeric[], %(lt)s::numeric[], %(ff)s::text[], %(st)s::text[],
+        %(fac)s::text[]) AS u
+), payments AS (
+    INSERT INTO order_payments (order_id, seq, payment_method_type_id, pos_payment_method, amount, status_id)
+    SELECT o.id, u.* FROM o, unnest(%(pseq)s::int[], %(pm)s::text[], %(ppm)s::text[], %(pa)s::numeric[],
+        %(pst)s::text[]) AS u
+), adjustments AS (
+    INSERT INTO order_adjustments (order_id, seq, item_seq, adjustment_type, amount)
+    SELECT o.id, u.* FROM o, unnest(%(aseq)s::int[], %(aitem)s::int[], %(at_)s::text[], %(aa)s::numeric[]) AS u
+), followups AS (
+    -- the outbox: written with the order, so a follow-up whose message is lost is found and sent again
+    INSERT INTO order_followups (order_id, kind, retailer_id, sent_at)
+    SELECT o.id, k, %(r)s, now() FROM o, unnest(%(k)s::text[]) AS k
+), first_file AS (
+    SELECT tlog_file_id FROM orders WHERE retailer_id = %(r)s AND external_id = %(x)s
+), final AS (
+    UPDATE tlog_files SET
+        status = CASE WHEN EXISTS (SELECT 1 FROM o) THEN 'processed' ELSE 'duplicate' END,
+        duplicate_of = CASE WHEN EXISTS (SELECT 1 FROM o) THEN NULL ELSE (SELECT tlog_file_id FROM first_file) END,
+        error = CASE WHEN EXISTS (SELECT 1 FROM o) THEN NULL
+                ELSE 'order ' || %(x)s || ' already stored from ledger row '
+                     || coalesce((SELECT tlog_file_id FROM first_file)::text, 'another file') || '; not imported again'
+                END,
+        sha256 = %(sha)s, size = coalesce(%(size)s, size), finished_at = now()
+    WHERE id = %(f)s
+    RETURNING {ROW_COLUMNS}
+)
+SELECT final.*, (SELECT id FROM o) AS order_id FROM final
+"""
 
 
 class PgScanTransaction:
@@ -124,18 +199,19 @@ class PgReplay:
 class PgLedger:
     """Ledger and orders on a psycopg connection pool (one pool per worker process)."""
 
-    def __init__(self, pool: ConnectionPool[Any]):
-        self.pool = pool
+    def __init__(self, pool: ConnectionPool[Any] | Database):
+        self.db = as_database(pool)
+        self.pool = self.db.pool
 
     def now(self) -> datetime:
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             row = conn.execute("SELECT now()").fetchone()
             assert row is not None
             return row[0]  # type: ignore[no-any-return]
 
     @contextmanager
     def scan_transaction(self, retailer_id: str, feed: str) -> Iterator[PgScanTransaction]:
-        with transient_db_errors(), self.pool.connection() as conn, conn.transaction():
+        with transient_db_errors(), self.db.connection() as conn, conn.transaction():
             # Two scans of one retailer at once (two beats, a manual scan) take turns here;
             # the second then sees the first one's claims and dispatches nothing twice.
             conn.execute("SET LOCAL lock_timeout = '60s'")
@@ -143,13 +219,13 @@ class PgLedger:
             yield PgScanTransaction(conn, retailer_id, feed)
 
     def get(self, file_id: int) -> LedgerRow | None:
-        with transient_db_errors(), self.pool.connection() as conn, \
+        with transient_db_errors(), self.db.connection() as conn, \
                 conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %s", (file_id,))
             return cur.fetchone()
 
     def start_attempt(self, file_id: int) -> LedgerRow | None:
-        with transient_db_errors(), self.pool.connection() as conn, \
+        with transient_db_errors(), self.db.connection() as conn, \
                 conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             cur.execute("UPDATE tlog_files SET attempts = attempts + (status = 'claimed')::int WHERE id = %s"
                         f" RETURNING {ROW_COLUMNS}", (file_id,))
@@ -158,7 +234,7 @@ class PgLedger:
     def record_dead_letter(self, task_id: str, task_name: str, queue: str, args: Any, kwargs: Any, reason: str,
                            retailer_id: str | None) -> None:
         """Keep why a message was dead-lettered (the broker only says 'rejected')."""
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             conn.execute(
                 "INSERT INTO dead_letters (task_id, task_name, queue, args, kwargs, reason, retailer_id)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (task_id) DO UPDATE SET reason = EXCLUDED.reason,"
@@ -166,12 +242,12 @@ class PgLedger:
                 (task_id, task_name, queue, Jsonb(list(args)), Jsonb(dict(kwargs)), reason, retailer_id))
 
     def dead_letter_reasons(self, task_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             return {row[0]: (row[1], row[2]) for row in conn.execute(
                 "SELECT task_id, reason, created_at FROM dead_letters WHERE task_id = ANY(%s)", (list(task_ids),))}
 
     def mark_replayed(self, task_ids: Sequence[str]) -> None:
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             conn.execute("UPDATE dead_letters SET replayed_at = now() WHERE task_id = ANY(%s)", (list(task_ids),))
 
     @contextmanager
@@ -181,7 +257,7 @@ class PgLedger:
             yield PgReplay(tx.conn, retailer_id, feed)
 
     def rows(self, ids: Sequence[int]) -> Iterator[LedgerRow]:
-        with transient_db_errors(), self.pool.connection() as conn, \
+        with transient_db_errors(), self.db.connection() as conn, \
                 conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = ANY(%s) ORDER BY id", (list(ids),))
             yield from cur
@@ -197,32 +273,31 @@ class PgLedger:
             raise TransientError(f"ledger row {file_id}: repeated unique violations")
 
     def _record_once(self, file_id: int, outcome: Outcome) -> Recorded:
-        with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=class_row(LedgerRow))
-            row = cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %s FOR UPDATE", (file_id,)).fetchone()
-            if row is None or row.status != CLAIMED:
+        """Two statements and a commit, pipelined: lock the row and look for the same content, then store
+        the order, its parts, its follow-ups and the ledger's final status in one statement."""
+        with self.db.connection() as conn, conn.pipeline(), conn.transaction():
+            cur = conn.cursor(row_factory=class_row(LockedRow))
+            locked = cur.execute(
+                f"SELECT {ROW_COLUMNS_T},"
+                " (SELECT x.id FROM tlog_files x WHERE x.retailer_id = t.retailer_id AND x.feed = t.feed"
+                "  AND x.sha256 = %(sha)s AND x.status IN ('processed', 'skipped') LIMIT 1) AS same_content"
+                " FROM tlog_files t WHERE t.id = %(id)s FOR UPDATE OF t",
+                {"id": file_id, "sha": outcome.sha256}).fetchone()
+            assert locked is not None
+            row = locked.row()
+            if row.status != CLAIMED:
                 # Another delivery of the same message got here first: nothing more to do.
-                assert row is not None
                 return Recorded(row)
-            status, error, duplicate_of, order_id = outcome.status, outcome.error, None, None
-            if outcome.sha256 and status in (PROCESSED, "skipped"):
-                same = conn.execute(
-                    "SELECT id FROM tlog_files WHERE retailer_id = %s AND feed = %s AND sha256 = %s"
-                    " AND status IN ('processed', 'skipped') LIMIT 1",
-                    (row.retailer_id, row.feed, outcome.sha256)).fetchone()
-                if same:
-                    status, duplicate_of = DUPLICATE, same[0]
-                    error = f"same content as ledger row {same[0]}; not imported again"
-            applied = rejected = None
+            status, error, duplicate_of = outcome.status, outcome.error, None
+            if locked.same_content and status in (PROCESSED, SKIPPED):
+                status, duplicate_of = DUPLICATE, locked.same_content
+                error = f"same content as ledger row {locked.same_content}; not imported again"
             if status == PROCESSED and outcome.order is not None:
-                order_id, existing = self._insert_order(conn, row, outcome.order, outcome.followups)
-                if order_id is None:
-                    status, duplicate_of = DUPLICATE, existing
-                    error = (f"order {outcome.order.external_id} already stored from ledger row {existing};"
-                             " not imported again")
-            elif status == PROCESSED and outcome.variance is not None:
+                return self._store_order(conn, row, outcome)
+            applied = rejected = None
+            if status == PROCESSED and outcome.variance is not None:
                 status, error, applied, rejected = self._apply_variance_file(conn, row, outcome.variance)
-            updated = cur.execute(
+            updated = conn.cursor(row_factory=class_row(LedgerRow)).execute(
                 "UPDATE tlog_files SET status = %(st)s, error = %(e)s, sha256 = %(sha)s,"
                 " size = coalesce(%(size)s, size), duplicate_of = %(dup)s, finished_at = now(),"
                 " records_applied = %(ap)s, records_rejected = %(rj)s"
@@ -231,7 +306,7 @@ class PgLedger:
                  "id": file_id, "ap": applied, "rj": rejected},
             ).fetchone()
             assert updated is not None
-            return Recorded(updated, order_id, applied, rejected)
+            return Recorded(updated, None, applied, rejected)
 
     def _apply_variance_file(self, conn: psycopg.Connection[Any], row: LedgerRow,
                              parsed: VarianceFile) -> tuple[str, str | None, int, int]:
@@ -252,78 +327,47 @@ class PgLedger:
         status = FAILED if applied == 0 else PROCESSED
         return status, summary, applied, len(rejected)
 
-    def _insert_order(self, conn: psycopg.Connection[Any], row: LedgerRow, order: Order,
-                      followups: Sequence[str]) -> tuple[int | None, int | None]:
-        """Store the order and its parts; (order id, None) or (None, ledger row that stored it first)."""
+    def _store_order(self, conn: psycopg.Connection[Any], row: LedgerRow, outcome: Outcome) -> Recorded:
+        """One statement: the order, its lines, payments, adjustments and follow-ups, and the ledger row made
+        final (processed, or duplicate when the order id is already stored)."""
+        order = outcome.order
+        assert order is not None
         ordered_at = (datetime.fromtimestamp(order.ordered_at_ms / 1000, UTC)
                       if order.ordered_at_ms is not None else None)
-        found = conn.execute(
-            "INSERT INTO orders (retailer_id, external_id, order_type, status_id, store_id, order_date, ordered_at,"
-            " currency, grand_total, oms_payload, tlog_file_id)"
-            " VALUES (%(r)s, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s)"
-            " ON CONFLICT (retailer_id, external_id) DO NOTHING RETURNING id",
+        lines, pays, adj = order.lines, order.payments, order.adjustments
+        found = conn.cursor(row_factory=class_row(StoredRow)).execute(
+            STORE_ORDER,
             {"r": row.retailer_id, "x": order.external_id, "t": order.order_type, "s": order.status_id,
              "store": order.store_id, "d": order.order_date, "at": ordered_at, "c": order.currency,
-             "g": order.grand_total, "p": Jsonb(order.payload, dumps=_dumps), "f": row.id},
-        ).fetchone()
-        if found is None:
-            first = conn.execute("SELECT tlog_file_id FROM orders WHERE retailer_id = %s AND external_id = %s",
-                                 (row.retailer_id, order.external_id)).fetchone()
-            return None, (first[0] if first else None)
-        order_id = int(found[0])
-        lines = order.lines
-        conn.execute(
-            "INSERT INTO order_items (order_id, item_seq, product_id, gtin, quantity, unit_price, tax, line_total,"
-            " fulfillment, status_id, facility_id)"
-            " SELECT %(o)s, * FROM unnest(%(seq)s::int[], %(pid)s::text[], %(gtin)s::text[], %(q)s::int[],"
-            " %(up)s::numeric[], %(tax)s::numeric[], %(lt)s::numeric[], %(ff)s::text[], %(st)s::text[],"
-            " %(fac)s::text[])",
-            {"o": order_id, "seq": [x.item_seq for x in lines], "pid": [x.product_id for x in lines],
+             "g": order.grand_total, "p": Jsonb(order.payload, dumps=_dumps), "f": row.id,
+             "seq": [x.item_seq for x in lines], "pid": [x.product_id for x in lines],
              "gtin": [x.gtin for x in lines], "q": [x.quantity for x in lines],
              "up": [x.unit_price for x in lines], "tax": [x.tax for x in lines],
              "lt": [x.line_total for x in lines], "ff": [x.fulfillment for x in lines],
-             "st": [x.status_id for x in lines], "fac": [x.facility_id for x in lines]},
-        )
-        if order.payments:
-            pays = order.payments
-            conn.execute(
-                "INSERT INTO order_payments (order_id, seq, payment_method_type_id, pos_payment_method, amount,"
-                " status_id) SELECT %(o)s, * FROM unnest(%(seq)s::int[], %(m)s::text[], %(pm)s::text[],"
-                " %(a)s::numeric[], %(st)s::text[])",
-                {"o": order_id, "seq": [p.seq for p in pays], "m": [p.payment_method_type_id for p in pays],
-                 "pm": [p.pos_payment_method for p in pays], "a": [p.amount for p in pays],
-                 "st": [p.status_id for p in pays]},
-            )
-        if order.adjustments:
-            adj = order.adjustments
-            conn.execute(
-                "INSERT INTO order_adjustments (order_id, seq, item_seq, adjustment_type, amount)"
-                " SELECT %(o)s, * FROM unnest(%(seq)s::int[], %(item)s::int[], %(t)s::text[], %(a)s::numeric[])",
-                {"o": order_id, "seq": [a.seq for a in adj], "item": [a.item_seq for a in adj],
-                 "t": [a.adjustment_type for a in adj], "a": [a.amount for a in adj]},
-            )
-        if followups:
-            # The outbox: written with the order, so a follow-up whose message is lost is found and sent again.
-            conn.execute(
-                "INSERT INTO order_followups (order_id, kind, retailer_id, sent_at)"
-                " SELECT %(o)s, k, %(r)s, now() FROM unnest(%(k)s::text[]) AS k",
-                {"o": order_id, "r": row.retailer_id, "k": list(followups)})
-        return order_id, None
+             "st": [x.status_id for x in lines], "fac": [x.facility_id for x in lines],
+             "pseq": [p.seq for p in pays], "pm": [p.payment_method_type_id for p in pays],
+             "ppm": [p.pos_payment_method for p in pays], "pa": [p.amount for p in pays],
+             "pst": [p.status_id for p in pays],
+             "aseq": [a.seq for a in adj], "aitem": [a.item_seq for a in adj],
+             "at_": [a.adjustment_type for a in adj], "aa": [a.amount for a in adj],
+             "k": list(outcome.followups), "sha": outcome.sha256, "size": outcome.size}).fetchone()
+        assert found is not None
+        return Recorded(found.row(), found.order_id)
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None:
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             conn.execute("UPDATE tlog_files SET moved_at = now(), moved_to = %s WHERE id = %s AND moved_at IS NULL",
                          (moved_to, file_id))
 
     def clear_dispatched(self, ids: Sequence[int]) -> None:
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             conn.execute("UPDATE tlog_files SET dispatched_at = NULL WHERE id = ANY(%s) AND status = 'claimed'",
                          (list(ids),))
 
     def record_scan(self, run_id: str, retailer_id: str, requested_by: str, started_at: datetime,
                     result: ScanResult | None = None, error: str | None = None, will_retry: bool = False) -> None:
         """Upsert the scan run (a retried scan keeps its id): what `scan --wait` and `status` read."""
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             conn.execute(
                 "INSERT INTO scan_runs (id, retailer_id, requested_by, started_at, listed, too_young, dispatched,"
                 " deferred, pending_ids, error, will_retry)"
@@ -339,7 +383,7 @@ class PgLedger:
 
     def status_counts(self) -> list[tuple[str, str, str, int]]:
         """(retailer, feed, status, count) for the operator's status view."""
-        with transient_db_errors(), self.pool.connection() as conn:
+        with transient_db_errors(), self.db.connection() as conn:
             return conn.execute(
                 "SELECT retailer_id, feed, status, count(*) FROM tlog_files GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
             ).fetchall()

@@ -293,7 +293,7 @@ def read_and_decide(row: LedgerRow, source: FileSource, max_bytes: int,
     if row.size is not None and row.size > max_bytes:
         return Outcome(FAILED, size=row.size, error=f"file is {row.size} bytes, over the {max_bytes}-byte limit")
     try:
-        data = source.read(row.remote_path, max_bytes)
+        data = source.read(row.remote_path, max_bytes, row.size)
     except FileTooLarge as exc:
         return Outcome(FAILED, error=str(exc))
     except FileMissing:

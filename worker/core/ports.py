@@ -50,8 +50,8 @@ class FileSource(Protocol):
 
     def list(self, directory: str) -> Sequence[RemoteFile]: ...
 
-    def read(self, path: str, max_bytes: int) -> bytes:
-        """The whole file; FileTooLarge past max_bytes, FileMissing if absent."""
+    def read(self, path: str, max_bytes: int, size_hint: int | None = None) -> bytes:
+        """The whole file; FileTooLarge past max_bytes, FileMissing if absent. size_hint: the listed size."""
         ...
 
     def move(self, src: str, dst: str) -> bool:
