@@ -61,6 +61,7 @@ class Settings:
     routing_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(10, 1.0, 120.0))
     log_level: str = "INFO"
     max_tasks_per_child: int = 20000  # recycle a pool process after this many tasks (0: never)
+    prefetch: int = 1  # messages reserved per worker process
     sent_events: bool = False  # publishers also send task-sent events (Flower then shows queued tasks)
 
     @classmethod
@@ -94,4 +95,5 @@ class Settings:
             log_level=env.get("TLOGSYNC_LOG_LEVEL") or cls.log_level,
             max_tasks_per_child=_int("TLOGSYNC_MAX_TASKS_PER_CHILD", cls.max_tasks_per_child),
             sent_events=env.get("TLOGSYNC_SENT_EVENTS", "0") == "1",
+            prefetch=_int("TLOGSYNC_PREFETCH", cls.prefetch),
         )

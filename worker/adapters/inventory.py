@@ -76,6 +76,49 @@ def apply_variance_records(conn: psycopg.Connection[Any], retailer_id: str, file
     return applied, rejected
 
 
+# An order's in-store lines, each with the product id its store's stock row uses (or, where the store has
+# no row, the product id another facility uses for that GTIN, else the line's own) and whether the row exists.
+SALE_LINES = """
+SELECT o.external_id, o.store_id, i.item_seq, i.product_id, i.gtin, i.quantity,
+       coalesce(inv.product_id,
+                (SELECT x.product_id FROM inventory x WHERE x.retailer_id = o.retailer_id AND x.gtin = i.gtin LIMIT 1),
+                i.product_id, i.gtin) AS stock_product_id,
+       inv.product_id IS NOT NULL AS known_here
+FROM orders o
+LEFT JOIN order_items i ON i.order_id = o.id AND i.fulfillment = 'IN_STORE'
+LEFT JOIN inventory inv ON inv.retailer_id = o.retailer_id AND inv.facility_id = o.store_id AND inv.gtin = i.gtin
+WHERE o.id = %(o)s AND o.retailer_id = %(r)s
+ORDER BY i.item_seq
+"""
+
+# The variances of a sale, once per source, and the on-hand quantities they move, in one statement.
+APPLY_SALE = """
+WITH v AS (
+    INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,
+                                     comments, source)
+    SELECT %(r)s, u.f, 'UPCA', u.g, u.d, 'POS_SALE', u.c, u.s
+    FROM unnest(%(f)s::text[], %(g)s::text[], %(d)s::int[], %(c)s::text[], %(s)s::text[]) AS u(f, g, d, c, s)
+    ON CONFLICT (retailer_id, source) DO NOTHING
+    RETURNING facility_id, id_value, available_delta, source
+), products AS (
+    SELECT * FROM unnest(%(s)s::text[], %(p)s::text[]) AS u(source, product_id)
+), moved AS (
+    INSERT INTO inventory AS i (retailer_id, facility_id, product_id, gtin, quantity_on_hand)
+    SELECT %(r)s, v.facility_id, products.product_id, max(v.id_value), sum(v.available_delta)
+    FROM v JOIN products USING (source)
+    GROUP BY v.facility_id, products.product_id
+    ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE
+        SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()
+    RETURNING 1
+), done AS (
+    UPDATE order_followups SET status = 'done', done_at = now(),
+        result = (SELECT count(*) FROM v)::text || ' variances' || %(notes)s
+    WHERE order_id = %(o)s AND kind = %(kind)s
+)
+SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM moved)
+"""
+
+
 class PgInventory:
     """Inventory, facilities and brokering on a connection pool."""
 
@@ -125,34 +168,33 @@ class PgInventory:
 
     # -- in-store sales
     def apply_sale(self, retailer_id: str, order_id: int) -> tuple[int, list[str]]:
-        """Lower the store's inventory for an order's in-store lines, once; (variances applied, notes)."""
-        notes: list[str] = []
-        with transient_db_errors(), self.db.connection() as conn, conn.transaction():
+        """Lower the store's inventory for an order's in-store lines, once; (variances applied, notes).
+
+        Two round trips, pipelined: lock the follow-up and read the lines with their stock rows; then record
+        the variances and move on-hand quantities in one statement.
+        """
+        with transient_db_errors(), self.db.connection() as conn, conn.pipeline(), conn.transaction():
             follow = conn.execute("SELECT status FROM order_followups WHERE order_id = %s AND kind = %s FOR UPDATE",
-                                  (order_id, INVENTORY)).fetchone()
-            if follow is not None and follow[0] == "done":
+                                  (order_id, INVENTORY))
+            found = conn.execute(SALE_LINES, {"o": order_id, "r": retailer_id}).fetchall()
+            status = follow.fetchone()
+            if status is not None and status[0] == "done":
                 return 0, ["already applied"]
-            order = conn.execute("SELECT external_id, store_id FROM orders WHERE id = %s AND retailer_id = %s",
-                                 (order_id, retailer_id)).fetchone()
-            if order is None:
+            if not found:
                 raise NotFound(f"order {order_id} of retailer {retailer_id!r} does not exist")
-            lines = [SoldLine(*row) for row in conn.execute(
-                "SELECT item_seq, product_id, gtin, quantity FROM order_items WHERE order_id = %s"
-                " AND fulfillment = 'IN_STORE' ORDER BY item_seq", (order_id,))]
-            applied = 0
-            for v in sale_variances(order_id, order[0], order[1], lines):
-                product_id = _product_id(conn, retailer_id, v.facility_id, "UPCA", v.id_value)
-                known_here = product_id is not None and conn.execute(
-                    "SELECT 1 FROM inventory WHERE retailer_id = %s AND facility_id = %s AND product_id = %s",
-                    (retailer_id, v.facility_id, product_id)).fetchone()
-                if not known_here:
-                    # The sale happened: record it as negative stock rather than lose it.
-                    notes.append(f"store {v.facility_id} had no inventory row for {v.id_value}: created at "
-                                 f"{v.available_delta}")
-                applied += _apply_variance(conn, retailer_id, v, product_id or v.product_id or v.id_value)
-            conn.execute("UPDATE order_followups SET status = 'done', done_at = now(),"
-                         " result = %s WHERE order_id = %s AND kind = %s",
-                         (f"{applied} variances" + (f"; {'; '.join(notes)}" if notes else ""), order_id, INVENTORY))
+            external_id, store_id = found[0][0], found[0][1]
+            lines = [SoldLine(seq, pid, gtin, qty) for _, _, seq, pid, gtin, qty, _, _ in found if seq is not None]
+            stock = {seq: (product, known) for _, _, seq, _, _, _, product, known in found}
+            notes = [f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
+                     for line in lines if not stock[line.item_seq][1]]  # the sale happened: negative stock
+            variances = sale_variances(order_id, external_id, store_id, lines)
+            row = conn.execute(APPLY_SALE, {
+                "r": retailer_id, "o": order_id, "kind": INVENTORY, "notes": "".join(f"; {n}" for n in notes),
+                "f": [v.facility_id for v in variances], "g": [v.id_value for v in variances],
+                "d": [v.available_delta for v in variances], "c": [v.comments for v in variances],
+                "s": [v.source for v in variances],
+                "p": [stock[line.item_seq][0] for line in lines]}).fetchone()
+            applied = int(row[0]) if row else 0
         return applied, notes
 
     # -- brokering

@@ -321,6 +321,11 @@ class TLogSchema(_Lenient):
             raise ValidationError("required for ship-to-home lines", "shippingAddress")
 
 
+# One instance, reused: building a schema (and its nested ones) costs more than validating a sale.
+# marshmallow schemas keep no state between loads, so sharing one is safe.
+TLOG_SCHEMA = TLogSchema()
+
+
 def _fulfillment_of(line: dict[str, Any], header: str) -> str:
     omni = line.get("omniFulfillmentType")
     if omni:
@@ -384,7 +389,7 @@ def validate_sale(document: dict[str, Any]) -> Sale:
     if not _depth_ok(document):
         raise TLogError(f"nested deeper than {MAX_DEPTH} levels", record)
     try:
-        d = TLogSchema().load(document)
+        d = TLOG_SCHEMA.load(document)
     except ValidationError as exc:
         raise TLogError(flatten_messages(exc.messages), record) from None
     return _build(d)
