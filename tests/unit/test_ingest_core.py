@@ -78,10 +78,13 @@ def test_stale_claim_is_dispatched_again():
     assert scan(source, ledger).dispatch == [(file_id, "a.json")]
 
 
-def test_final_file_still_in_the_folder_is_sent_to_finish_its_move():
+def test_final_file_still_in_the_folder_is_sent_to_finish_its_move_once_the_move_is_overdue():
     source, ledger = old_source({"/in/a.json": sample_bytes("inStoreOrdersSample.json")}), FakeLedger()
     [(file_id, _)] = scan(source, ledger).dispatch
     ledger.record(file_id, __import__("worker.core.ports", fromlist=["Outcome"]).Outcome(FAILED, error="x"))
+    just_finished = scan(source, ledger)
+    assert just_finished.dispatch == [] and just_finished.watch == [file_id]  # its ingest is moving it now
+    ledger.clock += HOUR
     assert scan(source, ledger).dispatch == [(file_id, "a.json")]
 
 

@@ -166,7 +166,12 @@ def plan_claims(candidates: Sequence[RemoteFile], latest: dict[str, LedgerRow], 
             stale = row.dispatched_at is None or listed_at - row.dispatched_at >= redispatch_after
             (redispatch if stale else watch).append(row.id)
         elif row.moved_at is None:
-            redispatch.append(row.id)  # final in the ledger but still in the folder: ingest finishes the move
+            # Final in the ledger but still in the folder: normally its ingest is moving it right now; only
+            # when that has not happened for a while is the move lost, and ingest is sent to finish it.
+            if row.finished_at is None or listed_at - row.finished_at >= redispatch_after:
+                redispatch.append(row.id)
+            else:
+                watch.append(row.id)
         elif row.moved_at < listed_at:
             claims.append(Claim(entry.name, path, entry.size, entry.mtime, DUPLICATE,
                                 f"file name already processed as ledger row {row.id} ({row.status}); not imported"))
