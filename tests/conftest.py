@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,20 @@ def broker_url() -> Iterator[str]:
                    check=True, capture_output=True)
     yield os.environ["TLOGSYNC_BROKER_URL"]
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", VHOST], capture_output=True)
+
+
+@contextmanager
+def vhost_env(suffix: str, **extra: str) -> Iterator[dict[str, str]]:
+    """An environment whose broker is a RabbitMQ vhost of its own: workers started with it are the only
+    consumers of their queues (the session's shared worker lives in another vhost)."""
+    vhost = f"tlogsync_{SESSION}_{suffix}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    try:
+        yield dict(os.environ, TLOGSYNC_BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost}", **extra)
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
 
 
 # ----------------------------------------------------------------- OpenSSH sshd

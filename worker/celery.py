@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker import instrumentation, queues
+from worker import instrumentation, logs, queues
 from worker.core.geo import zip_location
 from worker.core.retailers import ConfigError
 from worker.runtime import runtime
@@ -105,5 +105,8 @@ def _close_resources(**_: Any) -> None:
 
 
 @signals.after_setup_logger.connect
-def _quiet_libraries(**_: Any) -> None:
+@signals.after_setup_task_logger.connect
+def _configure_logging(logger: logging.Logger, **_: Any) -> None:
     logging.getLogger("paramiko").setLevel(logging.WARNING)
+    logging.getLogger("tlogsync").setLevel(runtime.settings.log_level.upper())
+    logs.install(logger)

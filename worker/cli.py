@@ -100,34 +100,127 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+STATUS_FILES = """
+SELECT retailer_id, feed, status, count(*) FROM tlog_files WHERE replayed_by IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+STATUS_OLDEST = """
+SELECT retailer_id, min(coalesce(mtime, claimed_at)), count(*) FROM tlog_files
+WHERE status = 'claimed' OR (moved_at IS NULL AND replayed_by IS NULL) GROUP BY 1
+"""
+STATUS_SCANS = """
+SELECT DISTINCT ON (retailer_id) retailer_id, finished_at, requested_by, listed, dispatched, deferred, error
+FROM scan_runs ORDER BY retailer_id, finished_at DESC
+"""
+STATUS_FAILURES = """
+SELECT retailer_id, file_name, finished_at, error FROM tlog_files
+WHERE status = 'failed' AND replayed_by IS NULL ORDER BY finished_at DESC NULLS LAST LIMIT %s
+"""
+STATUS_FOLLOWUPS = "SELECT retailer_id, kind, status, count(*) FROM order_followups GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+
+
+def _dead_letter_depths() -> dict[str, int] | None:
+    from worker import queues
+    from worker.celery import app
+
+    try:
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            return {q: queues.dead_queue(q)(channel).queue_declare(passive=True)[1] for q in queues.WORK_QUEUES}
+    except Exception:  # noqa: BLE001 - the broker being down is itself shown
+        return None
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """The operator's one screen: per retailer the last scan, files by status, the oldest pending file,
+    follow-ups, dead letters and recent failures with their reasons."""
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT retailer_id, feed, status, count(*), min(claimed_at) FILTER (WHERE status = 'claimed')"
-            " FROM tlog_files GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").fetchall()
-        scans = conn.execute(
-            "SELECT DISTINCT ON (retailer_id) retailer_id, finished_at, dispatched, error FROM scan_runs"
-            " ORDER BY retailer_id, finished_at DESC").fetchall()
+        files = conn.execute(STATUS_FILES).fetchall()
+        oldest = {r: (t, n) for r, t, n in conn.execute(STATUS_OLDEST).fetchall()}
+        scans = conn.execute(STATUS_SCANS).fetchall()
+        failures = conn.execute(STATUS_FAILURES, (args.failures,)).fetchall()
+        followups = conn.execute(STATUS_FOLLOWUPS).fetchall()
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+    dead = _dead_letter_depths()
+    by_retailer: dict[str, dict[str, Any]] = {}
+    for retailer, feed, status, count in files:
+        by_retailer.setdefault(retailer, {"files": {}})["files"][f"{feed}:{status}"] = count
+    for retailer, finished, by, listed, dispatched, deferred, error in scans:
+        by_retailer.setdefault(retailer, {"files": {}})["last_scan"] = {
+            "finished_at": finished.isoformat(), "age_s": round((now - finished).total_seconds(), 1),
+            "requested_by": by, "listed": listed, "dispatched": dispatched, "deferred": deferred, "error": error}
+    for retailer, (since, count) in oldest.items():
+        by_retailer.setdefault(retailer, {"files": {}})["pending"] = {
+            "files": count, "oldest_age_s": round((now - since).total_seconds(), 1)}
+    for retailer, kind, status, count in followups:
+        by_retailer.setdefault(retailer, {"files": {}}).setdefault("followups", {})[f"{kind}:{status}"] = count
+    report = {"retailers": by_retailer, "dead_letters": dead,
+              "recent_failures": [{"retailer": r, "file": f, "failed_at": t.isoformat() if t else None, "reason": e}
+                                  for r, f, t, e in failures]}
     if args.json:
-        print(json.dumps({
-            "files": [{"retailer": r, "feed": f, "status": s, "count": n} for r, f, s, n, _ in rows],
-            "last_scans": [{"retailer": r, "finished_at": t.isoformat(), "dispatched": d, "error": e}
-                           for r, t, d, e in scans],
-        }))
+        print(json.dumps(report))
         return 0
-    table = Table(title="files by retailer and status")
-    for col in ("retailer", "feed", "status", "files", "oldest claim"):
-        table.add_column(col)
-    for retailer, feed, status, count, oldest in rows:
-        table.add_row(retailer, feed, status, str(count), str(oldest or ""))
+    table = Table(title="retailers")
+    for col in ("retailer", "last scan", "files by status", "pending (oldest)", "follow-ups"):
+        table.add_column(col, overflow="fold")
+    for retailer, info in sorted(by_retailer.items()):
+        scan = info.get("last_scan")
+        scan_text = (f"{scan['age_s']:.0f}s ago by {scan['requested_by']}: {scan['dispatched']} sent"
+                     + (f" [red]{scan['error']}[/red]" if scan["error"] else "")) if scan else "never"
+        pending = info.get("pending")
+        pending_text = f"{pending['files']} ({pending['oldest_age_s']:.0f}s)" if pending else "0"
+        files_text = ", ".join(f"{k} {v}" for k, v in sorted(info["files"].items()))
+        follow = ", ".join(f"{k} {v}" for k, v in sorted(info.get("followups", {}).items()))
+        table.add_row(retailer, scan_text, files_text, pending_text, follow)
     console.print(table)
-    scan_table = Table(title="last scan per retailer")
-    for col in ("retailer", "finished", "dispatched", "error"):
-        scan_table.add_column(col)
-    for retailer, finished, dispatched, error in scans:
-        scan_table.add_row(retailer, str(finished), str(dispatched), error or "")
-    console.print(scan_table)
+    if dead is None:
+        console.print("[red]dead letters: the broker did not answer[/red]")
+    else:
+        console.print("dead letters: " + ", ".join(f"{q}.dead {n}" for q, n in dead.items()))
+    if failures:
+        failed = Table(title=f"recent failures (last {args.failures})")
+        for col in ("retailer", "file", "failed at", "reason"):
+            failed.add_column(col, overflow="fold")
+        for retailer, name, at, error in failures:
+            failed.add_row(retailer, name, str(at), error or "")
+        console.print(failed)
     return 0
+
+
+def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.metrics import serve
+
+    serve(args.port, args.address)
+    return 0
+
+
+def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
+    """Flower with basic auth from the environment, persistent state and the RabbitMQ management API."""
+    import ipaddress
+    import os
+
+    user, password = os.environ.get("FLOWER_USER"), os.environ.get("FLOWER_PASSWORD")
+    env = dict(os.environ)
+    if user and password:
+        env["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # by environment: never on the command line (ps)
+    elif args.insecure_local:
+        try:
+            loopback = ipaddress.ip_address(args.address).is_loopback
+        except ValueError:
+            loopback = args.address == "localhost"
+        if not loopback:
+            console.print("[red]--insecure-local only listens on a loopback address[/red]")
+            return 2
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    else:
+        console.print("[red]set FLOWER_USER and FLOWER_PASSWORD (or --insecure-local on 127.0.0.1)[/red]")
+        return 2
+    cmd = [sys.executable, "-m", "worker.flowerapp", f"--port={args.port}",
+           f"--address={args.address}", "--persistent=True", f"--db={args.db}", "--purge_offline_workers=300"]
+    broker_api = os.environ.get("TLOGSYNC_BROKER_API")
+    if broker_api:
+        cmd.append(f"--broker-api={broker_api}")
+    os.execve(sys.executable, cmd, env)  # noqa: S606 - become Flower, no shell involved
+    return 0  # not reached
 
 
 def _inventory_store(settings: Settings):  # type: ignore[no-untyped-def]
@@ -263,6 +356,17 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(files=args.files, timeout=args.timeout)
 
 
+def redact(dsn: str) -> str:
+    """A connection string fit for a log: the password replaced."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparseable connection string)"
+    if info.get("password"):
+        info["password"] = "***"  # noqa: S105 - the mask, not a password
+    return psycopg.conninfo.make_conninfo("", **info)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tlogsync", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -276,9 +380,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scan)
-    p = sub.add_parser("status", help="ledger counts per retailer and status, and the last scans")
+    p = sub.add_parser("status", help="per retailer: last scan, files by status, oldest pending file, dead letters,"
+                                      " recent failures")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--failures", type=int, default=10, help="recent failures to show (default 10)")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("metrics", help="serve Prometheus metrics (business metrics per retailer)")
+    p.add_argument("--port", type=int, default=9808)
+    p.add_argument("--address", default="0.0.0.0")  # noqa: S104 - a scrape target
+    p.set_defaults(func=cmd_metrics)
+    p = sub.add_parser("flower", help="Flower with basic auth from FLOWER_USER/FLOWER_PASSWORD")
+    p.add_argument("--port", type=int, default=5555)
+    p.add_argument("--address", default="0.0.0.0")  # noqa: S104
+    p.add_argument("--db", default="flower.db", help="Flower's persistent state file")
+    p.add_argument("--insecure-local", action="store_true", help="no auth, loopback only (development)")
+    p.set_defaults(func=cmd_flower)
     for what in ("facilities", "inventory"):
         group = sub.add_parser(what, help=f"{what} data").add_subparsers(dest="action", required=True)
         columns = ("facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,"
@@ -325,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]tlogsync: {exc}[/red]")
         return 2
     except psycopg.OperationalError as exc:
-        console.print(f"[red]tlogsync: database {settings.database_url}: {exc}[/red]")
+        console.print(f"[red]tlogsync: database {redact(settings.database_url)}: {exc}[/red]")
         return 3
 
 

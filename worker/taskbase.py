@@ -62,8 +62,20 @@ class TlogTask(Task):  # type: ignore[misc]
             raise self.retry(exc=exc, countdown=delay, max_retries=policy.max_retries) from exc
         except PERMANENT_ERRORS as exc:
             raise self.dead_letter(f"{type(exc).__name__}: {exc}", args, kwargs) from exc
-        log.info("%s %s: done in %.3fs: %s", self.name, args, time.perf_counter() - started, result)
+        self._log_done(args, result, started)
         return result
+
+    def _log_done(self, args: tuple[Any, ...], result: Any, started: float) -> None:
+        """One event per task: who, which file or order, what came of it, how long it took."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        outcome = result if isinstance(result, dict) else {}
+        fields = {"task": self.name, "task_id": self.request.id, "retailer": args[0] if args else None,
+                  "file": outcome.get("file"), "order_id": outcome.get("order_id"),
+                  "outcome": outcome.get("status") or ("done" if result is not None else None),
+                  "error": outcome.get("error"), "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
+        log.info("%s %s: %s in %.1f ms", self.name, fields["file"] or args, fields["outcome"], fields["duration_ms"],
+                 extra={k: v for k, v in fields.items() if v is not None})
 
     def dead_letter(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reject:
         """Keep the reason in PostgreSQL, then reject without requeue: RabbitMQ moves it to <queue>.dead."""

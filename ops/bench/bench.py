@@ -335,11 +335,12 @@ min_age_seconds = {min_age}
         self.scan(rid)
         seconds = self.wait_done(rid, count, timeout=self.args.timeout * 3, on_progress=sample)
         self._stop(proc)
-        first, last = sum(samples.get("first", [0])), sum(samples.get("last", [0]))
+        firsts, lasts = samples.get("first") or [0], samples.get("last") or [0]
+        first, last = sum(firsts) / len(firsts), sum(lasts) / len(lasts)
         growth = (last - first) / first * 100 if first else 0.0
-        result = {"name": "soak", "files": count, "files_per_s": round(count / seconds, 1),
-                  "rss_mib_after_first_1000": round(first / 1024, 1),
-                  "rss_mib_at_last_1000": round(last / 1024, 1), "rss_growth_pct": round(growth, 1)}
+        result = {"name": "soak", "files": count, "processes": len(lasts), "files_per_s": round(count / seconds, 1),
+                  "rss_mib_per_process_after_first_1000": round(first / 1024, 1),
+                  "rss_mib_per_process_at_last_1000": round(last / 1024, 1), "rss_growth_pct": round(growth, 1)}
         log(f"soak: {result}")
         return result
 

@@ -1,0 +1,116 @@
+"""Operating at peak: several workers share the work with no duplicate processing, metrics for
+Prometheus, structured JSON logs and the operator's status screen."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.conftest import start_worker, vhost_env
+from tests.e2e.test_pipeline import cli, wait_final
+from tests.support.sshd import free_port, port_open
+from worker.tlogfactory import dumps, make_sale, mix
+
+pytestmark = pytest.mark.e2e
+
+
+def done_lines(log_text: str, retailer_id: str) -> list[str]:
+    return [line for line in log_text.splitlines() if "tlogsync.ingest_tlog" in line and retailer_id in line
+            and ": processed in" in line]
+
+
+def test_two_more_workers_on_other_hostnames_share_a_batch_without_duplicates(celery_worker, make_retailer, db):
+    r = make_retailer()
+    for name, data in mix(200, seed=21, order_prefix=f"H{uuid.uuid4().hex[:4].upper()}"):
+        r.put(name, data)
+    extra = [start_worker(f"scale{i}-{secrets.token_hex(2)}", queues="tlog.ingest", concurrency=1)
+             for i in range(2)]
+    try:
+        assert cli("scan", r.retailer_id, "--wait", "--timeout", "120").returncode == 0
+    finally:
+        for wp in extra:
+            wp.stop()
+    assert wait_final(db, r.retailer_id, 200) == {"processed": 200}
+    per_worker = {wp.name: len([line for line in wp.log.read_text().splitlines()
+                                if "tlogsync.ingest_tlog" in line and r.retailer_id in line]) for wp in extra}
+    per_worker["main"] = len([line for line in celery_worker.log.read_text().splitlines()
+                              if "tlogsync.ingest_tlog" in line and r.retailer_id in line and " in " in line])
+    assert sum(1 for n in per_worker.values() if n > 0) >= 2, per_worker  # the work was shared
+    assert db.execute("SELECT max(attempts), count(*) FROM tlog_files WHERE retailer_id = %s",
+                      (r.retailer_id,)).fetchone() == (1, 200)  # each file started exactly once
+    assert db.execute("SELECT count(*), count(DISTINCT external_id) FROM orders WHERE retailer_id = %s",
+                      (r.retailer_id,)).fetchone() == (200, 200)
+
+
+def test_prometheus_metrics_per_retailer(celery_worker, make_retailer, db):
+    r = make_retailer()
+    r.put("ok.json", dumps(make_sale(1, "SEND_SALE", order_prefix=f"M{uuid.uuid4().hex[:4].upper()}")))
+    r.put("bad.json", b"{")
+    assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "metrics", "--port", str(port), "--address",
+                             "127.0.0.1"], env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            assert proc.poll() is None and time.monotonic() < deadline, "metrics endpoint did not start"
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:  # noqa: S310
+            text = resp.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    rid = r.retailer_id
+    assert f'tlogsync_files{{feed="orders",retailer="{rid}",status="processed"}} 1.0' in text
+    assert f'tlogsync_files{{feed="orders",retailer="{rid}",status="failed"}} 1.0' in text
+    assert f'tlogsync_orders{{order_type="SEND_SALE",retailer="{rid}"}} 1.0' in text
+    assert f'tlogsync_oldest_unprocessed_file_age_seconds{{retailer="{rid}"}} 0.0' in text
+    assert f'tlogsync_last_scan_age_seconds{{retailer="{rid}"}}' in text
+    assert 'tlogsync_dead_letters{queue="tlog.ingest"}' in text
+    assert 'tlogsync_queue_messages{queue="tlog.ingest"}' in text
+    assert "tlogsync_workers " in text and "tlogsync_workers 0.0" not in text
+
+
+def test_json_logs_carry_retailer_file_task_outcome_and_duration(make_retailer, db, pg_dsn, broker_url):
+    r = make_retailer()
+    r.put("json.json", dumps(make_sale(1, "IN_STORE", order_prefix=f"J{uuid.uuid4().hex[:4].upper()}")))
+    with vhost_env("json", TLOGSYNC_LOG_FORMAT="json") as env:
+        wp = start_worker(f"json-{secrets.token_hex(2)}", queues="tlog.scan,tlog.ingest", concurrency=1, env=env)
+        try:
+            done = subprocess.run([sys.executable, "-m", "worker.cli", "scan", r.retailer_id, "--wait"], env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout
+        finally:
+            wp.stop()
+    events = []
+    for line in wp.log.read_text().splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    done = [e for e in events if e.get("task") == "tlogsync.ingest_tlog" and e.get("retailer") == r.retailer_id]
+    assert done, "no JSON event for the ingest task"
+    event = done[-1]
+    assert event["file"] == "json.json" and event["outcome"] == "processed" and event["task_id"]
+    assert event["duration_ms"] > 0 and event["level"] == "INFO" and "ts" in event
+    assert "private_key" not in wp.log.read_text() and "BEGIN OPENSSH" not in wp.log.read_text()
+
+
+def test_status_is_the_operators_one_screen(celery_worker, make_retailer):
+    r = make_retailer()
+    r.put("bad.json", b"not json")
+    assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
+    done = cli("status", "--json")
+    report = json.loads(done.stdout)
+    mine = report["retailers"][r.retailer_id]
+    assert mine["files"] == {"orders:failed": 1} and mine["last_scan"]["dispatched"] == 1
+    assert any(f["file"] == "bad.json" and "invalid JSON" in f["reason"] for f in report["recent_failures"])
+    assert set(report["dead_letters"]) >= {"tlog.ingest", "brokering"}
+    table = cli("status")
+    assert table.returncode == 0 and r.retailer_id in table.stdout and "recent failures" in table.stdout
