@@ -190,11 +190,3 @@ def test_a_bad_retailers_file_stops_the_worker_with_a_clear_message(tmp_path, pg
 def test_scan_of_an_unknown_retailer_is_refused(celery_worker):
     done = cli("scan", "nobody")
     assert done.returncode == 2 and "unknown retailer 'nobody'" in done.stdout
-
-
-def test_status_lists_the_ledger(celery_worker, make_retailer):
-    done = cli("status", "--json")
-    assert done.returncode == 0
-    import json
-
-    assert "files" in json.loads(done.stdout)
