@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> Celery:
     app = Celery("tlogsync", broker=settings.broker_url,
-                 include=["tasks.scan", "tasks.ingest", "tasks.routing", "tasks.ops"])
+                 include=["tasks.scan", "tasks.ingest", "tasks.routing", "tasks.ops", "tasks.audit"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

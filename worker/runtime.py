@@ -11,6 +11,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from worker.adapters.audit import PgAudit
 from worker.adapters.db import Database
 from worker.adapters.inventory import PgInventory
 from worker.adapters.postgres import PgLedger
@@ -93,6 +94,9 @@ class Runtime:
         self.ledger()
         assert self._database is not None
         return self._database
+
+    def audit(self) -> PgAudit:
+        return PgAudit(self.database())
 
     def inventory(self) -> PgInventory:
         self.ledger()

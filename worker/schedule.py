@@ -45,6 +45,16 @@ def build_beat_schedule(retailers: dict[str, Retailer]) -> dict[str, dict[str, A
             # a scan that waited longer than its retailer's interval is stale: the next one replaces it
             "options": {"expires": retailer.poll_seconds or 300},
         }
+        if retailer.audit_time:
+            # Checked every 15 minutes: the task runs the audit once the retailer's local audit_time has
+            # passed (daylight saving included) and the day has no report yet.
+            entries[f"audit:{retailer.retailer_id}"] = {
+                "task": "tlogsync.ops.audit_retailer",
+                "schedule": schedule(900),
+                "args": (retailer.retailer_id,),
+                "kwargs": {"due_only": True},
+                "options": {"expires": 900},
+            }
     return entries
 
 

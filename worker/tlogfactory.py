@@ -138,3 +138,27 @@ BAD_VARIANTS = (
     _without_gtin,
     _bad_total,
 )
+
+
+def make_return(seq: int, original: dict[str, Any] | None = None, store_id: str = "254", order_prefix: str = "RET",
+                created: datetime | None = None, product_class: str = "Merchandise") -> dict[str, Any]:
+    """A return TLog: the first line of `original` (or of a fresh sale) comes back, refunded in cash."""
+    source = original or make_sale(seq, "IN_STORE", store_id=store_id, lines=1, order_prefix=f"{order_prefix}S")
+    line = copy.deepcopy(source["orderProductList"][0])
+    line.update(orderItemId="1", productClass=product_class, reasons=[{"reasonCode": "DID_NOT_FIT"}])
+    if original is not None:
+        line["originalOrderId"] = original["orderId"]
+    sub_total, tax = line["subTotal"], line["tax"]
+    created = created or datetime(2024, 1, 12, 18, 0, tzinfo=UTC) + timedelta(seconds=seq)
+    doc = copy.deepcopy(load_sample("inStoreOrdersSample.json"))
+    doc.update({
+        "orderId": f"{order_prefix}{seq:08d}", "storeId": store_id,
+        "creationDate": created.strftime("%Y-%m-%d %H:%M:%S"), "orderDate": int(created.timestamp() * 1000),
+        "orderProductList": [], "productList": [], "returnProductList": [line],
+        "orderSubTotal": sub_total, "taxSubTotal": tax, "discount": Decimal(0), "totalAmount": sub_total + tax,
+        "tenders": [],
+        "refundPaymentDetails": [{"paymentMethod": "Cash", "amount": sub_total + tax, "paymentStatus": "APPROVED"}],
+    })
+    if original is not None:
+        doc["originalOrderId"] = original["orderId"]
+    return doc

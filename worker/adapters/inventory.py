@@ -22,7 +22,7 @@ class Oversell(TransientError):
     """A reservation found less stock than the plan expected; retried from a fresh, locked snapshot."""
 
 
-def _apply_variance(conn: psycopg.Connection[Any], retailer_id: str, v: Variance, product_id: str) -> bool:
+def apply_variance(conn: psycopg.Connection[Any], retailer_id: str, v: Variance, product_id: str) -> bool:
     """Record the variance and move quantity on hand, once per source; False if the source was applied already."""
     inserted = conn.execute(
         "INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,"
@@ -71,7 +71,7 @@ def apply_variance_records(conn: psycopg.Connection[Any], retailer_id: str, file
             continue
         variance = Variance(r.facility_id, r.id_type, r.id_value, r.available_delta, r.reason_id,
                             f"file:{file_id}:{r.line}", product_id, r.location_seq_id, r.comments)
-        if _apply_variance(conn, retailer_id, variance, product_id):
+        if apply_variance(conn, retailer_id, variance, product_id):
             applied += 1
     return applied, rejected
 

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from worker.adapters.db import Database, as_database, transient_db_errors
-from worker.adapters.inventory import apply_variance_records
+from worker.adapters.inventory import apply_variance, apply_variance_records
 from worker.core.ingest import ScanResult
 from worker.core.inventory import VarianceFile
 from worker.core.oms import json_default
@@ -33,6 +33,8 @@ from worker.core.ports import (
     Recorded,
     TransientError,
 )
+from worker.core.returns import POS_RETURN
+from worker.core.routing import Variance
 
 ROW_COLUMNS = ("id, retailer_id, feed, file_name, remote_path, size, mtime, status, error, attempts,"
                " dispatched_at, finished_at, moved_at, moved_to")
@@ -294,6 +296,12 @@ class PgLedger:
                 error = f"same content as ledger row {locked.same_content}; not imported again"
             if status == PROCESSED and outcome.order is not None:
                 return self._store_order(conn, row, outcome)
+            return_id = None
+            if status == PROCESSED and outcome.ret is not None:
+                return_id, existing = self._store_return(conn, row, outcome)
+                if return_id is None:
+                    status, duplicate_of = DUPLICATE, existing
+                    error = f"return {outcome.ret.external_id} already stored from ledger row {existing}"
             applied = rejected = None
             if status == PROCESSED and outcome.variance is not None:
                 status, error, applied, rejected = self._apply_variance_file(conn, row, outcome.variance)
@@ -306,7 +314,7 @@ class PgLedger:
                  "id": file_id, "ap": applied, "rj": rejected},
             ).fetchone()
             assert updated is not None
-            return Recorded(updated, None, applied, rejected)
+            return Recorded(updated, return_id if status == PROCESSED and outcome.ret else None, applied, rejected)
 
     def _apply_variance_file(self, conn: psycopg.Connection[Any], row: LedgerRow,
                              parsed: VarianceFile) -> tuple[str, str | None, int, int]:
@@ -353,6 +361,55 @@ class PgLedger:
              "k": list(outcome.followups), "sha": outcome.sha256, "size": outcome.size}).fetchone()
         assert found is not None
         return Recorded(found.row(), found.order_id)
+
+    def _store_return(self, conn: psycopg.Connection[Any], row: LedgerRow,
+                      outcome: Outcome) -> tuple[int | None, int | None]:
+        """The return, its items and refunds, linked to its sale when that is stored; returned merchandise
+        back on the store's shelf (one POS_RETURN variance per line, once). (return id, None) or (None, the
+        ledger row that stored it first)."""
+        ret = outcome.ret
+        assert ret is not None
+        returned_at = (datetime.fromtimestamp(ret.ordered_at_ms / 1000, UTC)
+                       if ret.ordered_at_ms is not None else None)
+        found = conn.execute(
+            "INSERT INTO returns (retailer_id, external_id, original_external_id, original_order_id, store_id,"
+            " return_date, returned_at, currency, refund_total, discount, tax, tlog_file_id)"
+            " VALUES (%(r)s, %(x)s, %(ox)s, (SELECT id FROM orders WHERE retailer_id = %(r)s AND external_id = %(ox)s),"
+            " %(store)s, %(d)s, %(at)s, %(c)s, %(total)s, %(disc)s, %(tax)s, %(f)s)"
+            " ON CONFLICT (retailer_id, external_id) DO NOTHING RETURNING id",
+            {"r": row.retailer_id, "x": ret.external_id, "ox": ret.original_order_id, "store": ret.store_id,
+             "d": ret.return_date, "at": returned_at, "c": ret.currency, "total": ret.refund_total,
+             "disc": ret.discount, "tax": ret.tax, "f": row.id}).fetchone()
+        if found is None:
+            first = conn.execute("SELECT tlog_file_id FROM returns WHERE retailer_id = %s AND external_id = %s",
+                                 (row.retailer_id, ret.external_id)).fetchone()
+            return None, first[0] if first else None
+        return_id = int(found[0])
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO return_items (return_id, item_seq, product_id, gtin, quantity, unit_price, tax,"
+                " line_total, original_external_id, restock, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s)", [(return_id, x.item_seq, x.product_id, x.gtin, x.quantity, x.unit_price, x.tax, x.line_total,
+                          x.original_order_id, x.restock, x.reason) for x in ret.lines])
+            if ret.refunds:
+                cur.executemany(
+                    "INSERT INTO return_refunds (return_id, seq, payment_method_type_id, pos_payment_method, amount)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    [(return_id, r.seq, r.payment_method_type_id, r.pos_payment_method, r.amount)
+                     for r in ret.refunds])
+        if outcome.restock:
+            for line in ret.lines:
+                if not line.restock:
+                    continue
+                product_id = conn.execute(
+                    "SELECT product_id FROM inventory WHERE retailer_id = %s AND gtin = %s"
+                    " ORDER BY (facility_id = %s) DESC LIMIT 1", (row.retailer_id, line.gtin, ret.store_id)).fetchone()
+                variance = Variance(ret.store_id, "UPCA", line.gtin, line.quantity, POS_RETURN,
+                                    f"return:{return_id}:{line.item_seq}", line.product_id,
+                                    comments=f"POS return {ret.external_id}")
+                apply_variance(conn, row.retailer_id, variance,
+                               product_id[0] if product_id else (line.product_id or line.gtin))
+        return return_id, None
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None:
         with transient_db_errors(), self.db.connection() as conn:

@@ -31,8 +31,9 @@ from worker.core.ports import (
     RemoteFile,
 )
 from worker.core.retailers import Retailer
+from worker.core.returns import has_both, is_return, to_return
 from worker.core.routing import followups_for
-from worker.core.tlog import TLogError, parse_sale
+from worker.core.tlog import TLogError, decode, validate_sale
 
 ORDERS_FEED, VARIANCE_FEED = "orders", "variance"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+=@,-]{0,254}$")
@@ -233,7 +234,14 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
     """Pure: what a TLog file's bytes become (an order to store, a skip or a failure)."""
     digest = hashlib.sha256(data).hexdigest()
     try:
-        sale = parse_sale(data)
+        document = decode(data)
+        if has_both(document):
+            raise TLogError("orderProductList and returnProductList both hold items; an exchange comes as a sale"
+                            " file and a return file", str(document.get("orderId")))
+        if is_return(document):
+            ret = to_return(document, retailer)
+            return Outcome(PROCESSED, digest, len(data), ret=ret, restock=retailer.order_master)
+        sale = validate_sale(document)
         order = to_order(sale, retailer)
     except TLogError as exc:
         return Outcome(FAILED, digest, len(data), str(exc))

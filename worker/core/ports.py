@@ -10,6 +10,7 @@ from typing import Protocol
 
 from worker.core.inventory import VarianceFile
 from worker.core.oms import Order
+from worker.core.returns import Return
 
 CLAIMED, PROCESSED, FAILED, SKIPPED, DUPLICATE = "claimed", "processed", "failed", "skipped", "duplicate"
 FINAL_STATUSES = (PROCESSED, FAILED, SKIPPED, DUPLICATE)
@@ -104,6 +105,8 @@ class Outcome:
     order: Order | None = None
     followups: tuple[str, ...] = ()  # downstream work for the stored order (routing.followups_for)
     variance: VarianceFile | None = None  # a variance file's parsed records, applied in the same transaction
+    ret: Return | None = None  # a return file: stored against its sale, restocked in the same transaction
+    restock: bool = False  # put returned merchandise back at the store (the retailer is the order master)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class Recorded:
     """What the ledger holds after ingest's transaction."""
 
     row: LedgerRow
-    order_id: int | None = None  # the stored order, if this file stored one
+    order_id: int | None = None  # the stored order (or return), if this file stored one
     records_applied: int | None = None  # variance files
     records_rejected: int | None = None
 

@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -47,6 +48,7 @@ class SftpConfig:
     variance_pattern: str = "*.json"
     variance_archive_dir: str | None = None
     variance_error_dir: str | None = None
+    audit_dir: str | None = None  # where the daily audit report is also written on the retailer's SFTP
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Retailer:
     in_store_shipment_method: str = "POS_COMPLETED"
     channel: str = "POS_SALES_CHANNEL"
     brokering_rules: tuple[Rule, ...] = DEFAULT_RULES
+    audit_time: str | None = None  # "HH:MM" in audit_time_zone: the daily audit of the previous day runs then
+    audit_time_zone: str = "UTC"
 
 
 class _Strict(Schema):
@@ -76,6 +80,13 @@ def _cron(value: str) -> None:
     parts = value.split()
     if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
         raise ValidationError("must be a crontab of five fields, e.g. '*/5 * * * *'")
+
+
+def _time_zone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not a time zone (e.g. America/New_York)") from None
 
 
 class SftpSchema(_Strict):
@@ -96,6 +107,7 @@ class SftpSchema(_Strict):
                                          validate=validate.Regexp(r"^/", error="must be an absolute path"))
     variance_error_dir = fields.String(load_default=None,
                                        validate=validate.Regexp(r"^/", error="must be an absolute path"))
+    audit_dir = fields.String(load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path"))
 
     @validates_schema
     def _auth(self, data: dict[str, Any], **_: Any) -> None:
@@ -148,6 +160,9 @@ class RetailerSchema(_Strict):
     channel = fields.String(load_default="POS_SALES_CHANNEL")
     sftp = fields.Nested(SftpSchema, required=True)
     brokering = fields.Nested(BrokeringSchema, load_default=None)
+    audit_time = fields.String(load_default=None, validate=validate.Regexp(
+        r"^([01]\d|2[0-3]):[0-5]\d$", error="must be HH:MM (24 h)"))
+    audit_time_zone = fields.String(load_default="UTC", validate=_time_zone)
 
     @validates_schema
     def _one_schedule(self, data: dict[str, Any], **_: Any) -> None:

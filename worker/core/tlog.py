@@ -26,6 +26,11 @@ MAX_QUANTITY = 100000
 MAX_DEPTH = 64
 
 
+def TLOG_DATE(text: str) -> datetime:  # noqa: N802 - reads as the format it checks
+    """creationDate as the POS writes it: store-local 'YYYY-MM-DD HH:MM:SS'."""
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+
+
 class TLogError(ValueError):
     """A TLog file cannot become an order. `reason` names the record and the field."""
 
@@ -299,7 +304,7 @@ class TLogSchema(_Lenient):
     @validates_schema
     def _consistent(self, d: dict[str, Any], **_: Any) -> None:
         try:
-            datetime.strptime(d["creationDate"], "%Y-%m-%d %H:%M:%S")
+            TLOG_DATE(d["creationDate"])
         except ValueError:
             raise ValidationError("must be 'YYYY-MM-DD HH:MM:SS'", "creationDate") from None
         expected = (d["orderSubTotal"] - d["discount"] + d["taxSubTotal"]

@@ -1,0 +1,141 @@
+"""Returns and the daily audit, on the pure core."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date, datetime
+from decimal import Decimal
+
+import pytest
+
+from tests.unit.helpers import retailer
+from worker.core.audit import (
+    AuditOrder,
+    ErpFileError,
+    due_business_date,
+    inconsistencies,
+    parse_erp_csv,
+    reconcile,
+    report_csv,
+    report_document,
+    summarize,
+)
+from worker.core.ingest import decide
+from worker.core.ports import FAILED, PROCESSED
+from worker.core.retailers import ConfigError
+from worker.core.returns import to_return
+from worker.core.tlog import TLogError
+from worker.tlogfactory import dumps, make_return, make_sale
+
+
+def test_a_return_file_is_recognised_and_converted():
+    sale = make_sale(1, "IN_STORE", lines=2)
+    ret = to_return(make_return(1, sale), retailer())
+    assert ret.original_order_id == sale["orderId"] and ret.store_id == "254"
+    line = sale["orderProductList"][0]
+    assert ret.refund_total == line["subTotal"] + line["tax"]
+    assert ret.lines[0].restock and ret.lines[0].reason == "DID_NOT_FIT"
+    assert ret.refunds[0].payment_method_type_id == "CASH"
+
+
+def test_decide_routes_a_return_file_to_a_return():
+    outcome = decide(dumps(make_return(2)), retailer())
+    assert outcome.status == PROCESSED and outcome.ret is not None and outcome.order is None
+    assert outcome.restock is True
+    assert decide(dumps(make_return(2)), retailer(order_master=False)).restock is False
+
+
+def test_a_return_without_its_original_is_standalone():
+    ret = to_return(make_return(3), retailer())
+    assert ret.original_order_id is None
+
+
+def test_non_merchandise_is_not_put_back_on_the_shelf():
+    assert not to_return(make_return(4, product_class="Service"), retailer()).lines[0].restock
+
+
+def test_return_totals_and_refunds_must_reconcile():
+    doc = make_return(5)
+    doc["refundPaymentDetails"][0]["amount"] += 1
+    with pytest.raises(TLogError, match="refundPaymentDetails: refunds add up to"):
+        to_return(doc, retailer())
+    doc = make_return(5)
+    doc["totalAmount"] += 1
+    with pytest.raises(TLogError, match="totalAmount"):
+        to_return(doc, retailer())
+
+
+def test_a_file_with_both_sale_and_return_lines_is_refused_clearly():
+    doc = make_return(6)
+    doc["orderProductList"] = make_sale(6)["orderProductList"]
+    outcome = decide(dumps(doc), retailer())
+    assert outcome.status == FAILED and "an exchange comes as a sale file and a return file" in outcome.error
+
+
+def test_an_unmapped_refund_method_names_the_key_to_add():
+    doc = make_return(7)
+    doc["refundPaymentDetails"][0]["paymentMethod"] = "Seashells"
+    with pytest.raises(TLogError, match=r"refundPaymentDetails\[0\].paymentMethod"):
+        to_return(doc, retailer())
+
+
+def order(x, store="254", kind="IN_STORE", total="10.00", parts=None, tenders=None, units=1):
+    total = Decimal(total)
+    return AuditOrder(x, store, kind, units, total, Decimal(0), Decimal(0), Decimal(0), total,
+                      Decimal(parts) if parts else total, tenders or {"CASH": total})
+
+
+def test_summary_groups_by_store_and_type_with_exact_cents():
+    rows = summarize([order("A", total="0.10"), order("B", total="0.20"), order("C", kind="SEND_SALE"),
+                      order("R", kind="RETURN", total="-5.00", tenders={"CASH": Decimal("-5")}),
+                      order("D", store="255")])
+    assert [(r.store_id, r.order_type, r.orders) for r in rows] == [
+        ("254", "IN_STORE", 2), ("254", "SEND_SALE", 1), ("254", "RETURN", 1), ("255", "IN_STORE", 1)]
+    assert rows[0].grand_total == Decimal("0.30") and rows[0].tenders["CASH"] == Decimal("0.30")
+    document = report_document("acme", "2024-01-12", rows, [], [])
+    assert document["totals"]["IN_STORE"] == "10.30" and document["totals"]["RETURN"] == "-5.00"
+    assert report_csv(document).splitlines()[1] == "254,IN_STORE,2,2,0.30,0.00,0.00,0.00,0.30,CASH=0.30"
+
+
+def test_orders_that_do_not_add_up_are_listed():
+    problems = inconsistencies([order("A"), order("B", total="10.00", parts="9.99")])
+    assert problems == ["in_store B (store 254): parts add up to 9.99, grand total 10.00, difference 0.01"]
+
+
+def test_reconciliation_finds_missing_orders_and_differences():
+    erp = parse_erp_csv("order_id,store,type,total\nA,254,IN_STORE,10.00\nB,254,IN_STORE,9.50\n"
+                        "Z,254,IN_STORE,3.00\nR,254,RETURN,-5.00\n")
+    rec = reconcile([order("A"), order("B"), order("C"),
+                     order("R", kind="RETURN", total="-5.00")], erp)
+    assert [r.order_id for r in rec.missing_in_oms] == ["Z"]
+    assert [o.external_id for o in rec.missing_in_erp] == ["C"]
+    assert rec.total_differs == [("B", Decimal("10.00"), Decimal("9.50"))]
+    assert not rec.matches
+    assert reconcile([order("A")], parse_erp_csv("order_id,store,type,total\nA,254,IN_STORE,10\n")).matches
+
+
+def test_a_bad_erp_file_names_line_and_column():
+    with pytest.raises(ErpFileError, match="line 1: missing columns: total"):
+        parse_erp_csv("order_id,store,type\n")
+    with pytest.raises(ErpFileError, match="line 3: total: 'ten' is not a number"):
+        parse_erp_csv("order_id,store,type,total\nA,1,IN_STORE,1\nB,1,IN_STORE,ten\n")
+
+
+def test_the_audit_is_due_after_the_local_audit_time():
+    assert due_business_date(datetime(2024, 3, 11, 2, 59), "03:00") is None
+    assert due_business_date(datetime(2024, 3, 11, 3, 0), "03:00") == date(2024, 3, 10)
+
+
+def test_audit_settings_are_validated():
+    assert retailer(audit_time="03:00", audit_time_zone="America/New_York").audit_time == "03:00"
+    with pytest.raises(ConfigError, match="audit_time: must be HH:MM"):
+        retailer(audit_time="3am")
+    with pytest.raises(ConfigError, match="audit_time_zone: 'Mars/Olympus' is not a time zone"):
+        retailer(audit_time_zone="Mars/Olympus")
+
+
+def test_make_return_does_not_touch_the_original():
+    sale = make_sale(9)
+    before = copy.deepcopy(sale)
+    make_return(9, sale)
+    assert sale == before

@@ -1,0 +1,36 @@
+"""Running the daily audit and publishing its report: locally, on the retailer's SFTP, in PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from worker.adapters.audit import PgAudit
+from worker.adapters.db import Database
+from worker.core.audit import AuditOrder, audit_day, dumps, report_csv
+from worker.core.ingest import join
+from worker.core.ports import FileSource
+from worker.core.retailers import Retailer
+
+
+def report_dir() -> Path:
+    return Path(os.environ.get("TLOGSYNC_AUDIT_DIR") or "audit-reports")
+
+
+def run_audit(retailer: Retailer, business_date: date, db: Database, source: FileSource | None
+              ) -> tuple[dict[str, Any], list[AuditOrder], list[Path]]:
+    """Audit one business day; write `<retailer>_audit_<date>.csv/.json` locally and to sftp.audit_dir."""
+    document, orders = audit_day(retailer.retailer_id, business_date, retailer.audit_time_zone, PgAudit(db))
+    folder = report_dir() / retailer.retailer_id
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{retailer.retailer_id}_audit_{business_date.isoformat()}"
+    written = []
+    for suffix, text in ((".csv", report_csv(document)), (".json", dumps(document))):
+        path = folder / (stem + suffix)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+        if source is not None and retailer.sftp.audit_dir:
+            source.write(join(retailer.sftp.audit_dir, stem + suffix), text.encode("utf-8"))
+    return document, orders, written
