@@ -26,7 +26,7 @@ from worker.adapters.migrate import migrate
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
 from worker.queues import WORK_QUEUES
 from worker.sftpserver import EmbeddedSftpServer, SftpEndpoint
-from worker.tlogfactory import CATALOG, dumps, make_sale, mix, sample_bytes
+from worker.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
 
 console = Console(width=140)
 
@@ -107,6 +107,8 @@ currency = "USD"
 order_master = {str(master).lower()}
 may_split = true
 poll_seconds = 2
+audit_time = "03:00"
+audit_time_zone = "America/New_York"
 
 [retailers.{retailer_id}.sftp]
 host = "{endpoint.host}"
@@ -138,7 +140,15 @@ def _seed(root: Path, generated: int) -> dict[str, int]:
                       ("dolcevita_OrderTLog_2024-01-12-17_00_00_000.json", b""),
                       ("dolcevita_OrderTLog_2024-01-12-17_00_01_000.json", b"\xff\xfe not utf-8"),
                       # the same sale again under another name: stored once, recorded as duplicate
-                      ("dolcevita_OrderTLog_2024-01-12-17_00_02_000.json", sample_bytes("inStoreOrdersSample.json"))]
+                      ("dolcevita_OrderTLog_2024-01-12-17_00_02_000.json", sample_bytes("inStoreOrdersSample.json")),
+                      # an exchange: a customer brings back a pair from the in-store sample (its sale file is
+                      # above) and buys another size; and a return of a sale this system never saw
+                      ("dolcevita_ReturnTLog_2024-01-12-18_00_00_000.json",
+                       dumps(make_return(1, load_sample("inStoreOrdersSample.json"), order_prefix="DVR"))),
+                      ("dolcevita_OrderTLog_2024-01-12-18_00_01_000.json",
+                       dumps(make_sale(1, "IN_STORE", store_id="254", lines=1, order_prefix="DVX"))),
+                      ("dolcevita_ReturnTLog_2024-01-12-18_30_00_000.json",
+                       dumps(make_return(2, order_prefix="DVR")))]
             files += mix(generated, seed=11, bad_every=25, order_prefix="DV")
         else:
             files += mix(max(6, generated // 4), seed=12, order_prefix="NW")
@@ -249,6 +259,14 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
         server.stop()
     _summary(dsn, total, elapsed, endpoint.root)
     console.print(f"logs: {workdir / 'worker.log'}, {workdir / 'beat.log'}")
+    console.rule("daily audit of the demo day (dolcevita, 2024-01-12)")
+    from worker import cli
+
+    os.environ.update(TLOGSYNC_DATABASE_URL=dsn, TLOGSYNC_RETAILERS=str(retailers),
+                      TLOGSYNC_AUDIT_DIR=str(workdir / "audit"))
+    audit_status = cli.main(["audit", "dolcevita", "--date", "2024-01-12", "--no-sftp"])
+    # the day holds failed files on purpose (the broken samples), which the audit reports as such
+    console.print(f"audit exit status {audit_status} (1 means: something to look at, listed above)")
     return status
 
 

@@ -22,7 +22,8 @@ def compose():
 
 
 def test_the_stack_has_every_service(compose):
-    assert {"postgres", "rabbitmq", "sftp", "migrate", "worker", "beat", "flower"} <= set(compose["services"])
+    assert {"postgres", "rabbitmq", "sftp", "migrate", "worker", "beat", "flower", "metrics"} <= set(
+        compose["services"])
     assert "management" in compose["services"]["rabbitmq"]["image"]
 
 
@@ -40,8 +41,16 @@ def test_migrate_runs_a_real_cli_command(compose):
 
 
 def test_flower_has_auth_and_the_broker_api(compose):
-    command = " ".join(compose["services"]["flower"]["command"])
-    assert "--basic-auth=" in command and "--broker-api=http://" in command and "--persistent=True" in command
+    flower = compose["services"]["flower"]
+    parser().parse_args(flower["command"][1:])  # a real `tlogsync flower` command line
+    assert flower["environment"]["FLOWER_PASSWORD"].startswith("${FLOWER_PASSWORD:?")
+    assert flower["environment"]["TLOGSYNC_BROKER_API"].startswith("http://")
+
+
+def test_metrics_runs_a_real_cli_command(compose):
+    command = compose["services"]["metrics"]["command"]
+    assert command[:2] == ["tlogsync", "metrics"]
+    parser().parse_args(command[1:])
 
 
 def test_referenced_files_exist_and_the_retailers_file_is_valid(compose):

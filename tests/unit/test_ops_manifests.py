@@ -371,14 +371,15 @@ def test_flower_has_basic_auth_from_a_secret_and_keeps_its_state_on_a_volume(obj
     flower = of_kind(objects, "Deployment")["tlogsync-flower"]
     (container,) = containers(flower)
     command = container["command"]
-    assert command[:4] == ["celery", "-A", "worker", "flower"]
-    assert "--basic-auth=$(FLOWER_USER):$(FLOWER_PASSWORD)" in command
-    assert any(arg.startswith("--broker-api=http://") for arg in command)
-    assert "--persistent=True" in command
+    assert command[:2] == ["tlogsync", "flower"]
+    from worker.cli import parser
+
+    parser().parse_args(command[1:])  # `tlogsync flower` turns on persistence and takes auth from the env
     env = {e["name"]: e for e in container["env"]}
+    assert env["TLOGSYNC_BROKER_API"]["value"].startswith("http://")
     for variable in ("FLOWER_USER", "FLOWER_PASSWORD"):
         assert env[variable]["valueFrom"]["secretKeyRef"]["name"] == "tlogsync-flower"
-    db = next(arg for arg in command if arg.startswith("--db="))[len("--db="):]
+    db = command[command.index("--db") + 1]
     (mount,) = [m for m in container["volumeMounts"] if db.startswith(m["mountPath"] + "/")]
     (volume,) = [v for v in pod_spec(flower)["volumes"] if v["name"] == mount["name"]]
     assert volume["persistentVolumeClaim"]["claimName"] in of_kind(objects, "PersistentVolumeClaim")
