@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.routing import publish_followups
+from tasks.routing import forgiven_on_transient, publish_followups
 from worker.celery import app
 from worker.core.ingest import decide, ingest_file, orders_feed
 from worker.runtime import runtime
@@ -15,7 +15,7 @@ from worker.taskbase import TlogTask
 def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str | None = None) -> dict[str, Any]:
     """file_name rides along so Flower shows which file a task is about; the ledger row is the truth."""
     retailer = runtime.retailer(retailer_id)
-    with runtime.sftp(retailer) as source:
+    with forgiven_on_transient(file_id), runtime.sftp(retailer) as source:
         result = ingest_file(file_id, orders_feed(retailer), source, runtime.ledger(),
                              runtime.settings.max_file_bytes, lambda data: decide(data, retailer),
                              runtime.settings.max_attempts)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from worker.celery import app
 from worker.core.ingest import decide_variance, ingest_file, variance_feed
-from worker.core.ports import NotFound
+from worker.core.ports import NotFound, TransientError
 from worker.core.routing import BROKERING, INVENTORY
 from worker.core.routing import broker_order as broker_order_core
 from worker.runtime import runtime
@@ -22,7 +23,8 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
     retailer = runtime.retailer(retailer_id)
     run_id = self.request.id or f"run-{uuid.uuid4()}"
     runtime.inventory().start_followup(order_id, BROKERING, runtime.settings.max_attempts)
-    with runtime.inventory().brokering_unit(retailer_id, order_id, parked) as unit:
+    with forgiven_on_transient(order_id, BROKERING), \
+            runtime.inventory().brokering_unit(retailer_id, order_id, parked) as unit:
         plan = broker_order_core(unit, retailer.brokering_rules, run_id)
     if plan is None:
         return {"retailer": retailer_id, "order_id": order_id, "allocated": 0, "note": "nothing waiting"}
@@ -37,7 +39,8 @@ def apply_sale_to_inventory(self: TlogTask, retailer_id: str, order_id: int) -> 
     """Lower the selling store's inventory for an in-store sale, once, one POS_SALE variance per line."""
     runtime.retailer(retailer_id)
     runtime.inventory().start_followup(order_id, INVENTORY, runtime.settings.max_attempts)
-    applied, notes = runtime.inventory().apply_sale(retailer_id, order_id)
+    with forgiven_on_transient(order_id, INVENTORY):
+        applied, notes = runtime.inventory().apply_sale(retailer_id, order_id)
     return {"retailer": retailer_id, "order_id": order_id, "variances": applied, "notes": notes}
 
 
@@ -49,11 +52,28 @@ def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_nam
     feed = variance_feed(retailer)
     if feed is None:
         raise NotFound(f"retailer {retailer_id!r} has no variance feed configured")
-    with runtime.sftp(retailer) as source:
+    with forgiven_on_transient(file_id), runtime.sftp(retailer) as source:
         result = ingest_file(file_id, feed, source, runtime.ledger(), runtime.settings.max_file_bytes,
                              decide_variance, runtime.settings.max_attempts)
     return {"retailer": retailer_id, "file": result.file_name, "status": result.status,
             "applied": result.records_applied, "rejected": result.records_rejected, "error": result.error}
+
+
+@contextmanager
+def forgiven_on_transient(key: int, followup: str | None = None) -> Iterator[None]:
+    """A transient error (retried with backoff) does not count as an attempt toward the poison bound;
+    only starts that never finish do. Best effort: if the database is what failed, the count stays."""
+    try:
+        yield
+    except TransientError:
+        try:
+            if followup is None:
+                runtime.ledger().forgive_attempt(key)
+            else:
+                runtime.inventory().forgive_followup(key, followup)
+        except TransientError:
+            pass
+        raise
 
 
 FOLLOWUP_TASKS = {BROKERING: broker_order, INVENTORY: apply_sale_to_inventory}

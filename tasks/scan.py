@@ -28,6 +28,10 @@ def scan_retailer(self: TlogTask, retailer_id: str, scan_id: str | None = None,
         ledger.record_scan(run_id, retailer_id, requested_by, started, error="retailer is paused (enabled = false)")
         return {"retailer": retailer_id, "paused": True}
     settings = runtime.settings
+    # The outbox sweep first: follow-ups of committed orders whose messages were lost go out again, even
+    # when the retailer's SFTP host is down (they need only the database and the broker).
+    resent = runtime.inventory().stale_followups(retailer_id, settings.redispatch_after_seconds)
+    publish_followups(retailer_id, resent)
     total: ScanResult | None = None
     try:
         with runtime.sftp(retailer) as source:
@@ -42,9 +46,6 @@ def scan_retailer(self: TlogTask, retailer_id: str, scan_id: str | None = None,
                            will_retry=will_retry)
         raise
     assert total is not None
-    # The outbox sweep: follow-ups of committed orders whose messages were lost go out again.
-    resent = runtime.inventory().stale_followups(retailer_id, settings.redispatch_after_seconds)
-    publish_followups(retailer_id, resent)
     ledger.record_scan(run_id, retailer_id, requested_by, started, total)
     return {"retailer": retailer_id, "listed": total.listed, "dispatched": len(total.dispatch),
             "in_flight": len(total.watch), "too_young": total.too_young, "deferred": total.deferred,

@@ -25,7 +25,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from worker.adapters.migrate import ensure_database, migrate
 
     if args.create_db and ensure_database(settings.database_url):
-        console.print(f"created database for {settings.database_url}")
+        console.print(f"created database for {redact(settings.database_url)}")
     applied = migrate(settings.database_url)
     console.print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0

@@ -17,7 +17,9 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject, Retry
+from kombu.exceptions import OperationalError as KombuOperationalError
 
+from worker.adapters.db import transient_db_errors
 from worker.adapters.sftp import HostKeyRejected, SftpConfigError
 from worker.core.ports import NotFound, TransientError
 from worker.runtime import UnknownRetailer, runtime
@@ -26,6 +28,7 @@ from worker.settings import RetryPolicy
 log = logging.getLogger("tlogsync.tasks")
 
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (UnknownRetailer, NotFound, SftpConfigError, HostKeyRejected)
+BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, ConnectionError)
 
 
 def backoff_seconds(policy: RetryPolicy, retries: int, rng: random.Random | None = None) -> float:
@@ -48,20 +51,23 @@ class TlogTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            with runtime.database().bound():  # one connection checkout for the whole task
+            # one connection checkout for the whole task; a database that cannot be reached is transient
+            with transient_db_errors(), runtime.database().bound():
                 result = self.run(*args, **kwargs)
-        except Retry:
+        except (Retry, Reject):
             raise
+        except BROKER_ERRORS as exc:
+            # a publish of follow-up or file messages failed: the ledger or the outbox still has the work
+            raise self._retry_or_give_up(TransientError(f"broker: {exc!r}"), args, kwargs) from exc
         except TransientError as exc:
-            policy = self.retry_policy
-            retries = self.request.retries or 0
-            if retries >= policy.max_retries:
-                raise self.dead_letter(f"retries exhausted after {retries}: {exc}", args, kwargs) from exc
-            delay = backoff_seconds(policy, retries)
-            log.warning("%s %s: transient error, retry %d in %.1fs: %s", self.name, args, retries + 1, delay, exc)
-            raise self.retry(exc=exc, countdown=delay, max_retries=policy.max_retries) from exc
+            raise self._retry_or_give_up(exc, args, kwargs) from exc
         except PERMANENT_ERRORS as exc:
             raise self.dead_letter(f"{type(exc).__name__}: {exc}", args, kwargs) from exc
+        except Exception as exc:
+            # Not foreseen (a bug, a permission denied on a folder...): never acknowledged silently. The
+            # reason is kept and the message dead-lettered, where ops see it and can replay it once fixed.
+            log.exception("%s %s: unexpected error", self.name, args)
+            raise self.dead_letter(f"unexpected {type(exc).__name__}: {exc}", args, kwargs) from exc
         self._log_done(args, result, started)
         return result
 
@@ -76,6 +82,15 @@ class TlogTask(Task):  # type: ignore[misc]
                   "error": outcome.get("error"), "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
         log.info("%s %s: %s in %.1f ms", self.name, fields["file"] or args, fields["outcome"], fields["duration_ms"],
                  extra={k: v for k, v in fields.items() if v is not None})
+
+    def _retry_or_give_up(self, exc: TransientError, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception:
+        policy = self.retry_policy
+        retries = self.request.retries or 0
+        if retries >= policy.max_retries:
+            return self.dead_letter(f"retries exhausted after {retries}: {exc}", args, kwargs)
+        delay = backoff_seconds(policy, retries)
+        log.warning("%s %s: transient error, retry %d in %.1fs: %s", self.name, args, retries + 1, delay, exc)
+        return self.retry(exc=exc, countdown=delay, max_retries=policy.max_retries)  # type: ignore[no-any-return]
 
     def dead_letter(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reject:
         """Keep the reason in PostgreSQL, then reject without requeue: RabbitMQ moves it to <queue>.dead."""

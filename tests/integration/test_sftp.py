@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 
 import pytest
@@ -117,3 +118,39 @@ def test_a_refused_password_never_appears_in_errors_or_logs(sshd, folder, monkey
         src.list(f"{folder}/in")
     assert secret not in str(info.value) and secret not in repr(info.value)
     assert secret not in caplog.text
+
+
+def test_a_missing_destination_folder_is_a_configuration_error_and_the_file_stays(sshd, folder):
+    (folder / "in" / "a.json").write_bytes(b"{}")
+    src = SftpSource(config(sshd, folder))
+    try:
+        with pytest.raises(SftpConfigError, match="destination folder does not exist"):
+            src.move(f"{folder}/in/a.json", f"{folder}/nowhere/a.json")
+        assert (folder / "in" / "a.json").exists()
+        assert not src.move(f"{folder}/in/gone.json", f"{folder}/in/archive/gone.json")  # source gone: False
+    finally:
+        src.close()
+
+
+def test_a_missing_or_unusable_private_key_is_a_configuration_error(sshd, folder, tmp_path):
+    with pytest.raises(SftpConfigError, match="no such file"):
+        SftpSource(config(sshd, folder, private_key=str(tmp_path / "absent"))).list(f"{folder}/in")
+    junk = tmp_path / "junk_key"
+    junk.write_text("not a key\n")
+    with pytest.raises(SftpConfigError, match="not a usable private key"):
+        SftpSource(config(sshd, folder, private_key=str(junk))).list(f"{folder}/in")
+
+
+def test_reads_with_and_without_the_listed_size_return_the_whole_file(sshd, folder):
+    src = SftpSource(config(sshd, folder))
+    try:
+        for size in (0, 1, 32768, 32769, 255 * 1024, 255 * 1024 + 1, 600_000):
+            path = folder / "in" / f"f{size}"
+            data = os.urandom(size)
+            path.write_bytes(data)
+            assert src.read(str(path), 10**7) == data
+            assert src.read(str(path), 10**7, size) == data
+            if size:
+                assert src.read(str(path), 10**7, size - 1) == data  # grew since it was listed
+    finally:
+        src.close()

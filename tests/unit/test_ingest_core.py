@@ -200,3 +200,14 @@ def test_ordinary_vendor_names_are_safe():
 def test_orders_feed_comes_from_the_retailer():
     feed = orders_feed(retailer())
     assert (feed.directory, feed.archive_dir, feed.error_dir) == ("/in", "/in/archive", "/in/error")
+
+
+def test_a_failed_file_uploaded_again_under_its_name_is_read_again():
+    source, ledger = old_source({"/in/a.json": b"{broken"}), FakeLedger()
+    [(first, _)] = scan(source, ledger).dispatch
+    assert ingest(first, source, ledger).status == FAILED
+    ledger.clock += HOUR
+    source.files["/in/a.json"] = sample_bytes("inStoreOrdersSample.json")  # fixed and uploaded again
+    [(second, _)] = scan(source, ledger).dispatch
+    assert second != first and ledger.replayed[first] == second
+    assert ingest(second, source, ledger).status == PROCESSED

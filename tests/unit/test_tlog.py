@@ -170,3 +170,9 @@ def test_validation_does_not_modify_the_document():
 
 def test_non_utf8_offset_counts_the_byte_order_mark():
     assert "byte 0xff at offset 5" in reason_of(b"\xef\xbb\xbfab\xff")
+
+
+def test_line_ids_that_are_the_same_number_are_repeats():
+    doc = sample("inStoreOrdersSample.json")
+    doc["orderProductList"][1]["orderItemId"] = "01"
+    assert "orderItemId values repeat" in reason_of(to_bytes(doc))

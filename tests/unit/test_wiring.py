@@ -49,3 +49,12 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap():
         delays = [backoff_seconds(policy, retries, rng) for _ in range(200)]
         assert all(1 <= d <= max(1, ceiling) for d in delays)
     assert max(backoff_seconds(policy, 9, rng) for _ in range(200)) > 30
+
+
+def test_a_retailer_with_an_audit_time_gets_an_audit_entry_checked_every_15_minutes():
+    r = retailer(poll_seconds=60, audit_time="03:00", audit_time_zone="America/New_York")
+    entries = build_beat_schedule({"acme": r})
+    audit = entries["audit:acme"]
+    assert audit["task"] == "tlogsync.ops.audit_retailer" and audit["kwargs"] == {"due_only": True}
+    assert audit["schedule"].run_every.total_seconds() == 900
+    assert "audit:acme" not in build_beat_schedule({"acme": retailer(poll_seconds=60)})

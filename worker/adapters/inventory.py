@@ -107,6 +107,7 @@ WITH v AS (
     SELECT %(r)s, v.facility_id, products.product_id, max(v.id_value), sum(v.available_delta)
     FROM v JOIN products USING (source)
     GROUP BY v.facility_id, products.product_id
+    ORDER BY v.facility_id, products.product_id  -- rows locked in the order brokering locks them: no deadlock
     ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE
         SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()
     RETURNING 1
@@ -165,6 +166,12 @@ class PgInventory:
             conn.execute("UPDATE order_followups SET status = 'failed', done_at = now(), result = %s"
                          " WHERE order_id = %s AND kind = %s", (reason, order_id, kind))
         raise GaveUp(f"order {order_id} {kind}: {reason}")
+
+    def forgive_followup(self, order_id: int, kind: str) -> None:
+        """A transient failure was handled cleanly: it does not count toward the poison-message bound."""
+        with transient_db_errors(), self.db.connection() as conn:
+            conn.execute("UPDATE order_followups SET attempts = greatest(attempts - 1, 0) WHERE order_id = %s"
+                         " AND kind = %s AND status = 'pending'", (order_id, kind))
 
     # -- in-store sales
     def apply_sale(self, retailer_id: str, order_id: int) -> tuple[int, list[str]]:

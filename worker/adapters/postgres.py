@@ -169,6 +169,9 @@ class PgScanTransaction:
                 inserted += cur.fetchall()
         return inserted
 
+    def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
+        return claim_again(self.conn, self.retailer_id, self.feed, old, remote_path)
+
     def mark_dispatched(self, ids: Sequence[int]) -> None:
         if ids:
             self.conn.execute("UPDATE tlog_files SET dispatched_at = now() WHERE id = ANY(%(ids)s)",
@@ -186,16 +189,21 @@ class PgReplay:
             return cur.fetchone()
 
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
-        """A new claimed row for the same name; the old one keeps its status and points at the new."""
-        with self.conn.cursor(row_factory=class_row(LedgerRow)) as cur:
-            self.conn.execute("UPDATE tlog_files SET replayed_by = -1 WHERE id = %s", (old.id,))
-            cur.execute("INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime, dispatched_at)"
-                        f" VALUES (%s, %s, %s, %s, %s, %s, now()) RETURNING {ROW_COLUMNS}",
-                        (self.retailer_id, self.feed, old.file_name, remote_path, old.size, old.mtime))
-            new = cur.fetchone()
-            assert new is not None
-            self.conn.execute("UPDATE tlog_files SET replayed_by = %s WHERE id = %s", (new.id, old.id))
-            return new
+        return claim_again(self.conn, self.retailer_id, self.feed, old, remote_path)
+
+
+def claim_again(conn: psycopg.Connection[Any], retailer_id: str, feed: str, old: LedgerRow,
+                remote_path: str) -> LedgerRow:
+    """A new claimed row for the same name; the old one keeps its status and points at the new."""
+    with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+        conn.execute("UPDATE tlog_files SET replayed_by = -1 WHERE id = %s", (old.id,))
+        cur.execute("INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime, dispatched_at)"
+                    f" VALUES (%s, %s, %s, %s, %s, %s, now()) RETURNING {ROW_COLUMNS}",
+                    (retailer_id, feed, old.file_name, remote_path, old.size, old.mtime))
+        new = cur.fetchone()
+        assert new is not None
+        conn.execute("UPDATE tlog_files SET replayed_by = %s WHERE id = %s", (new.id, old.id))
+        return new
 
 
 class PgLedger:
@@ -232,6 +240,12 @@ class PgLedger:
             cur.execute("UPDATE tlog_files SET attempts = attempts + (status = 'claimed')::int WHERE id = %s"
                         f" RETURNING {ROW_COLUMNS}", (file_id,))
             return cur.fetchone()
+
+    def forgive_attempt(self, file_id: int) -> None:
+        """A transient failure was handled cleanly: it does not count toward the poison-message bound."""
+        with transient_db_errors(), self.db.connection() as conn:
+            conn.execute("UPDATE tlog_files SET attempts = greatest(attempts - 1, 0) WHERE id = %s"
+                         " AND status = 'claimed'", (file_id,))
 
     def record_dead_letter(self, task_id: str, task_name: str, queue: str, args: Any, kwargs: Any, reason: str,
                            retailer_id: str | None) -> None:

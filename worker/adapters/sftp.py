@@ -32,6 +32,18 @@ class HostKeyRejected(Exception):
     """The server's host key is not the one in known_hosts."""
 
 
+def _private_key(path: str) -> paramiko.PKey:
+    """Load the key once, here, so a missing or unreadable key is a configuration error, not a retry."""
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        raise SftpConfigError(f"private_key {path}: no such file") from None
+    except PermissionError:
+        raise SftpConfigError(f"private_key {path}: not readable") from None
+    except (paramiko.SSHException, ValueError, OSError) as exc:
+        raise SftpConfigError(f"private_key {path}: not a usable private key ({type(exc).__name__})") from None
+
+
 def _connect(cfg: SftpConfig, timeout: float) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
     client = paramiko.SSHClient()
     try:
@@ -44,30 +56,41 @@ def _connect(cfg: SftpConfig, timeout: float) -> tuple[paramiko.SSHClient, param
         password = os.environ.get(cfg.password_env)
         if password is None:
             raise SftpConfigError(f"environment variable {cfg.password_env} (password_env) is not set")
+    pkey = _private_key(cfg.private_key) if cfg.private_key else None
     sock = socket.create_connection((cfg.host, cfg.port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SFTP is request/response: no Nagle delay
     try:
-        client.connect(cfg.host, port=cfg.port, username=cfg.username, key_filename=cfg.private_key,
-                       password=password, sock=sock, look_for_keys=False, allow_agent=False,
-                       timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+        client.connect(cfg.host, port=cfg.port, username=cfg.username, pkey=pkey, password=password, sock=sock,
+                       look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,
+                       auth_timeout=timeout)
+        sftp = client.open_sftp()
     except paramiko.AuthenticationException:
-        sock.close()
         # wrong key or password: retrying cannot help, and the message must not carry the secret
+        _close_quietly(client, sock)
         raise SftpConfigError(f"{cfg.host}:{cfg.port}: authentication failed for user {cfg.username}") from None
     except paramiko.BadHostKeyException as exc:
-        sock.close()
+        _close_quietly(client, sock)
         raise HostKeyRejected(f"{cfg.host}:{cfg.port}: host key does not match known_hosts ({exc})") from None
     except paramiko.SSHException as exc:
-        sock.close()
+        _close_quietly(client, sock)
         if "not found in known_hosts" in str(exc):
             raise HostKeyRejected(f"{cfg.host}:{cfg.port}: host key not in {cfg.known_hosts}") from None
         raise
-    sftp = client.open_sftp()
+    except BaseException:
+        _close_quietly(client, sock)
+        raise
     count_sftp_requests(sftp)
     channel = sftp.get_channel()
     if channel is not None:
         channel.settimeout(timeout)
     return client, sftp
+
+
+def _close_quietly(client: paramiko.SSHClient, sock: socket.socket) -> None:
+    try:
+        client.close()
+    finally:
+        sock.close()
 
 
 # OpenSSH's sftp-server answers reads of up to 256 KiB - 1 KiB in one message; paramiko asks for 32 KiB.
@@ -174,9 +197,16 @@ class SftpSource:
             try:
                 sftp.posix_rename(src, dst)
             except OSError as exc:
-                if _is_missing(exc):
-                    return False
-                raise
+                if not _is_missing(exc):
+                    raise
+                try:
+                    sftp.stat(src)
+                except OSError as gone:
+                    if _is_missing(gone):
+                        return False  # the source is gone: moved already, or removed by hand
+                    raise
+                # The source is there, so it is the destination folder that is missing: ops must fix it.
+                raise SftpConfigError(f"cannot move {src} to {dst}: the destination folder does not exist") from None
             return True
 
     def write(self, path: str, data: bytes) -> None:

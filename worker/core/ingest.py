@@ -102,6 +102,7 @@ def join(directory: str, name: str) -> str:
 @dataclass(frozen=True)
 class ScanPlan:
     claims: tuple[Claim, ...]
+    reclaims: tuple[LedgerRow, ...]  # failed files uploaded again under the same name: read again
     redispatch: tuple[int, ...]  # ledger ids whose ingest message is sent again
     watch: tuple[int, ...]  # ledger ids already in flight from an earlier dispatch
     deferred: int  # new files left for a later scan because of the in-flight cap
@@ -151,6 +152,7 @@ def plan_claims(candidates: Sequence[RemoteFile], latest: dict[str, LedgerRow], 
                 redispatch_after: timedelta) -> ScanPlan:
     """Decide, for each listed file, whether to claim it, send it again, or only watch it."""
     claims: list[Claim] = []
+    reclaims: list[LedgerRow] = []
     redispatch: list[int] = []
     watch: list[int] = []
     budget = max(0, max_in_flight - in_flight)
@@ -173,11 +175,13 @@ def plan_claims(candidates: Sequence[RemoteFile], latest: dict[str, LedgerRow], 
                 redispatch.append(row.id)
             else:
                 watch.append(row.id)
+        elif row.moved_at < listed_at and row.status == FAILED:
+            reclaims.append(row)  # someone fixed a failed file and uploaded it again: read it again
         elif row.moved_at < listed_at:
             claims.append(Claim(entry.name, path, entry.size, entry.mtime, DUPLICATE,
                                 f"file name already processed as ledger row {row.id} ({row.status}); not imported"))
         # else: our listing predates the move, the file is gone already
-    return ScanPlan(tuple(claims), tuple(redispatch), tuple(watch), deferred)
+    return ScanPlan(tuple(claims), tuple(reclaims), tuple(redispatch), tuple(watch), deferred)
 
 
 def scan_feed(retailer: Retailer, feed: Feed, source: FileSource, ledger: Ledger,
@@ -195,6 +199,7 @@ def scan_feed(retailer: Retailer, feed: Feed, source: FileSource, ledger: Ledger
         latest = tx.latest_rows([c.name for c in candidates])
         plan = plan_claims(candidates, latest, feed, listed_at, tx.in_flight(), max_in_flight, redispatch_after)
         inserted = tx.claim(plan.claims)
+        inserted += [tx.claim_again(old, old.remote_path) for old in plan.reclaims]
         send = [(row.id, row.file_name) for row in inserted]
         by_id = {row.id: row for row in latest.values()}
         send += [(file_id, by_id[file_id].file_name) for file_id in plan.redispatch]

@@ -130,6 +130,10 @@ class ScanTransaction(Protocol):
 
     def mark_dispatched(self, ids: Sequence[int]) -> None: ...
 
+    def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
+        """A fresh claim for a name whose latest row is kept as it is and points at the new one."""
+        ...
+
 
 class ReplayTransaction(Protocol):
     def latest(self, file_name: str) -> LedgerRow | None: ...

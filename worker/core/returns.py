@@ -123,6 +123,9 @@ class ReturnSchema(_Lenient):
             raise ValidationError(f"{d['totalAmount']} does not reconcile: orderSubTotal - discount + taxSubTotal"
                                   f" = {expected}", "totalAmount")
         lines = d["returnProductList"]
+        seqs = [int(line["orderItemId"]) for line in lines]
+        if len(set(seqs)) != len(seqs):
+            raise ValidationError("orderItemId values repeat", "returnProductList")
         line_sum = sum((line["subTotal"] for line in lines), Decimal(0))
         if line_sum.quantize(CENT) != d["orderSubTotal"].quantize(CENT):
             raise ValidationError(f"{d['orderSubTotal']} differs from the sum of line subTotal ({line_sum})",

@@ -314,7 +314,7 @@ class TLogSchema(_Lenient):
                 f"{d['totalAmount']} does not reconcile: orderSubTotal - discount + taxSubTotal"
                 f" + shippingSubTotal + shippingTax = {expected}", "totalAmount")
         lines = d["orderProductList"]
-        seqs = [line["orderItemId"] for line in lines]
+        seqs = [int(line["orderItemId"]) for line in lines]  # "1" and "01" are the same line
         if len(set(seqs)) != len(seqs):
             raise ValidationError("orderItemId values repeat", "orderProductList")
         line_sum = sum((line["subTotal"] for line in lines), Decimal(0))
