@@ -49,6 +49,16 @@ CATALOG = (
 )
 
 STORES = ("254", "255", "301")
+
+# Three stores and a distribution center with coordinates, every one allowed to broker, no daily limit:
+# the network of the benchmark and the fault suite, where the arithmetic must be exact.
+NETWORK_FACILITIES_CSV = """\
+facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,max_orders_per_day,facility_group,sequence
+254,SOHO,RETAIL_STORE,10012,40.7220,-73.9999,true,,STORES,2
+255,BROOKLYN,RETAIL_STORE,11201,40.6943,-73.9903,true,,STORES,3
+301,LOS ANGELES,RETAIL_STORE,90012,34.0614,-118.2385,true,,STORES,1
+DC1,RENO DC,WAREHOUSE,89502,39.5296,-119.8138,true,,DC,1
+"""
 TAX_RATE = Decimal("0.08875")
 
 

@@ -40,16 +40,10 @@ from worker.adapters.inventory import PgInventory  # noqa: E402
 from worker.adapters.migrate import migrate  # noqa: E402
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv  # noqa: E402
 from worker.queues import WORK_QUEUES  # noqa: E402
-from worker.tlogfactory import CATALOG, mix  # noqa: E402
+from worker.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, mix  # noqa: E402
 
 BASELINE = ROOT.parent / "shared" / "peers" / "sequential_ingest.py"
-FACILITIES = """\
-facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,max_orders_per_day,facility_group,sequence
-254,SOHO,RETAIL_STORE,10012,40.7220,-73.9999,true,,STORES,2
-255,BROOKLYN,RETAIL_STORE,11201,40.6943,-73.9903,true,,STORES,3
-301,LOS ANGELES,RETAIL_STORE,90012,34.0614,-118.2385,true,,STORES,1
-DC1,RENO DC,WAREHOUSE,89502,39.5296,-119.8138,true,,DC,1
-"""
+FACILITIES = NETWORK_FACILITIES_CSV  # noqa: E402 - after the sys.path set-up above
 
 
 def log(message: str) -> None:

@@ -17,18 +17,12 @@ from typing import Any
 
 from tests.conftest import SESSION_DIR, RetailerDirs, WorkerProcess, start_worker
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
-from worker.tlogfactory import CATALOG, STORES, mix
+from worker.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, STORES, mix
 
 REPORT: list[dict[str, Any]] = []  # one row per fault, printed at the end of the session
 REPORT_PATH = Path(os.environ.get("TLOGSYNC_FAULT_REPORT", SESSION_DIR / "faults.json"))
 
-FACILITIES = """\
-facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,max_orders_per_day,facility_group,sequence
-254,SOHO,RETAIL_STORE,10012,40.7220,-73.9999,true,,STORES,2
-255,BROOKLYN,RETAIL_STORE,11201,40.6943,-73.9903,true,,STORES,3
-301,LOS ANGELES,RETAIL_STORE,90012,34.0614,-118.2385,true,,STORES,1
-DC1,RENO DC,WAREHOUSE,89502,39.5296,-119.8138,true,,DC,1
-"""
+FACILITIES = NETWORK_FACILITIES_CSV
 INITIAL_STOCK = 100_000  # plenty: every send-sale line is placed, so the arithmetic is exact
 
 

@@ -23,7 +23,6 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from worker.core.retailers import Retailer
 from worker.core.tlog import (
     CENT,
-    TLOG_DATE,
     LineSchema,
     Money,
     Text,
@@ -31,6 +30,7 @@ from worker.core.tlog import (
     _Lenient,
     _opt_money,
     _opt_text,
+    check_totals,
 )
 from worker.core.validation import flatten_messages
 
@@ -114,22 +114,7 @@ class ReturnSchema(_Lenient):
 
     @validates_schema
     def _consistent(self, d: dict[str, Any], **_: Any) -> None:
-        try:
-            TLOG_DATE(d["creationDate"])
-        except ValueError:
-            raise ValidationError("must be 'YYYY-MM-DD HH:MM:SS'", "creationDate") from None
-        expected = d["orderSubTotal"] - d["discount"] + d["taxSubTotal"]
-        if expected.quantize(CENT) != d["totalAmount"].quantize(CENT):
-            raise ValidationError(f"{d['totalAmount']} does not reconcile: orderSubTotal - discount + taxSubTotal"
-                                  f" = {expected}", "totalAmount")
-        lines = d["returnProductList"]
-        seqs = [int(line["orderItemId"]) for line in lines]
-        if len(set(seqs)) != len(seqs):
-            raise ValidationError("orderItemId values repeat", "returnProductList")
-        line_sum = sum((line["subTotal"] for line in lines), Decimal(0))
-        if line_sum.quantize(CENT) != d["orderSubTotal"].quantize(CENT):
-            raise ValidationError(f"{d['orderSubTotal']} differs from the sum of line subTotal ({line_sum})",
-                                  "orderSubTotal")
+        check_totals(d, "returnProductList")
         refunds = sum((_amount(r) for r in d["refundPaymentDetails"]), Decimal(0))
         if d["refundPaymentDetails"] and refunds.quantize(CENT) != d["totalAmount"].quantize(CENT):
             raise ValidationError(f"refunds add up to {refunds}, not totalAmount {d['totalAmount']}",

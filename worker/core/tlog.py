@@ -303,27 +303,32 @@ class TLogSchema(_Lenient):
 
     @validates_schema
     def _consistent(self, d: dict[str, Any], **_: Any) -> None:
-        try:
-            TLOG_DATE(d["creationDate"])
-        except ValueError:
-            raise ValidationError("must be 'YYYY-MM-DD HH:MM:SS'", "creationDate") from None
-        expected = (d["orderSubTotal"] - d["discount"] + d["taxSubTotal"]
-                    + d["shippingSubTotal"] + d["shippingTax"])
-        if expected.quantize(CENT) != d["totalAmount"].quantize(CENT):
-            raise ValidationError(
-                f"{d['totalAmount']} does not reconcile: orderSubTotal - discount + taxSubTotal"
-                f" + shippingSubTotal + shippingTax = {expected}", "totalAmount")
+        check_totals(d, "orderProductList", ("shippingSubTotal", "shippingTax"))
         lines = d["orderProductList"]
-        seqs = [int(line["orderItemId"]) for line in lines]  # "1" and "01" are the same line
-        if len(set(seqs)) != len(seqs):
-            raise ValidationError("orderItemId values repeat", "orderProductList")
-        line_sum = sum((line["subTotal"] for line in lines), Decimal(0))
-        if line_sum.quantize(CENT) != d["orderSubTotal"].quantize(CENT):
-            raise ValidationError(f"{d['orderSubTotal']} differs from the sum of line subTotal ({line_sum})",
-                                  "orderSubTotal")
         if any(_fulfillment_of(line, d["fulfillmentType"]) == SHIP_TO_HOME for line in lines) \
                 and d.get("shippingAddress") is None:
             raise ValidationError("required for ship-to-home lines", "shippingAddress")
+
+
+def check_totals(d: dict[str, Any], list_name: str, extra: tuple[str, ...] = ()) -> None:
+    """What a sale and a return share: a readable creationDate, totalAmount = orderSubTotal - discount +
+    taxSubTotal (+ the extra fields), line ids that do not repeat, lines that add up to orderSubTotal."""
+    try:
+        TLOG_DATE(d["creationDate"])
+    except ValueError:
+        raise ValidationError("must be 'YYYY-MM-DD HH:MM:SS'", "creationDate") from None
+    expected = d["orderSubTotal"] - d["discount"] + d["taxSubTotal"] + sum((d[k] for k in extra), Decimal(0))
+    if expected.quantize(CENT) != d["totalAmount"].quantize(CENT):
+        formula = " + ".join(["orderSubTotal - discount", "taxSubTotal", *extra])
+        raise ValidationError(f"{d['totalAmount']} does not reconcile: {formula} = {expected}", "totalAmount")
+    lines = d[list_name]
+    seqs = [int(line["orderItemId"]) for line in lines]  # "1" and "01" are the same line
+    if len(set(seqs)) != len(seqs):
+        raise ValidationError("orderItemId values repeat", list_name)
+    line_sum = sum((line["subTotal"] for line in lines), Decimal(0))
+    if line_sum.quantize(CENT) != d["orderSubTotal"].quantize(CENT):
+        raise ValidationError(f"{d['orderSubTotal']} differs from the sum of line subTotal ({line_sum})",
+                              "orderSubTotal")
 
 
 # One instance, reused: building a schema (and its nested ones) costs more than validating a sale.
