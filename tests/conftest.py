@@ -239,7 +239,11 @@ def start_worker(name: str, queues: str | None = None, concurrency: int = 2,
     proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env or os.environ,
                             start_new_session=True, cwd=Path(__file__).resolve().parents[1])
     wp = WorkerProcess(name, proc, log, handle)
-    _wait_ready(wp, broker=(env or os.environ)["TLOGSYNC_BROKER_URL"])
+    try:
+        _wait_ready(wp, broker=(env or os.environ)["TLOGSYNC_BROKER_URL"])
+    except BaseException:
+        wp.stop(9)  # never leave a worker behind when it did not come up
+        raise
     return wp
 
 
