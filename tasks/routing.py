@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,9 @@ def apply_sale_to_inventory(self: TlogTask, retailer_id: str, order_id: int) -> 
     runtime.inventory().start_followup(order_id, INVENTORY, runtime.settings.max_attempts)
     with forgiven_on_transient(order_id, INVENTORY):
         applied, notes = runtime.inventory().apply_sale(retailer_id, order_id)
+    for note in notes:
+        # a sale of stock the store did not have: recorded as negative stock, surfaced for ops
+        log.warning("order %s: %s", order_id, note, extra={"retailer": retailer_id, "order_id": order_id})
     return {"retailer": retailer_id, "order_id": order_id, "variances": applied, "notes": notes}
 
 
@@ -75,6 +79,8 @@ def forgiven_on_transient(key: int, followup: str | None = None) -> Iterator[Non
             pass
         raise
 
+
+log = logging.getLogger("tlogsync.inventory")
 
 FOLLOWUP_TASKS = {BROKERING: broker_order, INVENTORY: apply_sale_to_inventory}
 

@@ -42,6 +42,7 @@ SELECT DISTINCT ON (retailer_id) retailer_id, extract(epoch FROM now() - finishe
 FROM scan_runs ORDER BY retailer_id, finished_at DESC
 """
 PENDING = "SELECT retailer_id, kind, count(*) FROM order_followups WHERE status = 'pending' GROUP BY 1, 2"
+NEGATIVE = "SELECT retailer_id, count(*) FROM inventory WHERE quantity_on_hand < 0 GROUP BY 1"
 
 
 class TlogsyncCollector(Collector):
@@ -99,6 +100,9 @@ class TlogsyncCollector(Collector):
             yield errors
             yield self._family("tlogsync_pending_followups", "Brokering/inventory follow-ups not done",
                                ["retailer", "kind"], rows(PENDING))
+            yield self._family("tlogsync_negative_stock_rows",
+                               "Stock rows below zero (sales of stock the store did not have on record)",
+                               ["retailer"], rows(NEGATIVE))
 
     def _retailer_ids(self) -> list[str]:
         try:

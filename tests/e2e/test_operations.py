@@ -54,7 +54,13 @@ def test_prometheus_metrics_per_retailer(celery_worker, make_retailer, db):
     r = make_retailer()
     r.put("ok.json", dumps(make_sale(1, "SEND_SALE", order_prefix=f"M{uuid.uuid4().hex[:4].upper()}")))
     r.put("bad.json", b"{")
+    r.put("unstocked.json", dumps(make_sale(2, "IN_STORE", lines=1, order_prefix=f"M{uuid.uuid4().hex[:4].upper()}")))
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
+    deadline = time.monotonic() + 30
+    while db.execute("SELECT count(*) FROM order_followups WHERE retailer_id = %s AND status = 'pending'",
+                     (r.retailer_id,)).fetchone()[0]:
+        assert time.monotonic() < deadline, "follow-ups not done"
+        time.sleep(0.2)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "metrics", "--port", str(port), "--address",
                              "127.0.0.1"], env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -69,9 +75,11 @@ def test_prometheus_metrics_per_retailer(celery_worker, make_retailer, db):
         proc.terminate()
         proc.wait(timeout=10)
     rid = r.retailer_id
-    assert f'tlogsync_files{{feed="orders",retailer="{rid}",status="processed"}} 1.0' in text
+    assert f'tlogsync_files{{feed="orders",retailer="{rid}",status="processed"}} 2.0' in text
     assert f'tlogsync_files{{feed="orders",retailer="{rid}",status="failed"}} 1.0' in text
     assert f'tlogsync_orders{{order_type="SEND_SALE",retailer="{rid}"}} 1.0' in text
+    # the in-store sale of a product the store had no stock row for: negative stock, surfaced
+    assert f'tlogsync_negative_stock_rows{{retailer="{rid}"}} 1.0' in text
     assert f'tlogsync_oldest_unprocessed_file_age_seconds{{retailer="{rid}"}} 0.0' in text
     assert f'tlogsync_last_scan_age_seconds{{retailer="{rid}"}}' in text
     assert 'tlogsync_dead_letters{queue="tlog.ingest"}' in text

@@ -156,3 +156,27 @@ def test_reconciliation_from_the_command_line_finds_a_seeded_mismatch(ledger, db
     assert f"here, not in the ERP: {docs[2]['orderId']}" in bad.stdout
     assert f"{docs[1]['orderId']}: {docs[1]['totalAmount']}" in bad.stdout and "difference 1.00" in bad.stdout
     assert Path(tmp_path / "reports" / r.retailer_id / f"{r.retailer_id}_audit_2024-05-01.json").exists()
+
+
+def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, pg_dsn, sshd, tmp_path, monkeypatch):
+    from worker.adapters.sftp import SftpSource
+    from worker.core.retailers import SftpConfig
+
+    monkeypatch.setenv("TLOGSYNC_AUDIT_DIR", str(tmp_path / "local"))
+    audit_dir = sshd.root / f"audit-{secrets.token_hex(3)}"
+    audit_dir.mkdir()
+    r = audit_retailer(rid())
+    sftp = SftpConfig(sshd.host, sshd.port, sshd.username, str(sshd.known_hosts), "/in", "/in/a", "/in/e",
+                      private_key=str(sshd.private_key), audit_dir=str(audit_dir))
+    r = dataclasses.replace(r, sftp=sftp)
+    record(ledger, r, make_sale(1, "IN_STORE", order_prefix=f"S{secrets.token_hex(2).upper()}",
+                                created=datetime(2024, 6, 1, 12, 0, tzinfo=UTC)))
+    source = SftpSource(sftp)
+    try:
+        with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
+            run_audit(r, date(2024, 6, 1), Database(pool), source)
+    finally:
+        source.close()
+    names = sorted(p.name for p in audit_dir.iterdir())
+    assert names == [f"{r.retailer_id}_audit_2024-06-01.csv", f"{r.retailer_id}_audit_2024-06-01.json"]
+    assert json.loads((audit_dir / names[1]).read_text())["totals"]["IN_STORE"] != "0.00"
