@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.sshd import SSHD, Sshd, port_open, start_sshd
+from worker.procs import stop_group
 
 SESSION = f"t{os.getpid()}_{secrets.token_hex(3)}"
 SESSION_DIR = Path(tempfile.mkdtemp(prefix=f"tlogsync-{SESSION}-"))
@@ -213,18 +214,9 @@ class WorkerProcess:
     log_handle: object = None
 
     def stop(self, sig: int = 15) -> None:
-        self._signal_and_wait(sig)
+        stop_group(self.process, timeout=30, sig=sig)
         if self.log_handle is not None:
             self.log_handle.close()  # type: ignore[attr-defined]
-
-    def _signal_and_wait(self, sig: int) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait()
 
 
 def start_worker(name: str, queues: str | None = None, concurrency: int = 2,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from rich.table import Table
 from worker.adapters.inventory import PgInventory
 from worker.adapters.migrate import migrate
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
+from worker.procs import stop_group
 from worker.queues import WORK_QUEUES
 from worker.sftpserver import EmbeddedSftpServer, SftpEndpoint
 from worker.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
@@ -191,16 +191,6 @@ def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _progress(dsn: str) -> tuple[int, int, int]:
     """(files seen, files final, follow-ups still pending)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -254,8 +244,8 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
             status = 1
         elapsed = time.monotonic() - started
     finally:
-        _stop(beat)
-        _stop(worker)
+        stop_group(beat, timeout=20)
+        stop_group(worker, timeout=20)
         server.stop()
     _summary(dsn, total, elapsed, endpoint.root)
     console.print(f"logs: {workdir / 'worker.log'}, {workdir / 'beat.log'}")

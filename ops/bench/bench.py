@@ -19,7 +19,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from tests.support.sshd import SSHD, Sshd, start_sshd  # noqa: E402
 from worker.adapters.inventory import PgInventory  # noqa: E402
 from worker.adapters.migrate import migrate  # noqa: E402
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv  # noqa: E402
+from worker.procs import stop_group  # noqa: E402
 from worker.queues import WORK_QUEUES  # noqa: E402
 from worker.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, mix  # noqa: E402
 
@@ -84,7 +84,7 @@ class Bench:
 
     def teardown(self) -> None:
         for proc in self.procs:
-            self._stop(proc)
+            stop_group(proc)
         if self.sshd:
             self.sshd.stop()
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.vhost], capture_output=True)
@@ -154,16 +154,6 @@ min_age_seconds = {min_age}
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs.append(proc)
         return proc
-
-    @staticmethod
-    def _stop(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
     def wait_ready(self, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
         # ready when the pool children exist and the worker is connected: poll the queue consumers
@@ -263,7 +253,7 @@ min_age_seconds = {min_age}
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             xact1 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
                                  ).fetchone()[0]
-        self._stop(proc)
+        stop_group(proc)
         counted = self.stats(stats)
         result = {"name": name, "processes": concurrency, "files": count, "seconds": round(seconds, 3),
                   "files_per_s": round(count / seconds, 1),
@@ -304,7 +294,7 @@ min_age_seconds = {min_age}
         result = {"name": "latency", "rate_per_s": rate, "files": total, "scan_interval_s": 1,
                   "p50_s": round(statistics.median(lat), 3), "p95_s": round(lat[int(len(lat) * 0.95) - 1], 3),
                   "max_s": round(lat[-1], 3)}
-        self._stop(proc)
+        stop_group(proc)
         log(f"latency: {result}")
         return result
 
@@ -328,7 +318,7 @@ min_age_seconds = {min_age}
         log(f"soak: {count} files")
         self.scan(rid)
         seconds = self.wait_done(rid, count, timeout=self.args.timeout * 3, on_progress=sample)
-        self._stop(proc)
+        stop_group(proc)
         firsts, lasts = samples.get("first") or [0], samples.get("last") or [0]
         first, last = sum(firsts) / len(firsts), sum(lasts) / len(lasts)
         growth = (last - first) / first * 100 if first else 0.0

@@ -22,6 +22,7 @@ import pytest
 from tests import conftest
 from tests.conftest import IN_CI, SESSION_DIR, need, start_worker, vhost_env
 from tests.support.sshd import free_port, port_open
+from tests.support.waiting import eventually
 from worker.tlogfactory import dumps, make_sale
 
 pytestmark = pytest.mark.e2e
@@ -123,13 +124,13 @@ def test_a_dead_lettered_file_is_replayed_through_flowers_api(flower, make_retai
     status, sent = flower.request("/api/task/async-apply/tlogsync.ingest_tlog",
                                   {"args": [r.retailer_id, row.id, "flower.json"]})
     assert status == 200, sent
-    wait(lambda: r.retailer_id in flower.cli("dlq", "list", "tlog.ingest", "--json").stdout, "the dead letter")
+    eventually(lambda: r.retailer_id in flower.cli("dlq", "list", "tlog.ingest", "--json").stdout, "the dead letter")
     conftest._RETAILERS[r.retailer_id] = options
     conftest.write_retailers(sshd)
     status, sent = flower.request("/api/task/async-apply/tlogsync.ops.replay_dead_letters",
                                   {"kwargs": {"queue": "tlog.ingest", "all": True}})
     assert status == 200, sent
-    wait(lambda: db.execute("SELECT status FROM tlog_files WHERE id = %s AND moved_at IS NOT NULL",
+    eventually(lambda: db.execute("SELECT status FROM tlog_files WHERE id = %s AND moved_at IS NOT NULL",
                             (row.id,)).fetchone() == ("processed",), "the replayed file processed")
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone() == (1,)
     assert r.retailer_id not in flower.cli("dlq", "list", "tlog.ingest", "--json").stdout
@@ -143,7 +144,7 @@ def test_a_dead_lettered_file_is_replayed_through_flowers_api(flower, make_retai
     status, sent = flower.request("/api/task/async-apply/tlogsync.ops.replay_file",
                                   {"args": [r.retailer_id, "fixme.json"]})
     assert status == 200, sent
-    wait(lambda: db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()
+    eventually(lambda: db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()
          == (2,), "the fixed file stored")
 
 
@@ -185,10 +186,3 @@ def test_the_dashboard_in_headless_chromium_lists_workers_and_tasks(flower, make
         finally:
             browser.close()
     shutil.rmtree(profile, ignore_errors=True)
-
-
-def wait(predicate, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import start_worker, vhost_env
 from tests.e2e.test_pipeline import cli, wait_final
 from tests.support.sshd import free_port, port_open
+from tests.support.waiting import eventually
 from worker.tlogfactory import dumps, make_sale, mix
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +123,19 @@ def test_status_is_the_operators_one_screen(celery_worker, make_retailer):
     assert set(report["dead_letters"]) >= {"tlog.ingest", "brokering"}
     table = cli("status")
     assert table.returncode == 0 and r.retailer_id in table.stdout and "recent failures" in table.stdout
+
+
+def test_the_audit_task_runs_on_a_worker_and_stores_its_report(celery_worker, make_retailer, db, tmp_path):
+    from worker.celery import app
+
+    r = make_retailer()
+    r.put("day.json", dumps(make_sale(1, "IN_STORE", order_prefix=f"A{uuid.uuid4().hex[:4].upper()}")))
+    assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
+    app.send_task("tlogsync.ops.audit_retailer", (r.retailer_id,), {"business_date": "2024-01-12"})
+    eventually(lambda: db.execute("SELECT consistent FROM audit_reports WHERE retailer_id = %s"
+                                  " AND business_date = '2024-01-12'", (r.retailer_id,)).fetchone() == (True,),
+               "the audit report")
+    # due_only before the retailer's audit time (none set: 00:00, so yesterday is due and not yet reported)
+    app.send_task("tlogsync.ops.audit_retailer", (r.retailer_id,), {"due_only": True})
+    eventually(lambda: db.execute("SELECT count(*) FROM audit_reports WHERE retailer_id = %s",
+                                  (r.retailer_id,)).fetchone()[0] == 2, "the due audit")

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
 
 from tests import conftest
 from tests.e2e.test_pipeline import cli, wait_final
+from tests.support.waiting import eventually
 from worker.tlogfactory import dumps, make_sale
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def dead_letters_of(retailer_id):
@@ -46,7 +39,7 @@ def test_dead_letters_are_listed_with_reasons_and_replayed_without_duplicates(ce
     conftest.write_retailers(sshd)
     for row in rows:
         ingest_tlog.apply_async((r.retailer_id, row.id, row.file_name))
-    wait_for(lambda: len(dead_letters_of(r.retailer_id)) == 3, what="three dead letters")
+    eventually(lambda: len(dead_letters_of(r.retailer_id)) == 3, what="three dead letters")
     letters = dead_letters_of(r.retailer_id)
     assert {d["task"] for d in letters} == {"tlogsync.ingest_tlog"}
     assert all(f"retailer '{r.retailer_id}' is not in" in d["reason"] for d in letters)
@@ -58,7 +51,7 @@ def test_dead_letters_are_listed_with_reasons_and_replayed_without_duplicates(ce
     conftest.write_retailers(sshd)
     one = letters[0]["task_id"]
     assert cli("dlq", "replay", "tlog.ingest", "--id", one).returncode == 0
-    wait_for(lambda: len(dead_letters_of(r.retailer_id)) == 2, what="one replayed")
+    eventually(lambda: len(dead_letters_of(r.retailer_id)) == 2, what="one replayed")
     done = cli("dlq", "replay", "tlog.ingest", "--all")
     assert done.returncode == 0 and "replayed" in done.stdout
     assert wait_final(db, r.retailer_id, 3) == {"processed": 3}
@@ -101,7 +94,7 @@ def test_replay_file_as_a_celery_task_as_flower_calls_it(celery_worker, make_ret
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
     (r.error / "task.json").write_bytes(dumps(sale))
     app.send_task("tlogsync.ops.replay_file", (r.retailer_id, "task.json"))
-    wait_for(lambda: db.execute("SELECT count(*) FROM tlog_files WHERE retailer_id = %s AND status = 'processed'"
+    eventually(lambda: db.execute("SELECT count(*) FROM tlog_files WHERE retailer_id = %s AND status = 'processed'"
                                 " AND moved_at IS NOT NULL", (r.retailer_id,)).fetchone()[0] == 1,
              what="the replayed file processed")
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone() == (1,)

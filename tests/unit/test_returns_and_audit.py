@@ -126,6 +126,18 @@ def test_the_audit_is_due_after_the_local_audit_time():
     assert due_business_date(datetime(2024, 3, 11, 3, 0), "03:00") == date(2024, 3, 10)
 
 
+def test_the_day_to_audit_is_the_one_asked_for_or_yesterday_once_due():
+    from worker.core.audit import day_to_audit
+
+    morning, late = datetime(2024, 3, 11, 2, 0), datetime(2024, 3, 11, 4, 0)
+    never = lambda d: False  # noqa: E731
+    assert day_to_audit(morning, date(2024, 1, 1), True, "03:00", never) == date(2024, 1, 1)
+    assert day_to_audit(morning, None, False, "03:00", never) == date(2024, 3, 10)
+    assert day_to_audit(morning, None, True, "03:00", never) is None
+    assert day_to_audit(late, None, True, "03:00", never) == date(2024, 3, 10)
+    assert day_to_audit(late, None, True, "03:00", lambda d: True) is None  # reported already
+
+
 def test_audit_settings_are_validated():
     assert retailer(audit_time="03:00", audit_time_zone="America/New_York").audit_time == "03:00"
     with pytest.raises(ConfigError, match="audit_time: must be HH:MM"):

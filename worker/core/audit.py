@@ -12,7 +12,7 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -229,3 +229,17 @@ def due_business_date(now_local: datetime, audit_time: str) -> date | None:
     if (now_local.hour, now_local.minute) < (hour, minute):
         return None
     return (now_local - timedelta(days=1)).date()
+
+
+def day_to_audit(now_local: datetime, requested: date | None, due_only: bool, audit_time: str | None,
+                 already_done: Callable[[date], bool]) -> date | None:
+    """Which business day an audit run covers: the one asked for; else yesterday (with due_only: once the
+    local audit_time has passed and only if that day has no report yet, None otherwise)."""
+    if requested is not None:
+        return requested
+    if not due_only:
+        return (now_local - timedelta(days=1)).date()
+    due = due_business_date(now_local, audit_time or "00:00")
+    if due is None or already_done(due):
+        return None
+    return due
