@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from worker.auditing import run_audit
+from worker.app.runtime import runtime
+from worker.app.taskbase import TlogTask
 from worker.celery import app
 from worker.core.audit import day_to_audit
-from worker.runtime import runtime
-from worker.taskbase import TlogTask
+from worker.services.audit import run_audit
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ops.audit_retailer", retry_policy_name="scan_retry",

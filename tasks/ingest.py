@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.routing import forgiven_on_transient, publish_followups
+from worker.app.runtime import runtime
+from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.core.ingest import decide, ingest_file, orders_feed
-from worker.runtime import runtime
-from worker.taskbase import TlogTask
+from worker.services.ingest import decide, ingest_file, orders_feed
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ingest_tlog", soft_time_limit=120, time_limit=180)

@@ -6,11 +6,11 @@ from typing import Any
 
 from tasks.ingest import ingest_tlog
 from tasks.routing import apply_variance_file
+from worker.adapters.rabbitmq import list_dead, replay
+from worker.app.runtime import runtime
+from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.core.ingest import ORDERS_FEED, ReplayRefused, orders_feed, replay_file, variance_feed
-from worker.deadletters import list_dead, replay
-from worker.runtime import runtime
-from worker.taskbase import TlogTask
+from worker.services.ingest import ORDERS_FEED, ReplayRefused, orders_feed, replay_file, variance_feed
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ops.list_dead_letters")

@@ -8,13 +8,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from worker.app.runtime import runtime
+from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.core.ingest import decide_variance, ingest_file, variance_feed
-from worker.core.ports import NotFound, TransientError
+from worker.core.errors import NotFound, TransientError
 from worker.core.routing import BROKERING, INVENTORY
 from worker.core.routing import broker_order as broker_order_core
-from worker.runtime import runtime
-from worker.taskbase import TlogTask
+from worker.services.ingest import decide_variance, ingest_file, variance_feed
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.broker_order", retry_policy_name="routing_retry",

@@ -7,11 +7,11 @@ from typing import Any
 
 from tasks.ingest import ingest_tlog
 from tasks.routing import apply_variance_file, publish_followups
+from worker.app.runtime import runtime
+from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.core.ingest import ORDERS_FEED, ScanResult, feeds, scan_feed
-from worker.core.ports import TransientError
-from worker.runtime import runtime
-from worker.taskbase import TlogTask
+from worker.core.errors import TransientError
+from worker.services.ingest import ORDERS_FEED, ScanResult, feeds, scan_feed
 
 FILE_TASKS = {ORDERS_FEED: ingest_tlog}
 

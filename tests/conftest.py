@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.sshd import SSHD, Sshd, port_open, start_sshd
-from worker.procs import stop_group
+from worker.demo.procs import stop_group
 
 SESSION = f"t{os.getpid()}_{secrets.token_hex(3)}"
 SESSION_DIR = Path(tempfile.mkdtemp(prefix=f"tlogsync-{SESSION}-"))
@@ -59,7 +59,7 @@ def pg_dsn() -> Iterator[str]:
     import psycopg
     from psycopg import sql
 
-    from worker.adapters.migrate import migrate
+    from worker.adapters.postgres.migrate import migrate
 
     admin = f"{PG_BASE}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -83,7 +83,7 @@ def db(pg_dsn: str) -> Iterator[object]:
 def ledger(pg_dsn: str) -> Iterator[object]:
     from psycopg_pool import ConnectionPool
 
-    from worker.adapters.postgres import PgLedger
+    from worker.adapters.postgres.ledger import PgLedger
 
     with ConnectionPool(pg_dsn, min_size=1, max_size=8, open=True, check=ConnectionPool.check_connection) as pool:
         yield PgLedger(pool)
@@ -221,7 +221,7 @@ class WorkerProcess:
 
 def start_worker(name: str, queues: str | None = None, concurrency: int = 2,
                  extra: list[str] | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
-    from worker.queues import WORK_QUEUES
+    from worker.app.queues import WORK_QUEUES
 
     log = SESSION_DIR / f"worker-{name}.log"
     cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues or ",".join(WORK_QUEUES),

@@ -13,7 +13,7 @@ import posixpath
 import signal
 from collections.abc import Sequence
 
-from worker.core.ports import FileSource, RemoteFile
+from worker.services.ports import FileSource, RemoteFile
 
 ENV = "TLOGSYNC_FAULT_CRASH_FILES"
 

@@ -23,7 +23,7 @@ from tests import conftest
 from tests.conftest import IN_CI, SESSION_DIR, need, start_worker, vhost_env
 from tests.support.sshd import free_port, port_open
 from tests.support.waiting import eventually
-from worker.tlogfactory import dumps, make_sale
+from worker.demo.tlogfactory import dumps, make_sale
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = Path("/usr/bin/chromium")
@@ -117,7 +117,7 @@ def test_a_dead_lettered_file_is_replayed_through_flowers_api(flower, make_retai
     # the retailer vanishes from the configuration while its file is in flight: the ingest is dead-lettered
     options = conftest._RETAILERS.pop(r.retailer_id)
     conftest.write_retailers(sshd)
-    from worker.core.ports import Claim
+    from worker.services.ports import Claim
 
     with ledger.scan_transaction(r.retailer_id, "orders") as tx:
         [row] = tx.claim([Claim("flower.json", str(r.inbound / "flower.json"), 1, 1.0)])

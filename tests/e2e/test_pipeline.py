@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from worker.tlogfactory import dumps, make_sale, mix, sample_bytes
+from worker.demo.tlogfactory import dumps, make_sale, mix, sample_bytes
 
 pytestmark = pytest.mark.e2e
 

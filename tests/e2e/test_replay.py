@@ -10,7 +10,7 @@ import pytest
 from tests import conftest
 from tests.e2e.test_pipeline import cli, wait_final
 from tests.support.waiting import eventually
-from worker.tlogfactory import dumps, make_sale
+from worker.demo.tlogfactory import dumps, make_sale
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ def dead_letters_of(retailer_id):
 def test_dead_letters_are_listed_with_reasons_and_replayed_without_duplicates(celery_worker, make_retailer, db,
                                                                               ledger, sshd):
     from tasks.ingest import ingest_tlog
-    from worker.core.ports import Claim
+    from worker.services.ports import Claim
 
     r = make_retailer()
     names = []

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import start_worker, write_retailers
 from tests.e2e.test_pipeline import cli, wait_final
 from tests.integration.test_routing import FACILITIES, LAKOTA, atp, send_sale
-from worker.tlogfactory import CATALOG, dumps, make_sale
+from worker.demo.tlogfactory import CATALOG, dumps, make_sale
 
 pytestmark = pytest.mark.e2e
 

@@ -21,6 +21,6 @@ def fault_env(broker_url: str, pg_dsn: str, sshd: object) -> Iterator[dict[str, 
 
 @pytest.fixture
 def inventory(ledger):  # type: ignore[no-untyped-def]
-    from worker.adapters.inventory import PgInventory
+    from worker.adapters.postgres.inventory import PgInventory
 
     return PgInventory(ledger.pool)

@@ -17,7 +17,7 @@ from typing import Any
 
 from tests.conftest import SESSION_DIR, RetailerDirs, WorkerProcess, start_worker
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
-from worker.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, STORES, mix
+from worker.demo.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, STORES, mix
 
 REPORT: list[dict[str, Any]] = []  # one row per fault, printed at the end of the session
 REPORT_PATH = Path(os.environ.get("TLOGSYNC_FAULT_REPORT", SESSION_DIR / "faults.json"))

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.faults.harness import check_invariants, drain, make_batch, wait_until
-from worker.tlogfactory import dumps, make_sale
+from worker.demo.tlogfactory import dumps, make_sale
 
 pytestmark = pytest.mark.faults
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 from tests.integration.test_routing import load, retailer_for
-from worker.adapters.db import Database
-from worker.adapters.inventory import PgInventory
-from worker.auditing import run_audit
-from worker.core.ingest import decide
-from worker.core.ports import Claim
-from worker.tlogfactory import dumps, make_return, make_sale
+from worker.adapters.postgres.inventory import PgInventory
+from worker.adapters.postgres.pool import Database
+from worker.demo.tlogfactory import dumps, make_return, make_sale
+from worker.services.audit import run_audit
+from worker.services.ingest import decide
+from worker.services.ports import Claim
 
 
 def record(ledger, r, doc):

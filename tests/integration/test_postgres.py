@@ -9,10 +9,10 @@ import pytest
 
 from tests.unit.fakes import FakeSource
 from tests.unit.helpers import retailer
-from worker.adapters.migrate import migrate
-from worker.core.ingest import Feed, decide, scan_feed
-from worker.core.ports import CLAIMED, DUPLICATE, PROCESSED, Claim, Outcome
-from worker.tlogfactory import dumps, make_sale, sample_bytes
+from worker.adapters.postgres.migrate import migrate
+from worker.demo.tlogfactory import dumps, make_sale, sample_bytes
+from worker.services.ingest import Feed, decide, scan_feed
+from worker.services.ports import CLAIMED, DUPLICATE, PROCESSED, Claim, Outcome
 
 
 def feed(tag: str) -> Feed:

@@ -13,13 +13,13 @@ import uuid
 import pytest
 
 from tests.unit.helpers import retailer as make_retailer_config
-from worker.adapters.inventory import PgInventory
+from worker.adapters.postgres.inventory import PgInventory
 from worker.core.brokering import Rule
-from worker.core.ingest import decide, decide_variance
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
-from worker.core.ports import Claim
 from worker.core.routing import broker_order
-from worker.tlogfactory import CATALOG, dumps, make_sale
+from worker.demo.tlogfactory import CATALOG, dumps, make_sale
+from worker.services.ingest import decide, decide_variance
+from worker.services.ports import Claim
 
 FACILITIES = """\
 facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,max_orders_per_day,facility_group,sequence

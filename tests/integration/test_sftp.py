@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from worker.adapters.sftp import HostKeyRejected, SftpConfigError, SftpSource
-from worker.core.ports import FileMissing, FileTooLarge, TransientError
+from worker.adapters.sftp import SftpSource
+from worker.core.errors import FileMissing, FileTooLarge, HostKeyRejected, SftpConfigError, TransientError
 from worker.core.retailers import SftpConfig
 
 

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from worker.core.ports import CLAIMED, FileMissing, FileTooLarge, LedgerRow, Outcome, Recorded, RemoteFile
+from worker.core.errors import FileMissing, FileTooLarge
+from worker.services.ports import CLAIMED, LedgerRow, Outcome, Recorded, RemoteFile
 
 
 class FakeSource:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.core.retailers import Retailer, parse_retailers
-from worker.tlogfactory import load_sample
+from worker.demo.tlogfactory import load_sample
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "hotwax"
 

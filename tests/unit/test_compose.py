@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from worker.app.queues import WORK_QUEUES
 from worker.cli import parser
 from worker.core.retailers import load_retailers
-from worker.queues import WORK_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 

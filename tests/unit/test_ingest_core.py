@@ -8,7 +8,8 @@ import pytest
 
 from tests.unit.fakes import FakeLedger, FakeSource
 from tests.unit.helpers import retailer
-from worker.core.ingest import (
+from worker.demo.tlogfactory import dumps, make_sale, sample_bytes
+from worker.services.ingest import (
     ORDERS_FEED,
     Feed,
     UnknownFile,
@@ -21,8 +22,7 @@ from worker.core.ingest import (
     select_candidates,
     unsafe_name_reason,
 )
-from worker.core.ports import DUPLICATE, FAILED, PROCESSED, SKIPPED, RemoteFile
-from worker.tlogfactory import dumps, make_sale, sample_bytes
+from worker.services.ports import DUPLICATE, FAILED, PROCESSED, SKIPPED, RemoteFile
 
 FEED = Feed(ORDERS_FEED, "/in", "/in/archive", "/in/error", "*.json", 5)
 HOUR = timedelta(hours=1)
@@ -81,7 +81,7 @@ def test_stale_claim_is_dispatched_again():
 def test_final_file_still_in_the_folder_is_sent_to_finish_its_move_once_the_move_is_overdue():
     source, ledger = old_source({"/in/a.json": sample_bytes("inStoreOrdersSample.json")}), FakeLedger()
     [(file_id, _)] = scan(source, ledger).dispatch
-    ledger.record(file_id, __import__("worker.core.ports", fromlist=["Outcome"]).Outcome(FAILED, error="x"))
+    ledger.record(file_id, __import__("worker.services.ports", fromlist=["Outcome"]).Outcome(FAILED, error="x"))
     just_finished = scan(source, ledger)
     assert just_finished.dispatch == [] and just_finished.watch == [file_id]  # its ingest is moving it now
     ledger.clock += HOUR
@@ -108,7 +108,7 @@ def test_listing_older_than_the_move_is_not_a_reappearance():
     assert len(plan.claims) == 1
     ledger = FakeLedger()
     [row] = ledger.claim(plan.claims)
-    ledger.record(row.id, __import__("worker.core.ports", fromlist=["Outcome"]).Outcome(PROCESSED))
+    ledger.record(row.id, __import__("worker.services.ports", fromlist=["Outcome"]).Outcome(PROCESSED))
     ledger.clock += HOUR
     ledger.mark_moved(row.id, "/in/archive/a.json")
     stale_listing_time = ledger.clock - timedelta(seconds=1)

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.helpers import retailer
-from worker.core.ingest import decide
 from worker.core.oms import order_parts_total
-from worker.core.ports import FAILED, PROCESSED
-from worker.tlogfactory import dumps, load_sample, make_sale
+from worker.demo.tlogfactory import dumps, load_sample, make_sale
+from worker.services.ingest import decide
+from worker.services.ports import FAILED, PROCESSED
 
 RETAILER = retailer()
 TEMPLATES = [load_sample("inStoreOrdersSample.json"), load_sample("sendSaleOrdersSample.json"),

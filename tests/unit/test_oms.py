@@ -11,7 +11,7 @@ import pytest
 from tests.unit.helpers import retailer, sample, to_bytes
 from worker.core.oms import json_default, order_parts_total, shipment_method, to_order
 from worker.core.tlog import TLogError, parse_sale, validate_sale
-from worker.tlogfactory import make_sale, sample_bytes
+from worker.demo.tlogfactory import make_sale, sample_bytes
 
 
 def roundtrip(payload):

@@ -12,9 +12,9 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from worker.app.queues import TASK_ROUTES, WORK_QUEUES
 from worker.cli import parser
 from worker.core.retailers import load_retailers
-from worker.queues import TASK_ROUTES, WORK_QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"

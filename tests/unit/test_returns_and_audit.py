@@ -20,12 +20,12 @@ from worker.core.audit import (
     report_document,
     summarize,
 )
-from worker.core.ingest import decide
-from worker.core.ports import FAILED, PROCESSED
 from worker.core.retailers import ConfigError
 from worker.core.returns import to_return
 from worker.core.tlog import TLogError
-from worker.tlogfactory import dumps, make_return, make_sale
+from worker.demo.tlogfactory import dumps, make_return, make_sale
+from worker.services.ingest import decide
+from worker.services.ports import FAILED, PROCESSED
 
 
 def test_a_return_file_is_recognised_and_converted():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.helpers import retailer
-from worker.core.ingest import join, safe_local_name, unsafe_name_reason
+from worker.services.ingest import join, safe_local_name, unsafe_name_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 # Names that may be interpolated into SQL text: fixed column lists and identifiers chosen from constants.
@@ -49,7 +49,7 @@ def test_every_sql_statement_is_parameterized():
 
 
 def test_the_interpolated_column_is_chosen_from_constants():
-    source = (ROOT / "worker/adapters/inventory.py").read_text()
+    source = (ROOT / "worker/adapters/postgres/inventory.py").read_text()
     assert 'column = "product_id" if id_type == "SKU" else "gtin"' in source
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.helpers import SHARED, sample, to_bytes
 from worker.core.tlog import IN_STORE, SHIP_TO_HOME, TLogError, decode, parse_sale, validate_sale
-from worker.tlogfactory import make_sale, sample_bytes
+from worker.demo.tlogfactory import make_sale, sample_bytes
 
 
 def reason_of(data: bytes) -> str:

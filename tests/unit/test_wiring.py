@@ -7,10 +7,10 @@ import random
 from celery.schedules import crontab, schedule
 
 from tests.unit.helpers import retailer
-from worker.queues import TASK_ROUTES, WORK_QUEUES, task_queues
-from worker.schedule import build_beat_schedule
-from worker.settings import RetryPolicy
-from worker.taskbase import backoff_seconds
+from worker.app.queues import TASK_ROUTES, WORK_QUEUES, task_queues
+from worker.app.schedule import build_beat_schedule
+from worker.app.settings import RetryPolicy
+from worker.app.taskbase import backoff_seconds
 
 
 def test_each_retailer_scans_on_its_own_schedule():

@@ -17,19 +17,12 @@ from typing import Any
 
 import paramiko
 
-from worker.core.ports import FileMissing, FileTooLarge, RemoteFile, TransientError
+from worker.core.errors import FileMissing, FileTooLarge, HostKeyRejected, SftpConfigError, TransientError
 from worker.core.retailers import SftpConfig
 from worker.instrumentation import count_sftp_requests
+from worker.services.ports import RemoteFile
 
 log = logging.getLogger(__name__)
-
-
-class SftpConfigError(Exception):
-    """Credentials or known_hosts cannot be used: a permanent problem until ops fix the config."""
-
-
-class HostKeyRejected(Exception):
-    """The server's host key is not the one in known_hosts."""
 
 
 def _private_key(path: str) -> paramiko.PKey:

@@ -21,17 +21,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from worker.core.retailers import Retailer
-from worker.core.tlog import (
-    CENT,
-    LineSchema,
-    Money,
-    Text,
-    TLogError,
-    _Lenient,
-    _opt_money,
-    _opt_text,
-    check_totals,
-)
+from worker.core.tlog import CENT, LineSchema, Money, Text, TLogError, _Lenient, _opt_money, _opt_text, check_totals
 from worker.core.validation import flatten_messages
 
 POS_RETURN = "POS_RETURN"

@@ -1,4 +1,4 @@
-"""Numbered plain-SQL migrations (worker/migrations/NNN_name.sql), applied once each, in order."""
+"""Numbered plain-SQL migrations (worker/adapters/postgres/migrations/NNN_name.sql), applied once each, in order."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ LOCK_KEY = 0x746C6F67  # 'tlog': one migrator at a time
 def available() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every migration shipped with the package."""
     found = []
-    for entry in resources.files("worker.migrations").iterdir():
+    for entry in resources.files("worker.adapters.postgres.migrations").iterdir():
         match = re.match(r"^(\d{3})_(.+)\.sql$", entry.name)
         if match:
             found.append((int(match[1]), match[2], entry.read_text(encoding="utf-8")))

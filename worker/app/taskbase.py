@@ -19,15 +19,13 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from worker.adapters.db import transient_db_errors
-from worker.adapters.sftp import HostKeyRejected, SftpConfigError
-from worker.core.ports import NotFound, TransientError
-from worker.runtime import UnknownRetailer, runtime
-from worker.settings import RetryPolicy
+from worker.adapters.postgres.pool import transient_db_errors
+from worker.app.runtime import runtime
+from worker.app.settings import RetryPolicy
+from worker.core.errors import Permanent, TransientError
 
 log = logging.getLogger("tlogsync.tasks")
 
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (UnknownRetailer, NotFound, SftpConfigError, HostKeyRejected)
 BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, ConnectionError)
 
 
@@ -61,7 +59,7 @@ class TlogTask(Task):  # type: ignore[misc]
             raise self._retry_or_give_up(TransientError(f"broker: {exc!r}"), args, kwargs) from exc
         except TransientError as exc:
             raise self._retry_or_give_up(exc, args, kwargs) from exc
-        except PERMANENT_ERRORS as exc:
+        except Permanent as exc:
             raise self.dead_letter(f"{type(exc).__name__}: {exc}", args, kwargs) from exc
         except Exception as exc:
             # Not foreseen (a bug, a permission denied on a folder...): never acknowledged silently. The

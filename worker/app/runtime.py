@@ -11,22 +11,19 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from worker.adapters.audit import PgAudit
-from worker.adapters.db import Database
-from worker.adapters.inventory import PgInventory
-from worker.adapters.postgres import PgLedger
+from worker.adapters.postgres.audit import PgAudit
+from worker.adapters.postgres.inventory import PgInventory
+from worker.adapters.postgres.ledger import PgLedger
+from worker.adapters.postgres.pool import Database
 from worker.adapters.sftp import SftpSessions
-from worker.core.ports import FileSource
+from worker.app.settings import Settings
+from worker.core.errors import UnknownRetailer
 from worker.core.retailers import ConfigError, Retailer, load_retailers
 from worker.faults import CrashingSource, crash_pattern
 from worker.instrumentation import CountingCursor
-from worker.settings import Settings
+from worker.services.ports import FileSource
 
 log = logging.getLogger(__name__)
-
-
-class UnknownRetailer(Exception):
-    """A message names a retailer the retailers file does not have."""
 
 
 class Runtime:

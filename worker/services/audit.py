@@ -7,12 +7,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from worker.adapters.audit import PgAudit
-from worker.adapters.db import Database
+from worker.adapters.postgres.audit import PgAudit
+from worker.adapters.postgres.pool import Database
 from worker.core.audit import AuditOrder, audit_day, dumps, report_csv
-from worker.core.ingest import join
-from worker.core.ports import FileSource
 from worker.core.retailers import Retailer
+from worker.services.ingest import join
+from worker.services.ports import FileSource
 
 
 def report_dir() -> Path:

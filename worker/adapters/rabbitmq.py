@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 from kombu import Connection
 
-from worker import queues
+from worker.app import queues
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,16 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from worker.core.ports import FINAL_STATUSES
+from worker.app.settings import Settings, SettingsError
 from worker.core.retailers import ConfigError, load_retailers
-from worker.settings import Settings, SettingsError
+from worker.services.ports import FINAL_STATUSES
 
 # Piped output (logs, CI, scripts) gets wide tables instead of 80 columns of folded text.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.adapters.migrate import ensure_database, migrate
+    from worker.adapters.postgres.migrate import ensure_database, migrate
 
     if args.create_db and ensure_database(settings.database_url):
         console.print(f"created database for {redact(settings.database_url)}")
@@ -119,7 +119,7 @@ STATUS_FOLLOWUPS = "SELECT retailer_id, kind, status, count(*) FROM order_follow
 
 
 def _dead_letter_depths() -> dict[str, int] | None:
-    from worker import queues
+    from worker.app import queues
     from worker.celery import app
 
     try:
@@ -187,7 +187,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.metrics import serve
+    from worker.monitoring.metrics import serve
 
     serve(args.port, args.address)
     return 0
@@ -214,7 +214,7 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     else:
         console.print("[red]set FLOWER_USER and FLOWER_PASSWORD (or --insecure-local on 127.0.0.1)[/red]")
         return 2
-    cmd = [sys.executable, "-m", "worker.flowerapp", f"--port={args.port}",
+    cmd = [sys.executable, "-m", "worker.monitoring.flower", f"--port={args.port}",
            f"--address={args.address}", "--persistent=True", f"--db={args.db}", "--purge_offline_workers=300"]
     broker_api = os.environ.get("TLOGSYNC_BROKER_API")
     if broker_api:
@@ -226,7 +226,7 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
 def _inventory_store(settings: Settings):  # type: ignore[no-untyped-def]
     from psycopg_pool import ConnectionPool
 
-    from worker.adapters.inventory import PgInventory
+    from worker.adapters.postgres.inventory import PgInventory
 
     return ConnectionPool(settings.database_url, min_size=1, max_size=1, open=True), PgInventory
 
@@ -278,9 +278,9 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     """dlq list / dlq replay: the dead-letter queues, with the reasons kept in PostgreSQL."""
     from psycopg_pool import ConnectionPool
 
-    from worker.adapters.postgres import PgLedger
+    from worker.adapters.postgres.ledger import PgLedger
+    from worker.adapters.rabbitmq import as_json, list_dead, replay
     from worker.celery import app
-    from worker.deadletters import as_json, list_dead, replay
 
     queues = [args.queue] if args.queue else None
     with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
@@ -318,9 +318,9 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
 
     from tasks.ingest import ingest_tlog
     from tasks.routing import apply_variance_file
-    from worker.adapters.postgres import PgLedger
+    from worker.adapters.postgres.ledger import PgLedger
     from worker.adapters.sftp import SftpSource
-    from worker.core.ingest import ReplayRefused, orders_feed, replay_file, variance_feed
+    from worker.services.ingest import ReplayRefused, orders_feed, replay_file, variance_feed
 
     retailers = load_retailers(settings.retailers_path)
     retailer = retailers.get(args.retailer)
@@ -356,10 +356,10 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
     from psycopg_pool import ConnectionPool
 
-    from worker.adapters.db import Database
+    from worker.adapters.postgres.pool import Database
     from worker.adapters.sftp import SftpSource
-    from worker.auditing import run_audit
     from worker.core.audit import ErpFileError, cents, parse_erp_csv, reconcile
+    from worker.services.audit import run_audit
 
     retailer = load_retailers(settings.retailers_path).get(args.retailer)
     if retailer is None:
@@ -432,7 +432,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from worker.demo.run import run_demo
 
     return run_demo(files=args.files, timeout=args.timeout)
 

@@ -20,13 +20,13 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from worker.adapters.inventory import PgInventory
-from worker.adapters.migrate import migrate
+from worker.adapters.postgres.inventory import PgInventory
+from worker.adapters.postgres.migrate import migrate
+from worker.app.queues import WORK_QUEUES
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
-from worker.procs import stop_group
-from worker.queues import WORK_QUEUES
-from worker.sftpserver import EmbeddedSftpServer, SftpEndpoint
-from worker.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
+from worker.demo.procs import stop_group
+from worker.demo.sftpserver import EmbeddedSftpServer, SftpEndpoint
+from worker.demo.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
 
 console = Console(width=140)
 

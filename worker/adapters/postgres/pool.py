@@ -11,7 +11,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
-from worker.core.ports import TransientError
+from worker.core.errors import TransientError
 
 
 @contextmanager

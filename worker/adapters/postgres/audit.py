@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from worker.adapters.db import Database, transient_db_errors
+from worker.adapters.postgres.pool import Database, transient_db_errors
 from worker.core.audit import AuditOrder
 
 ORDERS_OF_DAY = """

@@ -11,29 +11,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from worker.core.errors import FileMissing, FileTooLarge, GaveUp, NotFound
 from worker.core.inventory import InputError, parse_variance_file
 from worker.core.oms import to_order
-from worker.core.ports import (
+from worker.core.retailers import Retailer
+from worker.core.returns import has_both, is_return, to_return
+from worker.core.routing import followups_for
+from worker.core.tlog import TLogError, decode, validate_sale
+from worker.services.ports import (
     CLAIMED,
     DUPLICATE,
     FAILED,
     PROCESSED,
     SKIPPED,
     Claim,
-    FileMissing,
     FileSource,
-    FileTooLarge,
-    GaveUp,
     Ledger,
     LedgerRow,
-    NotFound,
     Outcome,
     RemoteFile,
 )
-from worker.core.retailers import Retailer
-from worker.core.returns import has_both, is_return, to_return
-from worker.core.routing import followups_for
-from worker.core.tlog import TLogError, decode, validate_sale
 
 ORDERS_FEED, VARIANCE_FEED = "orders", "variance"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+=@,-]{0,254}$")

@@ -16,25 +16,15 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from worker.adapters.db import Database, as_database, transient_db_errors
-from worker.adapters.inventory import apply_variance, apply_variance_records
-from worker.core.ingest import ScanResult
+from worker.adapters.postgres.inventory import apply_variance, apply_variance_records
+from worker.adapters.postgres.pool import Database, as_database, transient_db_errors
+from worker.core.errors import TransientError
 from worker.core.inventory import VarianceFile
 from worker.core.oms import json_default
-from worker.core.ports import (
-    CLAIMED,
-    DUPLICATE,
-    FAILED,
-    PROCESSED,
-    SKIPPED,
-    Claim,
-    LedgerRow,
-    Outcome,
-    Recorded,
-    TransientError,
-)
 from worker.core.returns import POS_RETURN
 from worker.core.routing import Variance
+from worker.services.ingest import ScanResult
+from worker.services.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, SKIPPED, Claim, LedgerRow, Outcome, Recorded
 
 ROW_COLUMNS = ("id, retailer_id, feed, file_name, remote_path, size, mtime, status, error, attempts,"
                " dispatched_at, finished_at, moved_at, moved_to")

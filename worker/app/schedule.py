@@ -9,8 +9,8 @@ from typing import Any
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab, schedule
 
+from worker.app.runtime import runtime
 from worker.core.retailers import ConfigError, Retailer
-from worker.runtime import runtime
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Flower's broker view and /api/queues/length list only the queues some worker consumes; nothing consumes
 `<queue>.dead`, so without this small addition operators would not see dead letters in Flower.
-Run as `python -m worker.flowerapp <flower options>`.
+Run as `python -m worker.monitoring.flower <flower options>`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from worker import queues
+from worker.app import queues
 
 
 def _with_dead_letter_queues(original: Any) -> Any:

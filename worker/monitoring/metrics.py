@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker import queues
+from worker.app import queues
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ class TlogsyncCollector(Collector):
 
 def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a scrape target listens on the pod IP
     """Register the collector and serve /metrics until interrupted."""
+    from worker.app.runtime import runtime
     from worker.celery import app
-    from worker.runtime import runtime
 
     REGISTRY.register(TlogsyncCollector(runtime.settings.database_url, app, runtime.retailers))
     start_http_server(port, addr=address)

@@ -16,28 +16,6 @@ CLAIMED, PROCESSED, FAILED, SKIPPED, DUPLICATE = "claimed", "processed", "failed
 FINAL_STATUSES = (PROCESSED, FAILED, SKIPPED, DUPLICATE)
 
 
-class TransientError(Exception):
-    """Worth retrying: the SFTP host, the network or the database did not answer."""
-
-
-class NotFound(Exception):
-    """A message names something that does not exist (ledger row, order, feed): retrying cannot help."""
-
-
-class GaveUp(NotFound):
-    """Started too many times without finishing (a poison message): recorded as failed, then dead-lettered."""
-
-
-class FileTooLarge(Exception):
-    def __init__(self, limit: int):
-        super().__init__(f"file is larger than the {limit}-byte limit")
-        self.limit = limit
-
-
-class FileMissing(Exception):
-    """The remote path does not exist."""
-
-
 @dataclass(frozen=True)
 class RemoteFile:
     name: str

@@ -22,12 +22,12 @@ CENT = Decimal("0.01")
 
 def load_sample(name: str) -> dict[str, Any]:
     """A published sample (inStoreOrdersSample.json, sendSaleOrdersSample.json, createSalesOrderAPISample.json)."""
-    text = resources.files("worker.data").joinpath(name).read_text(encoding="utf-8")
+    text = resources.files("worker.demo.data").joinpath(name).read_text(encoding="utf-8")
     return json.loads(text, parse_float=Decimal)  # type: ignore[no-any-return]
 
 
 def sample_bytes(name: str) -> bytes:
-    return resources.files("worker.data").joinpath(name).read_bytes()
+    return resources.files("worker.demo.data").joinpath(name).read_bytes()
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,13 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from worker.adapters.db import Database, as_database, transient_db_errors
+from worker.adapters.postgres.pool import Database, as_database, transient_db_errors
 from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
+from worker.core.errors import GaveUp, NotFound, Oversell
 from worker.core.inventory import FacilityRow, InventoryRow, VarianceRecord
-from worker.core.ports import GaveUp, NotFound, TransientError
 from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, Variance, sale_variances
 
 GTIN_TYPES = ("UPCA", "EAN", "GTIN")
-
-
-class Oversell(TransientError):
-    """A reservation found less stock than the plan expected; retried from a fresh, locked snapshot."""
 
 
 def apply_variance(conn: psycopg.Connection[Any], retailer_id: str, v: Variance, product_id: str) -> bool:

@@ -1,0 +1,114 @@
+"""The Celery application: `celery -A worker worker` and `celery -A worker beat` find it here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from celery import Celery, signals
+
+from worker import instrumentation
+from worker.app import queues
+from worker.app.runtime import runtime
+from worker.app.settings import Settings
+from worker.core.geo import zip_location
+from worker.core.retailers import ConfigError
+from worker.monitoring import logs
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("tlogsync", broker=settings.broker_url,
+                 include=["tasks.scan", "tasks.ingest", "tasks.routing", "tasks.ops", "tasks.audit"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        # Outcomes live in the PostgreSQL ledger; a result backend would be a second source of truth.
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_queues=queues.task_queues(),
+        task_default_queue=queues.INGEST,
+        task_default_exchange=queues.WORK_EXCHANGE.name,
+        task_default_routing_key=queues.INGEST,
+        task_routes=queues.TASK_ROUTES,
+        # Acknowledge after the task ran, so a crash mid-task redelivers instead of losing the file;
+        # our tasks are idempotent (ledger row lock, unique keys), which makes redelivery safe.
+        task_acks_late=True,
+        # A child killed mid-task (OOM killer, kill -9, hard time limit) puts its message back rather than
+        # losing it; a message that keeps killing children is bounded by the attempts counter in the
+        # ledger (TLOGSYNC_MAX_ATTEMPTS), which fails the file and dead-letters the message.
+        task_reject_on_worker_lost=True,
+        # Messages and queues survive a broker restart.
+        task_default_delivery_mode="persistent",
+        # Publisher confirms: apply_async returns only once RabbitMQ has the message.
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_retry_on_startup=True,
+        # Messages reserved per pool process (TLOGSYNC_PREFETCH, default 1): a slow file then never holds
+        # back messages another process could take, and a killed worker has at most one message per
+        # process in flight. `make bench` measures the alternative.
+        worker_prefetch_multiplier=settings.prefetch,
+        # Long-lived workers grow: recycle a child now and then (celery issue 4843).
+        worker_max_tasks_per_child=settings.max_tasks_per_child or None,
+        worker_max_memory_per_child=400_000,  # KiB
+        # Task events feed Flower. Workers send them when started with -E (the compose stack and the
+        # Kubernetes manifests do); each event is one more publish per task state, measured at about 15%
+        # of throughput by `make bench`, so it is the operator's choice, not a hidden default.
+        worker_send_task_events=False,
+        task_send_sent_event=settings.sent_events,
+        task_track_started=True,
+        # A stuck SFTP read or database lock must not hold a worker slot forever.
+        task_soft_time_limit=120,
+        task_time_limit=180,
+        beat_scheduler="worker.app.schedule:RetailerScheduler",
+        worker_hijack_root_logger=True,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+app = create_app(runtime.settings)
+
+
+@signals.worker_init.connect
+def _check_config_at_start(**_: Any) -> None:
+    """A bad retailers file stops the worker at start-up, naming the retailer and the key."""
+    try:
+        runtime.retailers()
+    except ConfigError as exc:
+        print(f"tlogsync: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    with app.connection_for_write() as conn:
+        queues.declare_topology(conn)
+    # Load the ZIP-code table once in the parent, so pool children share it instead of each paying ~0.2 s.
+    zip_location("10001")
+
+
+@signals.beat_init.connect
+def _check_config_for_beat(**_: Any) -> None:
+    try:
+        runtime.retailers()
+    except ConfigError as exc:
+        print(f"tlogsync: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@signals.worker_process_init.connect
+def _fresh_resources_after_fork(**_: Any) -> None:
+    runtime.close()  # nothing inherited from the parent is used in the child
+
+
+@signals.worker_process_shutdown.connect
+def _close_resources(**_: Any) -> None:
+    runtime.close()
+    instrumentation.dump()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _configure_logging(logger: logging.Logger, **_: Any) -> None:
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    logging.getLogger("tlogsync").setLevel(runtime.settings.log_level.upper())
+    logs.install(logger)
