@@ -55,7 +55,7 @@ def _fetch(conn: Connection, queue: str) -> tuple[Any, list[Any]]:
     channel = conn.channel()
     dead = queues.dead_queue(queue)(channel)
     dead.declare()
-    messages = []
+    messages: list[Any] = []
     while True:
         message = dead.get(no_ack=False, accept=["json"])
         if message is None:

@@ -68,54 +68,67 @@ class Return:
 
 
 class ReturnLineSchema(LineSchema):
-    originalOrderId = _opt_text()  # noqa: N815
-    productClass = _opt_text()  # noqa: N815
+    original_order_id = _opt_text(data_key="originalOrderId")
+    product_class = _opt_text(data_key="productClass")
     reasons = fields.Raw(load_default=None, allow_none=True)
 
 
 class RefundSchema(_Lenient):
-    paymentMethod = Text(required=True, validate=validate.Length(min=1, max=200))  # noqa: N815
+    payment_method = Text(required=True, validate=validate.Length(min=1, max=200), data_key="paymentMethod")
     amount = Money(load_default=None, allow_none=True)
-    amountRefunded = Money(load_default=None, allow_none=True)  # noqa: N815
-    amountAuthorized = Money(load_default=None, allow_none=True)  # noqa: N815
-    paymentStatus = _opt_text()  # noqa: N815
+    amount_refunded = Money(load_default=None, allow_none=True, data_key="amountRefunded")
+    amount_authorized = Money(load_default=None, allow_none=True, data_key="amountAuthorized")
+    payment_status = _opt_text(data_key="paymentStatus")
 
     @validates_schema
     def _has_amount(self, d: dict[str, Any], **_: Any) -> None:
-        if all(d.get(k) is None for k in ("amount", "amountRefunded", "amountAuthorized")):
+        if all(d.get(k) is None for k in ("amount", "amount_refunded", "amount_authorized")):
             raise ValidationError("one of amount, amountRefunded, amountAuthorized is required", "amount")
 
 
 class ReturnSchema(_Lenient):
-    orderId = Text(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$",  # noqa: N815
-                                                           error="must be 1-100 letters, digits or _.:-"))
-    originalOrderId = _opt_text()  # noqa: N815
-    creationDate = Text(required=True)  # noqa: N815
-    orderDate = fields.Integer(load_default=None, allow_none=True, strict=False)  # noqa: N815
-    storeId = Text(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,60}$",  # noqa: N815
-                                                           error="must be 1-60 letters, digits or _.-"))
-    totalAmount = Money(required=True)  # noqa: N815
-    orderSubTotal = Money(required=True)  # noqa: N815
+    order_id = Text(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$", error="must be 1-100 letters, digits or _.:-"),
+        data_key="orderId",
+    )
+    original_order_id = _opt_text(data_key="originalOrderId")
+    creation_date = Text(required=True, data_key="creationDate")
+    order_date = fields.Integer(load_default=None, allow_none=True, strict=False, data_key="orderDate")
+    store_id = Text(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,60}$", error="must be 1-60 letters, digits or _.-"),
+        data_key="storeId",
+    )
+    total_amount = Money(required=True, data_key="totalAmount")
+    order_sub_total = Money(required=True, data_key="orderSubTotal")
     discount = _opt_money()
-    taxSubTotal = _opt_money()  # noqa: N815
-    returnProductList = fields.List(fields.Nested(ReturnLineSchema), required=True,  # noqa: N815
-                                    validate=validate.Length(min=1, max=5000))
-    refundPaymentDetails = fields.List(fields.Nested(RefundSchema), load_default=list)  # noqa: N815
+    tax_sub_total = _opt_money(data_key="taxSubTotal")
+    return_product_list = fields.List(
+        fields.Nested(ReturnLineSchema),
+        required=True,
+        validate=validate.Length(min=1, max=5000),
+        data_key="returnProductList",
+    )
+    refund_payment_details = fields.List(
+        fields.Nested(RefundSchema), load_default=list, data_key="refundPaymentDetails"
+    )
 
     @validates_schema
     def _consistent(self, d: dict[str, Any], **_: Any) -> None:
         check_totals(d, "returnProductList")
-        refunds = sum((_amount(r) for r in d["refundPaymentDetails"]), Decimal(0))
-        if d["refundPaymentDetails"] and refunds.quantize(CENT) != d["totalAmount"].quantize(CENT):
-            raise ValidationError(f"refunds add up to {refunds}, not totalAmount {d['totalAmount']}",
-                                  "refundPaymentDetails")
+        refunds = sum((_amount(r) for r in d["refund_payment_details"]), Decimal(0))
+        if d["refund_payment_details"] and refunds.quantize(CENT) != d["total_amount"].quantize(CENT):
+            raise ValidationError(
+                f"refunds add up to {refunds}, not totalAmount {d['total_amount']}", "refundPaymentDetails"
+            )
 
 
 RETURN_SCHEMA = ReturnSchema()
 
 
 def _amount(refund: dict[str, Any]) -> Decimal:
-    for key in ("amount", "amountRefunded", "amountAuthorized"):
+    for key in ("amount", "amount_refunded", "amount_authorized"):
         if refund.get(key) is not None:
             return abs(Decimal(refund[key]))
     return Decimal(0)
@@ -139,30 +152,51 @@ def to_return(document: dict[str, Any], retailer: Retailer) -> Return:
         d = RETURN_SCHEMA.load(document)
     except ValidationError as exc:
         raise TLogError(flatten_messages(exc.messages), record) from None
-    header_original = d["originalOrderId"]
+    header_original = d["original_order_id"]
     lines = []
-    for line in d["returnProductList"]:
-        tax = (line["productTax"] or {}).get("totalTax", line["tax"])
+    for line in d["return_product_list"]:
+        tax = (line["product_tax"] or {}).get("total_tax", line["tax"])
         reasons = line.get("reasons")
         reason = None
         if isinstance(reasons, list) and reasons:
             first = reasons[0]
-            reason = str(first.get("reasonCode") or first.get("reason") or first) if isinstance(first, dict) \
-                else str(first)
-        lines.append(ReturnLine(
-            item_seq=int(line["orderItemId"]), product_id=line["productId"], gtin=line["gtin"],
-            quantity=line["quantity"], unit_price=line["price"], tax=tax, line_total=line["subTotal"] + tax,
-            original_order_id=line.get("originalOrderId") or header_original,
-            restock=(line.get("productClass") or "Merchandise").upper() in RESTOCKED_CLASSES,
-            reason=reason[:200] if reason else None))
+            reason = (
+                str(first.get("reasonCode") or first.get("reason") or first) if isinstance(first, dict) else str(first)
+            )
+        lines.append(
+            ReturnLine(
+                item_seq=int(line["order_item_id"]),
+                product_id=line["product_id"],
+                gtin=line["gtin"],
+                quantity=line["quantity"],
+                unit_price=line["price"],
+                tax=tax,
+                line_total=line["sub_total"] + tax,
+                original_order_id=line.get("original_order_id") or header_original,
+                restock=(line.get("product_class") or "Merchandise").upper() in RESTOCKED_CLASSES,
+                reason=reason[:200] if reason else None,
+            )
+        )
     refunds = []
-    for index, refund in enumerate(d["refundPaymentDetails"]):
-        method = retailer.payment_methods.get(refund["paymentMethod"])
+    for index, refund in enumerate(d["refund_payment_details"]):
+        method = retailer.payment_methods.get(refund["payment_method"])
         if method is None:
-            raise TLogError(f"refundPaymentDetails[{index}].paymentMethod: {refund['paymentMethod']!r} has no payment"
-                            f" method mapping; add it to [retailers.{retailer.retailer_id}.payment_methods]", record)
-        refunds.append(Refund(index + 1, method, refund["paymentMethod"], _amount(refund)))
-    return Return(external_id=d["orderId"], original_order_id=header_original, store_id=d["storeId"],
-                  return_date=d["creationDate"], currency=retailer.currency, refund_total=d["totalAmount"],
-                  discount=d["discount"], tax=d["taxSubTotal"], lines=tuple(lines), refunds=tuple(refunds),
-                  ordered_at_ms=d["orderDate"])
+            raise TLogError(
+                f"refundPaymentDetails[{index}].paymentMethod: {refund['payment_method']!r} has no payment"
+                f" method mapping; add it to [retailers.{retailer.retailer_id}.payment_methods]",
+                record,
+            )
+        refunds.append(Refund(index + 1, method, refund["payment_method"], _amount(refund)))
+    return Return(
+        external_id=d["order_id"],
+        original_order_id=header_original,
+        store_id=d["store_id"],
+        return_date=d["creation_date"],
+        currency=retailer.currency,
+        refund_total=d["total_amount"],
+        discount=d["discount"],
+        tax=d["tax_sub_total"],
+        lines=tuple(lines),
+        refunds=tuple(refunds),
+        ordered_at_ms=d["order_date"],
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -188,88 +189,100 @@ class _Lenient(Schema):
 
 
 class StoreSchema(_Lenient):
-    timeZoneId = _opt_text()  # noqa: N815 - vendor spelling
+    time_zone_id = _opt_text(data_key="timeZoneId")
     latitude = fields.Decimal(allow_nan=False, load_default=None, allow_none=True, validate=validate.Range(-90, 90))
-    longitude = fields.Decimal(allow_nan=False, load_default=None, allow_none=True,
-                               validate=validate.Range(-180, 180))
+    longitude = fields.Decimal(allow_nan=False, load_default=None, allow_none=True, validate=validate.Range(-180, 180))
 
 
 class CustomerSchema(_Lenient):
-    customerId = _opt_text()  # noqa: N815
+    customer_id = _opt_text(data_key="customerId")
     email = _opt_text()
-    firstName = _opt_text()  # noqa: N815
-    lastName = _opt_text()  # noqa: N815
-    phoneMobile = _opt_text()  # noqa: N815
+    first_name = _opt_text(data_key="firstName")
+    last_name = _opt_text(data_key="lastName")
+    phone_mobile = _opt_text(data_key="phoneMobile")
 
 
 class BillingSchema(_Lenient):
-    firstName = _opt_text()  # noqa: N815
-    lastName = _opt_text()  # noqa: N815
+    first_name = _opt_text(data_key="firstName")
+    last_name = _opt_text(data_key="lastName")
 
 
 class ShippingAddressSchema(_Lenient):
-    firstName = _opt_text()  # noqa: N815
-    lastName = _opt_text()  # noqa: N815
-    addressLine1 = Text(required=True, validate=validate.Length(min=1, max=1000))  # noqa: N815
-    addressLine2 = _opt_text()  # noqa: N815
+    first_name = _opt_text(data_key="firstName")
+    last_name = _opt_text(data_key="lastName")
+    address_line1 = Text(required=True, validate=validate.Length(min=1, max=1000), data_key="addressLine1")
+    address_line2 = _opt_text(data_key="addressLine2")
     city = Text(required=True, validate=validate.Length(min=1, max=1000))
     state = _opt_text()
-    postalCode = Text(required=True, validate=validate.Length(min=1, max=40))  # noqa: N815
-    countryCode = _opt_text()  # noqa: N815
+    postal_code = Text(required=True, validate=validate.Length(min=1, max=40), data_key="postalCode")
+    country_code = _opt_text(data_key="countryCode")
     phone = _opt_text()
-    emailAddress = _opt_text()  # noqa: N815
+    email_address = _opt_text(data_key="emailAddress")
 
     @post_load
     def _make(self, d: dict[str, Any], **_: Any) -> Address:
         return Address(
-            first_name=d["firstName"], last_name=d["lastName"], address1=d["addressLine1"],
-            address2=d["addressLine2"], city=d["city"], state=d["state"], postal_code=d["postalCode"],
-            country=d["countryCode"], phone=d["phone"], email=d["emailAddress"],
+            first_name=d["first_name"],
+            last_name=d["last_name"],
+            address1=d["address_line1"],
+            address2=d["address_line2"],
+            city=d["city"],
+            state=d["state"],
+            postal_code=d["postal_code"],
+            country=d["country_code"],
+            phone=d["phone"],
+            email=d["email_address"],
         )
 
 
 class TenderSchema(_Lenient):
-    paymentMethod = Text(required=True, validate=validate.Length(min=1, max=200))  # noqa: N815
-    amountAuthorized = Money(required=True)  # noqa: N815
-    paymentStatus = _opt_text()  # noqa: N815
-    captureStatus = _opt_text()  # noqa: N815
+    payment_method = Text(required=True, validate=validate.Length(min=1, max=200), data_key="paymentMethod")
+    amount_authorized = Money(required=True, data_key="amountAuthorized")
+    payment_status = _opt_text(data_key="paymentStatus")
+    capture_status = _opt_text(data_key="captureStatus")
 
     @post_load
     def _make(self, d: dict[str, Any], **_: Any) -> Tender:
-        return Tender(d["paymentMethod"], d["amountAuthorized"], d["paymentStatus"], d["captureStatus"])
+        return Tender(d["payment_method"], d["amount_authorized"], d["payment_status"], d["capture_status"])
 
 
 class PriceAdjustmentSchema(_Lenient):
-    priceAdjustmentType = Text(load_default="DISCOUNT", validate=validate.Length(max=200))  # noqa: N815
+    price_adjustment_type = Text(
+        load_default="DISCOUNT", validate=validate.Length(max=200), data_key="priceAdjustmentType"
+    )
     amount = Money(required=True)
 
     @post_load
     def _make(self, d: dict[str, Any], **_: Any) -> PriceAdjustment:
-        return PriceAdjustment(d["priceAdjustmentType"] or "DISCOUNT", d["amount"])
+        return PriceAdjustment(d["price_adjustment_type"] or "DISCOUNT", d["amount"])
 
 
 class ProductTaxSchema(_Lenient):
-    totalTax = Money(required=True)  # noqa: N815
+    total_tax = Money(required=True, data_key="totalTax")
 
 
 class LineSchema(_Lenient):
-    orderItemId = Text(required=True, validate=validate.Regexp(r"^\d{1,9}$", error="must be a whole number"))  # noqa: N815
-    productId = _opt_text()  # noqa: N815
+    order_item_id = Text(
+        required=True, validate=validate.Regexp(r"^\d{1,9}$", error="must be a whole number"), data_key="orderItemId"
+    )
+    product_id = _opt_text(data_key="productId")
     gtin = Text(required=True, validate=validate.Regexp(r"^\d{8,14}$", error="must be 8 to 14 digits"))
     name = _opt_text()
     price = Money(required=True, validate=validate.Range(min=0))
     quantity = Quantity(required=True)
-    subTotal = Money(required=True)  # noqa: N815
+    sub_total = Money(required=True, data_key="subTotal")
     tax = _opt_money()
     total = Money(load_default=None, allow_none=True)
-    productTax = fields.Nested(ProductTaxSchema, load_default=None, allow_none=True)  # noqa: N815
-    fulfillmentType = _opt_text()  # noqa: N815
-    omniFulfillmentType = _opt_text()  # noqa: N815
-    priceAdjustments = fields.List(fields.Nested(PriceAdjustmentSchema), load_default=list, allow_none=True)  # noqa: N815
+    product_tax = fields.Nested(ProductTaxSchema, load_default=None, allow_none=True, data_key="productTax")
+    fulfillment_type = _opt_text(data_key="fulfillmentType")
+    omni_fulfillment_type = _opt_text(data_key="omniFulfillmentType")
+    price_adjustments = fields.List(
+        fields.Nested(PriceAdjustmentSchema), load_default=list, allow_none=True, data_key="priceAdjustments"
+    )
 
     @validates_schema
     def _fulfillment(self, d: dict[str, Any], **_: Any) -> None:
-        omni, kind = d.get("omniFulfillmentType"), d.get("fulfillmentType")
+        omni, kind = d.get("omni_fulfillment_type"), d.get("fulfillment_type")
         if omni not in (None, IN_STORE, SHIP_TO_HOME):
             raise ValidationError(f"{omni!r} is not IN_STORE or SHIP_TO_HOME", "omniFulfillmentType")
         if omni is None and kind not in (None, IN_STORE, "ONLINE"):
@@ -277,58 +290,79 @@ class LineSchema(_Lenient):
 
 
 class TLogSchema(_Lenient):
-    orderId = Text(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$",  # noqa: N815
-                                                           error="must be 1-100 letters, digits or _.:-"))
-    creationDate = Text(required=True)  # noqa: N815
-    orderDate = fields.Integer(load_default=None, allow_none=True, strict=False)  # noqa: N815
-    fulfillmentType = Text(required=True, validate=validate.OneOf([IN_STORE, "ONLINE"]))  # noqa: N815
-    storeId = Text(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,60}$",  # noqa: N815
-                                                           error="must be 1-60 letters, digits or _.-"))
+    order_id = Text(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$", error="must be 1-100 letters, digits or _.:-"),
+        data_key="orderId",
+    )
+    creation_date = Text(required=True, data_key="creationDate")
+    order_date = fields.Integer(load_default=None, allow_none=True, strict=False, data_key="orderDate")
+    fulfillment_type = Text(required=True, validate=validate.OneOf([IN_STORE, "ONLINE"]), data_key="fulfillmentType")
+    store_id = Text(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,60}$", error="must be 1-60 letters, digits or _.-"),
+        data_key="storeId",
+    )
     store = fields.Nested(StoreSchema, load_default=None, allow_none=True)
-    totalAmount = Money(required=True)  # noqa: N815
-    orderSubTotal = Money(required=True)  # noqa: N815
+    total_amount = Money(required=True, data_key="totalAmount")
+    order_sub_total = Money(required=True, data_key="orderSubTotal")
     discount = _opt_money()
-    taxSubTotal = _opt_money()  # noqa: N815
-    shippingSubTotal = _opt_money()  # noqa: N815
-    shippingTax = _opt_money()  # noqa: N815
-    shippingName = _opt_text()  # noqa: N815
+    tax_sub_total = _opt_money(data_key="taxSubTotal")
+    shipping_sub_total = _opt_money(data_key="shippingSubTotal")
+    shipping_tax = _opt_money(data_key="shippingTax")
+    shipping_name = _opt_text(data_key="shippingName")
     email = _opt_text()
-    phoneNumber = _opt_text()  # noqa: N815
-    customerProfile = fields.Nested(CustomerSchema, load_default=None, allow_none=True)  # noqa: N815
-    billingAddress = fields.Nested(BillingSchema, load_default=None, allow_none=True)  # noqa: N815
-    shippingAddress = fields.Nested(ShippingAddressSchema, load_default=None, allow_none=True)  # noqa: N815
+    phone_number = _opt_text(data_key="phoneNumber")
+    customer_profile = fields.Nested(CustomerSchema, load_default=None, allow_none=True, data_key="customerProfile")
+    billing_address = fields.Nested(BillingSchema, load_default=None, allow_none=True, data_key="billingAddress")
+    shipping_address = fields.Nested(
+        ShippingAddressSchema, load_default=None, allow_none=True, data_key="shippingAddress"
+    )
     tenders = fields.List(fields.Nested(TenderSchema), load_default=list, allow_none=True)
-    orderProductList = fields.List(fields.Nested(LineSchema), required=True,  # noqa: N815
-                                   validate=validate.Length(min=1, max=5000, error="must hold 1 to 5000 lines"))
+    order_product_list = fields.List(
+        fields.Nested(LineSchema),
+        required=True,
+        validate=validate.Length(min=1, max=5000, error="must hold 1 to 5000 lines"),
+        data_key="orderProductList",
+    )
 
     @validates_schema
     def _consistent(self, d: dict[str, Any], **_: Any) -> None:
         check_totals(d, "orderProductList", ("shippingSubTotal", "shippingTax"))
-        lines = d["orderProductList"]
-        if any(_fulfillment_of(line, d["fulfillmentType"]) == SHIP_TO_HOME for line in lines) \
-                and d.get("shippingAddress") is None:
+        lines = d["order_product_list"]
+        if (
+            any(_fulfillment_of(line, d["fulfillment_type"]) == SHIP_TO_HOME for line in lines)
+            and d.get("shipping_address") is None
+        ):
             raise ValidationError("required for ship-to-home lines", "shippingAddress")
+
+
+def _attr(vendor_name: str) -> str:
+    """The schema attribute of a vendor's camelCase field (the loaded dict is keyed by attribute)."""
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", vendor_name).lower()
 
 
 def check_totals(d: dict[str, Any], list_name: str, extra: tuple[str, ...] = ()) -> None:
     """What a sale and a return share: a readable creationDate, totalAmount = orderSubTotal - discount +
-    taxSubTotal (+ the extra fields), line ids that do not repeat, lines that add up to orderSubTotal."""
+    taxSubTotal (+ the extra fields), line ids that do not repeat, lines that add up to orderSubTotal.
+    Names are the vendor's, as the error messages give them."""
     try:
-        TLOG_DATE(d["creationDate"])
+        TLOG_DATE(d["creation_date"])
     except ValueError:
         raise ValidationError("must be 'YYYY-MM-DD HH:MM:SS'", "creationDate") from None
-    expected = d["orderSubTotal"] - d["discount"] + d["taxSubTotal"] + sum((d[k] for k in extra), Decimal(0))
-    if expected.quantize(CENT) != d["totalAmount"].quantize(CENT):
+    expected = d["order_sub_total"] - d["discount"] + d["tax_sub_total"] + sum((d[_attr(k)] for k in extra), Decimal(0))
+    if expected.quantize(CENT) != d["total_amount"].quantize(CENT):
         formula = " + ".join(["orderSubTotal - discount", "taxSubTotal", *extra])
-        raise ValidationError(f"{d['totalAmount']} does not reconcile: {formula} = {expected}", "totalAmount")
-    lines = d[list_name]
-    seqs = [int(line["orderItemId"]) for line in lines]  # "1" and "01" are the same line
+        raise ValidationError(f"{d['total_amount']} does not reconcile: {formula} = {expected}", "totalAmount")
+    lines = d[_attr(list_name)]
+    seqs = [int(line["order_item_id"]) for line in lines]  # "1" and "01" are the same line
     if len(set(seqs)) != len(seqs):
         raise ValidationError("orderItemId values repeat", list_name)
-    line_sum = sum((line["subTotal"] for line in lines), Decimal(0))
-    if line_sum.quantize(CENT) != d["orderSubTotal"].quantize(CENT):
-        raise ValidationError(f"{d['orderSubTotal']} differs from the sum of line subTotal ({line_sum})",
-                              "orderSubTotal")
+    line_sum = sum((line["sub_total"] for line in lines), Decimal(0))
+    if line_sum.quantize(CENT) != d["order_sub_total"].quantize(CENT):
+        raise ValidationError(
+            f"{d['order_sub_total']} differs from the sum of line subTotal ({line_sum})", "orderSubTotal"
+        )
 
 
 # One instance, reused: building a schema (and its nested ones) costs more than validating a sale.
@@ -337,10 +371,10 @@ TLOG_SCHEMA = TLogSchema()
 
 
 def _fulfillment_of(line: dict[str, Any], header: str) -> str:
-    omni = line.get("omniFulfillmentType")
+    omni = line.get("omni_fulfillment_type")
     if omni:
         return str(omni)
-    kind = line.get("fulfillmentType") or header
+    kind = line.get("fulfillment_type") or header
     return SHIP_TO_HOME if kind == "ONLINE" else IN_STORE
 
 
@@ -411,52 +445,52 @@ def parse_sale(data: bytes) -> Sale:
 
 
 def _build(d: dict[str, Any]) -> Sale:
-    header = d["fulfillmentType"]
+    header = d["fulfillment_type"]
     lines = tuple(
         SaleLine(
-            item_seq=int(line["orderItemId"]),
-            product_id=line["productId"],
+            item_seq=int(line["order_item_id"]),
+            product_id=line["product_id"],
             gtin=line["gtin"],
             name=line["name"],
             price=line["price"],
             quantity=line["quantity"],
-            sub_total=line["subTotal"],
-            tax=(line["productTax"] or {}).get("totalTax", line["tax"]),
+            sub_total=line["sub_total"],
+            tax=(line["product_tax"] or {}).get("total_tax", line["tax"]),
             total=line["total"],
             fulfillment=_fulfillment_of(line, header),
-            adjustments=tuple(line["priceAdjustments"] or ()),
+            adjustments=tuple(line["price_adjustments"] or ()),
         )
-        for line in d["orderProductList"]
+        for line in d["order_product_list"]
     )
     store = d["store"] or {}
-    customer = d["customerProfile"] or {}
-    billing = d["billingAddress"] or {}
+    customer = d["customer_profile"] or {}
+    billing = d["billing_address"] or {}
     return Sale(
-        order_id=d["orderId"],
-        creation_date=d["creationDate"],
-        order_date_ms=d["orderDate"],
+        order_id=d["order_id"],
+        creation_date=d["creation_date"],
+        order_date_ms=d["order_date"],
         fulfillment_type=header,
-        store_id=d["storeId"],
-        store_time_zone=store.get("timeZoneId"),
+        store_id=d["store_id"],
+        store_time_zone=store.get("time_zone_id"),
         store_latitude=store.get("latitude"),
         store_longitude=store.get("longitude"),
-        total_amount=d["totalAmount"],
-        order_sub_total=d["orderSubTotal"],
+        total_amount=d["total_amount"],
+        order_sub_total=d["order_sub_total"],
         discount=d["discount"],
-        tax_sub_total=d["taxSubTotal"],
-        shipping_sub_total=d["shippingSubTotal"],
-        shipping_tax=d["shippingTax"],
-        shipping_name=d["shippingName"],
+        tax_sub_total=d["tax_sub_total"],
+        shipping_sub_total=d["shipping_sub_total"],
+        shipping_tax=d["shipping_tax"],
+        shipping_name=d["shipping_name"],
         email=d["email"],
-        phone=d["phoneNumber"],
-        customer_id=customer.get("customerId"),
+        phone=d["phone_number"],
+        customer_id=customer.get("customer_id"),
         customer_email=customer.get("email"),
-        customer_phone=customer.get("phoneMobile"),
-        customer_first_name=customer.get("firstName"),
-        customer_last_name=customer.get("lastName"),
-        billing_first_name=billing.get("firstName"),
-        billing_last_name=billing.get("lastName"),
-        shipping_address=d["shippingAddress"],
+        customer_phone=customer.get("phone_mobile"),
+        customer_first_name=customer.get("first_name"),
+        customer_last_name=customer.get("last_name"),
+        billing_first_name=billing.get("first_name"),
+        billing_last_name=billing.get("last_name"),
+        shipping_address=d["shipping_address"],
         tenders=tuple(d["tenders"] or ()),
         lines=lines,
     )
