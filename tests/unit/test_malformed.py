@@ -23,7 +23,9 @@ TEMPLATES = [load_sample("inStoreOrdersSample.json"), load_sample("sendSaleOrder
 
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-    st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-10**12, max_value=10**12),
+    # decimals a JSON number written through a float keeps exactly (the factory's dumps refuses the others)
+    st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-10**12, max_value=10**12)
+    .filter(lambda d: d == d.to_integral_value() or Decimal(repr(float(d))) == d),
     st.text(max_size=50), st.just(""), st.just("\u0000"), st.just("\ud7ff\ue000\U0010ffff"),
     st.just("é" * 3), st.just("🛍️"), st.just("-1"), st.just("1e309"),
 )
