@@ -89,8 +89,7 @@ def test_undecodable_files_say_what_is_wrong(data, expected):
 def test_missing_required_field_names_the_order_and_the_field():
     doc = sample("inStoreOrdersSample.json")
     del doc["orderProductList"][1]["gtin"]
-    assert reason_of(to_bytes(doc)) == (
-        "order PS00000283: orderProductList[1].gtin: Missing data for required field.")
+    assert reason_of(to_bytes(doc)) == ("order PS00000283: orderProductList[1].gtin: Missing data for required field.")
 
 
 def test_wrong_type_names_the_field():
@@ -176,3 +175,28 @@ def test_line_ids_that_are_the_same_number_are_repeats():
     doc = sample("inStoreOrdersSample.json")
     doc["orderProductList"][1]["orderItemId"] = "01"
     assert "orderItemId values repeat" in reason_of(to_bytes(doc))
+
+
+@pytest.mark.parametrize("value", ["1e20", "1" * 30, "1705077927000000", "1705077927", "-5"])
+def test_an_order_date_that_is_not_milliseconds_in_range_is_named_not_a_crash(value):
+    doc = sample("inStoreOrdersSample.json")
+    doc["orderDate"] = "PLACEHOLDER"
+    text = to_bytes(doc).replace(b'"PLACEHOLDER"', value.encode())
+    reason = reason_of(text)
+    assert "orderDate" in reason and "PS00000283" in reason
+
+
+def test_an_order_date_in_milliseconds_is_kept():
+    doc = sample("inStoreOrdersSample.json")
+    doc["orderDate"] = 1705077927000
+    assert parse_sale(to_bytes(doc)).order_date_ms == 1705077927000
+
+
+@pytest.mark.parametrize(("where", "field"), [("customerProfile", "firstName"), ("line", "productId")])
+def test_a_lone_surrogate_in_text_is_refused_with_the_field_named(where, field):
+    doc = sample("inStoreOrdersSample.json")
+    target = doc["orderProductList"][0] if where == "line" else doc.setdefault("customerProfile", {})
+    target[field] = "SURROGATE"
+    text = to_bytes(doc).replace(b'"SURROGATE"', b'"\\ud800"')
+    reason = reason_of(text)
+    assert field in reason and "surrogate" in reason

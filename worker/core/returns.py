@@ -21,7 +21,18 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from worker.core.retailers import Retailer
-from worker.core.tlog import CENT, LineSchema, Money, Text, TLogError, _Lenient, _opt_money, _opt_text, check_totals
+from worker.core.tlog import (
+    CENT,
+    EpochMillis,
+    LineSchema,
+    Money,
+    Text,
+    TLogError,
+    _Lenient,
+    _opt_money,
+    _opt_text,
+    check_totals,
+)
 from worker.core.validation import flatten_messages
 
 POS_RETURN = "POS_RETURN"
@@ -94,7 +105,7 @@ class ReturnSchema(_Lenient):
     )
     original_order_id = _opt_text(data_key="originalOrderId")
     creation_date = Text(required=True, data_key="creationDate")
-    order_date = fields.Integer(load_default=None, allow_none=True, strict=False, data_key="orderDate")
+    order_date = EpochMillis(load_default=None, allow_none=True, data_key="orderDate")
     store_id = Text(
         required=True,
         validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,60}$", error="must be 1-60 letters, digits or _.-"),

@@ -24,6 +24,9 @@ SHIP_TO_HOME = "SHIP_TO_HOME"
 CENT = Decimal("0.01")
 MAX_MONEY = Decimal("1000000000")  # one billion per field is far beyond any sale; larger is corrupt data
 MAX_QUANTITY = 100000
+# orderDate is milliseconds since the epoch: anything outside 2000-01-01 .. 2100-01-01 is corrupt, or a POS that
+# writes seconds or microseconds; refused here so that no value reaching the database can overflow a timestamp.
+EPOCH_MS_MIN, EPOCH_MS_MAX = 946_684_800_000, 4_102_444_800_000
 MAX_DEPTH = 64
 
 
@@ -172,7 +175,34 @@ class Text(fields.String):
         result: str = super()._deserialize(value, attr, data, **kwargs)
         if "\x00" in result:
             raise ValidationError("contains a NUL character")
+        if not result.isascii():
+            try:
+                result.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                # a lone surrogate ("\ud800"): JSON allows it, UTF-8 and PostgreSQL do not
+                raise ValidationError(f"contains a lone surrogate at character {exc.start}") from None
         return result
+
+
+class EpochMillis(fields.Integer):
+    """A time as milliseconds since the epoch, within EPOCH_MS_MIN .. EPOCH_MS_MAX."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(strict=False, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+            raise ValidationError("must be milliseconds since 1970-01-01")
+        try:
+            whole = int(Decimal(value))
+        except (ValueError, ArithmeticError):
+            raise ValidationError("must be milliseconds since 1970-01-01") from None
+        if whole != Decimal(value):
+            raise ValidationError(f"{value} is not a whole number of milliseconds")
+        if not EPOCH_MS_MIN <= whole < EPOCH_MS_MAX:
+            hint = " (seconds or microseconds?)" if whole > 0 else ""
+            raise ValidationError(f"{value} is not a time in milliseconds between 2000 and 2100{hint}")
+        return whole
 
 
 def _opt_text(**kwargs: Any) -> Text:
@@ -296,7 +326,7 @@ class TLogSchema(_Lenient):
         data_key="orderId",
     )
     creation_date = Text(required=True, data_key="creationDate")
-    order_date = fields.Integer(load_default=None, allow_none=True, strict=False, data_key="orderDate")
+    order_date = EpochMillis(load_default=None, allow_none=True, data_key="orderDate")
     fulfillment_type = Text(required=True, validate=validate.OneOf([IN_STORE, "ONLINE"]), data_key="fulfillmentType")
     store_id = Text(
         required=True,
