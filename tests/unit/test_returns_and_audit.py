@@ -12,6 +12,7 @@ from tests.unit.helpers import retailer
 from worker.core.audit import (
     AuditOrder,
     ErpFileError,
+    csv_cell,
     due_business_date,
     inconsistencies,
     parse_erp_csv,
@@ -151,3 +152,20 @@ def test_make_return_does_not_touch_the_original():
     before = copy.deepcopy(sale)
     make_return(9, sale)
     assert sale == before
+
+
+@pytest.mark.parametrize("text", ["=HYPERLINK(\"http://x\")", "+1+1", "-1+1", "@SUM(A1)", "\tx"])
+def test_a_csv_cell_that_looks_like_a_formula_is_escaped(text):
+    assert csv_cell(text) == "'" + text
+
+
+def test_amounts_and_plain_text_in_csv_cells_are_kept():
+    assert [csv_cell(v) for v in ("-5.00", "12", "CASH=1.00", Decimal("-1.5"), 3)] == [
+        "-5.00", "12", "CASH=1.00", Decimal("-1.5"), 3]
+
+
+def test_the_audit_csv_escapes_a_formula_looking_store_or_tender():
+    rows = summarize([order("A", total="0.10", tenders={"=cmd|' /C calc'!A0": Decimal("0.10")})])
+    document = report_document("acme", "2024-01-12", rows, [], [])
+    line = report_csv(document).splitlines()[1]
+    assert ",'=cmd" in line

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -192,14 +193,27 @@ CSV_COLUMNS = ("store", "type", "orders", "units", "merchandise", "discounts", "
                "tenders")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe; amounts like -5.00 stay."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def report_csv(document: dict[str, Any]) -> str:
     """One line per store and type; tenders as `METHOD=amount` pairs separated by ';'."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in document["rows"]:
-        writer.writerow([r["store"], r["type"], r["orders"], r["units"], r["merchandise"], r["discounts"], r["tax"],
-                         r["shipping"], r["grand_total"], ";".join(f"{m}={a}" for m, a in r["tenders"].items())])
+        tenders = ";".join(f"{m}={a}" for m, a in r["tenders"].items())
+        cells = [r["store"], r["type"], r["orders"], r["units"], r["merchandise"], r["discounts"], r["tax"],
+                 r["shipping"], r["grand_total"], tenders]
+        writer.writerow([csv_cell(c) for c in cells])
     return out.getvalue()
 
 
