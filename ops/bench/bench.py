@@ -3,12 +3,12 @@
 
 Phases (each on fresh files generated on a real OpenSSH sshd, mixed in-store / send-sale / mixed carts
 with a few broken ones):
-  baseline    ../shared/peers/sequential_ingest.py (one process, one reused SFTP connection)
+  baseline    ops/bench/baseline.py (one process, one reused SFTP connection)
   tlogsync-1  one worker process, concurrency 1, end to end (scan, ingest, brokering, inventory)
   tlogsync-2  the whole machine: worker processes = cores
   latency     files written at a steady rate while beat scans every second: file written -> order stored
   soak        a long run: worker RSS after the first and the last thousand files
-Prints a table and writes the results as JSON (default .bench/results.json).
+Prints a table and writes the results as JSON (default .bench-results.json; work files under .bench/).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from worker.core.inventory import parse_facilities_csv, parse_inventory_csv  # n
 from worker.demo.procs import stop_group  # noqa: E402
 from worker.demo.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, mix  # noqa: E402
 
-BASELINE = ROOT.parent / "shared" / "peers" / "sequential_ingest.py"
+BASELINE = Path(__file__).resolve().with_name("baseline.py")  # the yardstick, beside this file
 FACILITIES = NETWORK_FACILITIES_CSV  # noqa: E402 - after the sys.path set-up above
 
 
@@ -69,8 +69,6 @@ class Bench:
     def setup(self) -> None:
         if not SSHD.exists():
             raise SystemExit("make bench needs OpenSSH's sshd: apt-get install openssh-server")
-        if not BASELINE.exists():
-            raise SystemExit(f"baseline not found at {BASELINE}")
         self.sshd = start_sshd(self.work / "sshd")
         name = psycopg.conninfo.conninfo_to_dict(self.dsn)["dbname"]
         admin = psycopg.conninfo.make_conninfo(self.dsn, dbname="postgres")

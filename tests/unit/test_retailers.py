@@ -37,11 +37,15 @@ def test_the_documented_example_loads(tmp_path):
     assert acme.payment_methods["Cash"] == "CASH"
 
 
-def test_readme_example_is_the_one_tested():
+def test_the_example_in_the_configuration_docs_loads(tmp_path):
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert '[retailers.acme.sftp]' in readme and 'schedule = "*/5 * * * *"' in readme
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    path = tmp_path / "retailers.toml"
+    path.write_text(docs.split("```toml\n", 1)[1].split("```", 1)[0])
+    acme = load_retailers(path)["acme"]
+    assert acme.schedule == "*/5 * * * *" and acme.sftp.orders_dir == "/outbound/orders"
+    assert [rule.name for rule in acme.brokering_rules] == ["nearby stores", "distribution centers"]
 
 
 @pytest.mark.parametrize(
