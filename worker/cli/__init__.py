@@ -224,11 +224,10 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _inventory_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from psycopg_pool import ConnectionPool
-
     from worker.adapters.postgres.inventory import PgInventory
+    from worker.adapters.postgres.pool import open_pool
 
-    return ConnectionPool(settings.database_url, min_size=1, max_size=1, open=True), PgInventory
+    return open_pool(settings.database_url), PgInventory
 
 
 def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
@@ -248,9 +247,9 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     except LoadError as exc:
         console.print(f"[red]{args.file}: {exc}; nothing loaded[/red]")
         return 1
-    pool, store_cls = _inventory_store(settings)
-    with pool:
-        store = store_cls(pool)
+    db, store_cls = _inventory_store(settings)
+    with db:
+        store = store_cls(db)
         count = store.load_facilities(args.retailer, rows) if args.what == "facilities" else \
             store.load_inventory(args.retailer, rows)
     console.print(f"loaded {count} {args.what} rows for {args.retailer}")
@@ -265,9 +264,9 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     from tasks.routing import broker_order
 
-    pool, store_cls = _inventory_store(settings)
-    with pool:
-        orders = store_cls(pool).orders_waiting(args.retailer, args.parked)
+    db, store_cls = _inventory_store(settings)
+    with db:
+        orders = store_cls(db).orders_waiting(args.retailer, args.parked)
     for order_id in orders:
         broker_order.apply_async((args.retailer, order_id), {"parked": args.parked})
     console.print(f"brokering enqueued for {len(orders)} orders of {args.retailer}")
@@ -276,15 +275,14 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     """dlq list / dlq replay: the dead-letter queues, with the reasons kept in PostgreSQL."""
-    from psycopg_pool import ConnectionPool
-
     from worker.adapters.postgres.ledger import PgLedger
+    from worker.adapters.postgres.pool import open_pool
     from worker.adapters.rabbitmq import as_json, list_dead, replay
     from worker.celery import app
 
     queues = [args.queue] if args.queue else None
-    with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
-        ledger = PgLedger(pool)
+    with open_pool(settings.database_url) as db:
+        ledger = PgLedger(db)
         try:
             if args.action == "list":
                 letters = list_dead(app, queues, ledger.dead_letter_reasons)
@@ -314,11 +312,10 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     """Reprocess a fixed file from error_dir through the normal path (here: claim and move; a worker ingests)."""
-    from psycopg_pool import ConnectionPool
-
     from tasks.ingest import ingest_tlog
     from tasks.routing import apply_variance_file
     from worker.adapters.postgres.ledger import PgLedger
+    from worker.adapters.postgres.pool import open_pool
     from worker.adapters.sftp import SftpSource
     from worker.services.ingest import ReplayRefused, orders_feed, replay_file, variance_feed
 
@@ -333,8 +330,8 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds)
     try:
-        with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
-            row = replay_file(retailer.retailer_id, feed, args.file, source, PgLedger(pool))
+        with open_pool(settings.database_url) as db:
+            row = replay_file(retailer.retailer_id, feed, args.file, source, PgLedger(db))
     except ReplayRefused as exc:
         console.print(f"[red]{exc}[/red]")
         return 1
@@ -354,9 +351,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     """The daily audit on demand, optionally reconciled against the ERP's export."""
     from datetime import date
 
-    from psycopg_pool import ConnectionPool
-
-    from worker.adapters.postgres.pool import Database
+    from worker.adapters.postgres.pool import open_pool
     from worker.adapters.sftp import SftpSource
     from worker.core.audit import ErpFileError, cents, parse_erp_csv, reconcile
     from worker.services.audit import run_audit
@@ -380,8 +375,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds) if retailer.sftp.audit_dir and args.sftp \
         else None
     try:
-        with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
-            document, orders, written = run_audit(retailer, day, Database(pool), source)
+        with open_pool(settings.database_url) as db:
+            document, orders, written = run_audit(retailer, day, db, source)
     finally:
         if source is not None:
             source.close()

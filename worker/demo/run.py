@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
 from worker.adapters.postgres.inventory import PgInventory
-from worker.adapters.postgres.migrate import migrate
+from worker.adapters.postgres.migrate import ensure_database, migrate
+from worker.adapters.postgres.pool import open_pool
 from worker.app.queues import WORK_QUEUES
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
 from worker.demo.procs import stop_group
@@ -167,23 +167,12 @@ def _seed(root: Path, generated: int) -> dict[str, int]:
 
 
 def _load_network(dsn: str) -> None:
-    from psycopg_pool import ConnectionPool
-
-    with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
-        store = PgInventory(pool)
+    with open_pool(dsn) as db:
+        store = PgInventory(db)
         for retailer_id, _, _ in RETAILERS:
             store.load_facilities(retailer_id, parse_facilities_csv(FACILITIES_CSV))
             store.load_inventory(retailer_id, parse_inventory_csv(_inventory_csv()))
     console.print("loaded the network: stores 254, 255, 301 and distribution center DC1, with stock")
-
-
-def _fresh_database(dsn: str) -> None:
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    name = info["dbname"]
-    admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -209,7 +198,7 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
     dsn = os.environ.get("TLOGSYNC_DEMO_DATABASE_URL", "postgresql:///tlogsync_demo")
     console.rule("tlogsync demo")
     console.print(f"database {dsn} (recreated), broker {os.environ.get('TLOGSYNC_BROKER_URL', 'default')}")
-    _fresh_database(dsn)
+    ensure_database(dsn, recreate=True)
     console.print("migrations: " + ", ".join(migrate(dsn)))
     _load_network(dsn)
     server = EmbeddedSftpServer(workdir / "sftp", workdir / "keys")

@@ -7,9 +7,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
-from worker.adapters.postgres.pool import Database, as_database, transient_db_errors
+from worker.adapters.postgres.pool import Database, transient_db_errors
 from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
 from worker.core.errors import GaveUp, NotFound, Oversell
 from worker.core.inventory import FacilityRow, InventoryRow, VarianceRecord
@@ -119,9 +118,8 @@ SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM moved)
 class PgInventory:
     """Inventory, facilities and brokering on a connection pool."""
 
-    def __init__(self, pool: ConnectionPool[Any] | Database):
-        self.db = as_database(pool)
-        self.pool = self.db.pool
+    def __init__(self, db: Database):
+        self.db = db
 
     # -- loads: upserts in one transaction, nothing half-loaded
     def load_facilities(self, retailer_id: str, rows: Sequence[FacilityRow]) -> int:

@@ -14,10 +14,9 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
 from worker.adapters.postgres.inventory import apply_variance, apply_variance_records
-from worker.adapters.postgres.pool import Database, as_database, transient_db_errors
+from worker.adapters.postgres.pool import Database, transient_db_errors
 from worker.core.errors import TransientError
 from worker.core.inventory import VarianceFile
 from worker.core.oms import json_default
@@ -199,9 +198,8 @@ def claim_again(conn: psycopg.Connection[Any], retailer_id: str, feed: str, old:
 class PgLedger:
     """Ledger and orders on a psycopg connection pool (one pool per worker process)."""
 
-    def __init__(self, pool: ConnectionPool[Any] | Database):
-        self.db = as_database(pool)
-        self.pool = self.db.pool
+    def __init__(self, db: Database):
+        self.db = db
 
     def now(self) -> datetime:
         with transient_db_errors(), self.db.connection() as conn:
