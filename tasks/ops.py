@@ -10,7 +10,8 @@ from worker.adapters.rabbitmq import list_dead, replay
 from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.services.ingest import ORDERS_FEED, ReplayRefused, orders_feed, replay_file, variance_feed
+from worker.services.feeds import ORDERS_FEED, orders_feed, variance_feed
+from worker.services.replay import ReplayRefused, replay_file
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ops.list_dead_letters")

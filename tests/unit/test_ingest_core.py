@@ -9,20 +9,10 @@ import pytest
 from tests.unit.fakes import FakeLedger, FakeSource
 from tests.unit.helpers import retailer
 from worker.demo.tlogfactory import dumps, make_sale, sample_bytes
-from worker.services.ingest import (
-    ORDERS_FEED,
-    Feed,
-    UnknownFile,
-    decide,
-    ingest_file,
-    orders_feed,
-    plan_claims,
-    safe_local_name,
-    scan_feed,
-    select_candidates,
-    unsafe_name_reason,
-)
+from worker.services.feeds import ORDERS_FEED, Feed, orders_feed, safe_local_name, unsafe_name_reason
+from worker.services.ingest import UnknownFile, decide, ingest_file
 from worker.services.ports import DUPLICATE, FAILED, PROCESSED, SKIPPED, RemoteFile
+from worker.services.scan import plan_claims, scan_feed, select_candidates
 
 FEED = Feed(ORDERS_FEED, "/in", "/in/archive", "/in/error", "*.json", 5)
 HOUR = timedelta(hours=1)

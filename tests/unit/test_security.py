@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.helpers import retailer
-from worker.services.ingest import join, safe_local_name, unsafe_name_reason
+from worker.services.feeds import join, safe_local_name, unsafe_name_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 # Names that may be interpolated into SQL text: fixed column lists and identifiers chosen from constants.

@@ -317,7 +317,8 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     from worker.adapters.postgres.ledger import PgLedger
     from worker.adapters.postgres.pool import open_pool
     from worker.adapters.sftp import SftpSource
-    from worker.services.ingest import ReplayRefused, orders_feed, replay_file, variance_feed
+    from worker.services.feeds import orders_feed, variance_feed
+    from worker.services.replay import ReplayRefused, replay_file
 
     retailers = load_retailers(settings.retailers_path)
     retailer = retailers.get(args.retailer)

@@ -11,7 +11,7 @@ from worker.adapters.postgres.audit import PgAudit
 from worker.adapters.postgres.pool import Database
 from worker.core.audit import AuditOrder, audit_day, dumps, report_csv
 from worker.core.retailers import Retailer
-from worker.services.ingest import join
+from worker.services.feeds import join
 from worker.services.ports import FileSource
 
 

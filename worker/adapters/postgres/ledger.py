@@ -22,8 +22,8 @@ from worker.core.inventory import VarianceFile
 from worker.core.oms import json_default
 from worker.core.returns import POS_RETURN
 from worker.core.routing import Variance
-from worker.services.ingest import ScanResult
 from worker.services.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, SKIPPED, Claim, LedgerRow, Outcome, Recorded
+from worker.services.scan import ScanResult
 
 ROW_COLUMNS = ("id, retailer_id, feed, file_name, remote_path, size, mtime, status, error, attempts,"
                " dispatched_at, finished_at, moved_at, moved_to")
