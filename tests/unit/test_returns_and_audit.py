@@ -151,3 +151,29 @@ def test_make_return_does_not_touch_the_original():
     before = copy.deepcopy(sale)
     make_return(9, sale)
     assert sale == before
+
+
+def test_run_audit_needs_only_its_ports_and_writes_where_it_is_told(tmp_path):
+    from tests.unit.fakes import FakeSource
+    from worker.services.audit import run_audit
+
+    class Store:
+        saved: dict[str, object] = {}
+
+        def day(self, retailer_id, business_date, time_zone):
+            sale = AuditOrder("S1", "254", "IN_STORE", 1, Decimal("10.00"), Decimal(0), Decimal("0.80"), Decimal(0),
+                              Decimal("10.80"), Decimal("10.80"), {"CASH": Decimal("10.80")})
+            return [sale], ["late.json (claimed)"]
+
+        def save(self, retailer_id, business_date, document):
+            self.saved[retailer_id] = document
+
+    r = retailer(sftp={"host": "h", "username": "u", "private_key": "/k", "known_hosts": "/kh", "orders_dir": "/in",
+                       "archive_dir": "/in/a", "error_dir": "/in/e", "audit_dir": "/audit"})
+    store, source = Store(), FakeSource()
+    document, orders, written = run_audit(r, date(2024, 1, 12), store, source, tmp_path)
+    assert [p.name for p in written] == ["acme_audit_2024-01-12.csv", "acme_audit_2024-01-12.json"]
+    assert all(p.parent == tmp_path / "acme" for p in written)
+    assert store.saved["acme"] is document and document["unfinished_files"] == ["late.json (claimed)"]
+    assert sorted(source.files) == ["/audit/acme_audit_2024-01-12.csv", "/audit/acme_audit_2024-01-12.json"]
+    assert [o.external_id for o in orders] == ["S1"]

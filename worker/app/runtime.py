@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from worker.adapters.postgres.audit import PgAudit
 from worker.adapters.postgres.inventory import PgInventory
@@ -113,6 +114,11 @@ class Runtime:
             if self._database is not None:
                 self._database.close()
             self._ledger = self._inventory = self._database = self._sessions = None
+
+
+def audit_report_dir() -> Path:
+    """Where audit reports are written locally: TLOGSYNC_AUDIT_DIR, default ./audit-reports."""
+    return Path(os.environ.get("TLOGSYNC_AUDIT_DIR") or "audit-reports")
 
 
 # One per process. Reading settings from the environment opens nothing; connections come on first use.

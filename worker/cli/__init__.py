@@ -352,8 +352,10 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     """The daily audit on demand, optionally reconciled against the ERP's export."""
     from datetime import date
 
+    from worker.adapters.postgres.audit import PgAudit
     from worker.adapters.postgres.pool import open_pool
     from worker.adapters.sftp import SftpSource
+    from worker.app.runtime import audit_report_dir
     from worker.core.audit import ErpFileError, cents, parse_erp_csv, reconcile
     from worker.services.audit import run_audit
 
@@ -377,7 +379,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         else None
     try:
         with open_pool(settings.database_url) as db:
-            document, orders, written = run_audit(retailer, day, db, source)
+            document, orders, written = run_audit(retailer, day, PgAudit(db), source, audit_report_dir())
     finally:
         if source is not None:
             source.close()
