@@ -83,9 +83,9 @@ def database(pg_dsn: str) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def ledger(database: object) -> object:
-    from worker.adapters.postgres.ledger import PgLedger
+    from worker.adapters.postgres.ledger import PgFileLedger
 
-    return PgLedger(database)  # type: ignore[arg-type]
+    return PgFileLedger(database)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------- RabbitMQ

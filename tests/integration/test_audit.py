@@ -59,6 +59,22 @@ def test_a_return_against_a_known_order_is_linked_and_restocked(ledger, database
     assert reasons == ["POS_SALE", "POS_RETURN"]
 
 
+def test_a_return_to_a_store_without_a_stock_row_restocks_the_product_another_facility_stocks(ledger, database, db):
+    from worker.core.inventory import parse_inventory_csv
+
+    r = retailer_for(rid())
+    inventory = PgInventory(database)
+    doc = make_return(6, order_prefix=f"N{secrets.token_hex(2).upper()}")
+    line = doc["returnProductList"][0]
+    load(inventory, r.retailer_id, {})
+    inventory.load_inventory(r.retailer_id, parse_inventory_csv(
+        f"facility_id,product_id,gtin,quantity_on_hand\nDC1,DC-ONLY-ID,{line['gtin']},3\n"))
+    record(ledger, r, doc)
+    restocked = db.execute("SELECT product_id, quantity_on_hand FROM inventory WHERE retailer_id = %s"
+                           " AND facility_id = '254'", (r.retailer_id,)).fetchall()
+    assert restocked == [("DC-ONLY-ID", line["quantity"])]
+
+
 def test_a_return_of_an_unknown_order_is_stored_standalone(ledger, db):
     r = retailer_for(rid())
     doc = make_return(2, order_prefix=f"U{secrets.token_hex(2).upper()}")

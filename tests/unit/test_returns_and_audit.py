@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -21,7 +22,7 @@ from worker.core.audit import (
     summarize,
 )
 from worker.core.retailers import ConfigError
-from worker.core.returns import to_return
+from worker.core.returns import POS_RETURN, lines_to_restock, restock, to_return
 from worker.core.tlog import TLogError
 from worker.demo.tlogfactory import dumps, make_return, make_sale
 from worker.services.ingest import decide
@@ -177,3 +178,25 @@ def test_run_audit_needs_only_its_ports_and_writes_where_it_is_told(tmp_path):
     assert store.saved["acme"] is document and document["unfinished_files"] == ["late.json (claimed)"]
     assert sorted(source.files) == ["/audit/acme_audit_2024-01-12.csv", "/audit/acme_audit_2024-01-12.json"]
     assert [o.external_id for o in orders] == ["S1"]
+
+
+def test_returned_merchandise_goes_back_on_the_product_the_stock_holds_else_the_lines_own():
+    sale = make_sale(1, "IN_STORE", lines=2)
+    ret = to_return(make_return(1, sale), retailer())
+    line = ret.lines[0]
+    stocked = restock(ret, 42, line, "STOCKED-ID")
+    assert stocked.product_id == "STOCKED-ID"
+    v = stocked.variance
+    assert (v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id, v.source) == (
+        ret.store_id, "UPCA", line.gtin, line.quantity, POS_RETURN, f"return:42:{line.item_seq}")
+    assert v.product_id == line.product_id and v.comments == f"POS return {ret.external_id}"
+    assert restock(ret, 42, line, None).product_id == line.product_id
+    anonymous = dataclasses.replace(line, product_id=None)
+    assert restock(ret, 42, anonymous, None).product_id == line.gtin
+
+
+def test_only_merchandise_lines_are_restocked():
+    ret = to_return(make_return(4, product_class="Service"), retailer())
+    assert lines_to_restock(ret) == ()
+    ret = to_return(make_return(1, make_sale(1, "IN_STORE", lines=2)), retailer())
+    assert lines_to_restock(ret) == ret.lines

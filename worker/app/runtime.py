@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from worker.adapters.postgres.audit import PgAudit
+from worker.adapters.postgres.deadletters import PgDeadLetters
 from worker.adapters.postgres.inventory import PgInventory
-from worker.adapters.postgres.ledger import PgLedger
+from worker.adapters.postgres.ledger import PgFileLedger
 from worker.adapters.postgres.pool import Database, open_pool
 from worker.adapters.sftp import SftpSessions
 from worker.app.settings import Settings
@@ -30,8 +31,9 @@ class Runtime:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
         self._lock = threading.Lock()
-        self._ledger: PgLedger | None = None
+        self._ledger: PgFileLedger | None = None
         self._inventory: PgInventory | None = None
+        self._dead_letters: PgDeadLetters | None = None
         self._database: Database | None = None
         self._sessions: SftpSessions | None = None
         self._retailers: dict[str, Retailer] | None = None
@@ -71,14 +73,20 @@ class Runtime:
                 self._database = open_pool(
                     self.settings.database_url, max_size=self.settings.db_pool_max, name=f"tlogsync-{pid}",
                     application_name=f"tlogsync-worker-{pid}", cursor_factory=CountingCursor)
-                self._ledger = PgLedger(self._database)
+                self._ledger = PgFileLedger(self._database)
                 self._inventory = PgInventory(self._database)
+                self._dead_letters = PgDeadLetters(self._database)
             return self._database
 
-    def ledger(self) -> PgLedger:
+    def ledger(self) -> PgFileLedger:
         self.database()
         assert self._ledger is not None
         return self._ledger
+
+    def dead_letters(self) -> PgDeadLetters:
+        self.database()
+        assert self._dead_letters is not None
+        return self._dead_letters
 
     def audit(self) -> PgAudit:
         return PgAudit(self.database())
@@ -103,7 +111,7 @@ class Runtime:
     def _check_fork(self) -> None:
         # psycopg connections and SSH sessions are not fork-safe: a child starts with none.
         if os.getpid() != self._pid:
-            self._ledger = self._inventory = self._database = self._sessions = None
+            self._ledger = self._inventory = self._dead_letters = self._database = self._sessions = None
             self._lock = threading.Lock()
             self._pid = os.getpid()
 
@@ -113,7 +121,7 @@ class Runtime:
                 self._sessions.close()
             if self._database is not None:
                 self._database.close()
-            self._ledger = self._inventory = self._database = self._sessions = None
+            self._ledger = self._inventory = self._dead_letters = self._database = self._sessions = None
 
 
 def audit_report_dir() -> Path:

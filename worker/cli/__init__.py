@@ -275,17 +275,17 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     """dlq list / dlq replay: the dead-letter queues, with the reasons kept in PostgreSQL."""
-    from worker.adapters.postgres.ledger import PgLedger
+    from worker.adapters.postgres.deadletters import PgDeadLetters
     from worker.adapters.postgres.pool import open_pool
     from worker.adapters.rabbitmq import as_json, list_dead, replay
     from worker.celery import app
 
     queues = [args.queue] if args.queue else None
     with open_pool(settings.database_url) as db:
-        ledger = PgLedger(db)
+        dead_letters = PgDeadLetters(db)
         try:
             if args.action == "list":
-                letters = list_dead(app, queues, ledger.dead_letter_reasons)
+                letters = list_dead(app, queues, dead_letters.reasons)
                 if args.json:
                     print(as_json(letters))
                     return 0
@@ -305,7 +305,7 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError as exc:
             console.print(f"[red]{exc}[/red]")
             return 2
-        ledger.mark_replayed(replayed)
+        dead_letters.mark_replayed(replayed)
     console.print(f"replayed {len(replayed)} dead letters" + (f": {', '.join(replayed)}" if replayed else ""))
     return 0 if replayed or args.all else 1
 
@@ -314,7 +314,7 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     """Reprocess a fixed file from error_dir through the normal path (here: claim and move; a worker ingests)."""
     from tasks.ingest import ingest_tlog
     from tasks.routing import apply_variance_file
-    from worker.adapters.postgres.ledger import PgLedger
+    from worker.adapters.postgres.ledger import PgFileLedger
     from worker.adapters.postgres.pool import open_pool
     from worker.adapters.sftp import SftpSource
     from worker.services.feeds import orders_feed, variance_feed
@@ -332,7 +332,7 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds)
     try:
         with open_pool(settings.database_url) as db:
-            row = replay_file(retailer.retailer_id, feed, args.file, source, PgLedger(db))
+            row = replay_file(retailer.retailer_id, feed, args.file, source, PgFileLedger(db))
     except ReplayRefused as exc:
         console.print(f"[red]{exc}[/red]")
         return 1

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.core.errors import FileMissing, FileTooLarge, GaveUp, NotFound
-from worker.core.inventory import InputError, parse_variance_file
+from worker.core.inventory import InputError, VarianceFileApplied, parse_variance_file
 from worker.core.oms import to_order
 from worker.core.retailers import Retailer
-from worker.core.returns import has_both, is_return, to_return
+from worker.core.returns import Return, has_both, is_return, to_return
 from worker.core.routing import followups_for
 from worker.core.tlog import TLogError, decode, validate_sale
 from worker.services.feeds import Feed, join, safe_local_name, unsafe_name_reason
@@ -20,8 +20,9 @@ from worker.services.ports import (
     FAILED,
     PROCESSED,
     SKIPPED,
+    FileLedger,
     FileSource,
-    Ledger,
+    FinalStatus,
     LedgerRow,
     Outcome,
 )
@@ -77,7 +78,25 @@ def decide_variance(data: bytes) -> Outcome:
     return Outcome(PROCESSED, digest, len(data), variance=parsed)
 
 
-def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: Ledger, max_bytes: int,
+def content_checked(outcome: Outcome, same_content: int | None) -> FinalStatus:
+    """A processed or skipped file whose bytes an earlier row already holds is a duplicate of that row;
+    otherwise the file is what ingest decided. same_content: that earlier row, if any."""
+    if same_content and outcome.status in (PROCESSED, SKIPPED):
+        return FinalStatus(DUPLICATE, f"same content as ledger row {same_content}; not imported again", same_content)
+    return FinalStatus(outcome.status, outcome.error)
+
+
+def return_stored_before(ret: Return, first_file: int | None) -> FinalStatus:
+    """A return whose id is stored already is a duplicate of the file that stored it."""
+    return FinalStatus(DUPLICATE, f"return {ret.external_id} already stored from ledger row {first_file}", first_file)
+
+
+def variance_file_final(applied: VarianceFileApplied) -> FinalStatus:
+    """A variance file fails when none of its records was applied; its error lists the rejected ones."""
+    return FinalStatus(FAILED if applied.failed else PROCESSED, applied.summary)
+
+
+def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: FileLedger, max_bytes: int,
                 decide_outcome: Callable[[bytes], Outcome], max_attempts: int = 25) -> IngestResult:
     """Read, decide and record one claimed file in one transaction, then move it out of the inbound folder.
 

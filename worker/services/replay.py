@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from worker.services.feeds import Feed, join, unsafe_name_reason
-from worker.services.ports import FAILED, FileSource, Ledger, LedgerRow
+from worker.services.ports import FAILED, FileLedger, FileSource, LedgerRow
 
 
 class ReplayRefused(Exception):
     """replay-file cannot take this file (not failed, not in error_dir, unsafe name)."""
 
 
-def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource, ledger: Ledger) -> LedgerRow:
+def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource, ledger: FileLedger) -> LedgerRow:
     """Put a file someone fixed in error_dir back through the normal path; returns its new ledger row.
 
     The old row keeps its failed status and points at the new one (replayed_by). The claim and the move

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from worker.core.retailers import Retailer
 from worker.services.feeds import Feed, join
-from worker.services.ports import CLAIMED, DUPLICATE, FAILED, Claim, FileSource, Ledger, LedgerRow, RemoteFile
+from worker.services.ports import CLAIMED, DUPLICATE, FAILED, Claim, FileLedger, FileSource, LedgerRow, RemoteFile
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def plan_claims(candidates: Sequence[RemoteFile], latest: dict[str, LedgerRow], 
     return ScanPlan(tuple(claims), tuple(reclaims), tuple(redispatch), tuple(watch), deferred)
 
 
-def scan_feed(retailer: Retailer, feed: Feed, source: FileSource, ledger: Ledger,
+def scan_feed(retailer: Retailer, feed: Feed, source: FileSource, ledger: FileLedger,
               max_in_flight: int, redispatch_after: timedelta) -> ScanResult:
     """List a feed's folder and claim what is new, under the per-retailer scan lock."""
     result = ScanResult(retailer.retailer_id, feed.name)

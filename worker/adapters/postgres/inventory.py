@@ -11,64 +11,89 @@ import psycopg
 from worker.adapters.postgres.pool import Database, transient_db_errors
 from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
 from worker.core.errors import GaveUp, NotFound, Oversell
-from worker.core.inventory import FacilityRow, InventoryRow, VarianceRecord
-from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, Variance, sale_variances
+from worker.core.inventory import (
+    FacilityRow,
+    InventoryRow,
+    Rejected,
+    Variance,
+    VarianceFile,
+    VarianceFileApplied,
+    record_label,
+    variance_file_applied,
+    variance_for_record,
+)
+from worker.core.returns import Return, lines_to_restock, restock
+from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, sale_variances
 
 GTIN_TYPES = ("UPCA", "EAN", "GTIN")
 
 
-def apply_variance(conn: psycopg.Connection[Any], retailer_id: str, v: Variance, product_id: str) -> bool:
-    """Record the variance and move quantity on hand, once per source; False if the source was applied already."""
-    inserted = conn.execute(
-        "INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,"
-        " location_seq_id, comments, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (retailer_id, source) DO NOTHING RETURNING id",
-        (retailer_id, v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id, v.location_seq_id,
-         v.comments, v.source)).fetchone()
-    if inserted is None:
-        return False
-    gtin = v.id_value if v.id_type in GTIN_TYPES else None
-    conn.execute(
-        "INSERT INTO inventory AS i (retailer_id, facility_id, product_id, gtin, quantity_on_hand)"
-        " VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE"
-        " SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()",
-        (retailer_id, v.facility_id, product_id, gtin, v.available_delta))
-    return True
+class PgStock:
+    """A retailer's stock changed inside the caller's transaction: variance files, returns back on the shelf."""
 
+    def __init__(self, conn: psycopg.Connection[Any], retailer_id: str):
+        self.conn, self.retailer_id = conn, retailer_id
 
-def _product_id(conn: psycopg.Connection[Any], retailer_id: str, facility_id: str, id_type: str,
-                id_value: str) -> str | None:
-    """The product a variance names, preferring the facility's own row; None when the retailer has no such product."""
-    column = "product_id" if id_type == "SKU" else "gtin"
-    row = conn.execute(
-        f"SELECT product_id FROM inventory WHERE retailer_id = %s AND {column} = %s"
-        " ORDER BY (facility_id = %s) DESC LIMIT 1", (retailer_id, id_value, facility_id)).fetchone()
-    return row[0] if row else None
+    def apply_variance(self, v: Variance, product_id: str) -> bool:
+        """Record the variance and move quantity on hand, once per source; False if the source was applied already."""
+        inserted = self.conn.execute(
+            "INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,"
+            " location_seq_id, comments, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (retailer_id, source) DO NOTHING RETURNING id",
+            (self.retailer_id, v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id,
+             v.location_seq_id, v.comments, v.source)).fetchone()
+        if inserted is None:
+            return False
+        gtin = v.id_value if v.id_type in GTIN_TYPES else None
+        self.conn.execute(
+            "INSERT INTO inventory AS i (retailer_id, facility_id, product_id, gtin, quantity_on_hand)"
+            " VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE"
+            " SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()",
+            (self.retailer_id, v.facility_id, product_id, gtin, v.available_delta))
+        return True
 
+    def _product_id(self, facility_id: str, id_type: str, id_value: str) -> str | None:
+        """The product a variance names, preferring the facility's own row; None when the retailer has no such
+        product."""
+        column = "product_id" if id_type == "SKU" else "gtin"
+        row = self.conn.execute(
+            f"SELECT product_id FROM inventory WHERE retailer_id = %s AND {column} = %s"
+            " ORDER BY (facility_id = %s) DESC LIMIT 1", (self.retailer_id, id_value, facility_id)).fetchone()
+        return row[0] if row else None
 
-def apply_variance_records(conn: psycopg.Connection[Any], retailer_id: str, file_id: int,
-                           records: Sequence[VarianceRecord], label: str = "line") -> tuple[int, list[tuple[int, str]]]:
-    """Apply a variance file's records in the caller's transaction; (applied, [(line, reason)] rejected).
+    def apply_variance_file(self, file_id: int, parsed: VarianceFile) -> VarianceFileApplied:
+        """Apply what can be applied; record every rejected record with its reason (the core judges the file)."""
+        label = record_label(parsed.format)
+        facilities = {row[0] for row in self.conn.execute(
+            "SELECT facility_id FROM facilities WHERE retailer_id = %s", (self.retailer_id,))}
+        applied, rejected = 0, []
+        for record in parsed.records:
+            known = record.facility_id in facilities
+            product_id = self._product_id(record.facility_id, record.id_type, record.id_value) if known else None
+            change = variance_for_record(record, file_id, label, known, product_id)
+            if isinstance(change, Rejected):
+                rejected.append(change)
+                continue
+            assert product_id is not None  # a variance is only made for a known product
+            if self.apply_variance(change, product_id):
+                applied += 1
+        result = variance_file_applied(parsed, applied, rejected)
+        if result.rejected:
+            with self.conn.cursor() as cur:
+                cur.executemany("INSERT INTO variance_rejections (tlog_file_id, line, reason) VALUES (%s, %s, %s)"
+                                " ON CONFLICT DO NOTHING", [(file_id, r.line, r.reason) for r in result.rejected])
+        return result
 
-    label names a record's position in messages: "line" for CSV, "record" for a JSON array.
-    """
-    facilities = {row[0] for row in conn.execute("SELECT facility_id FROM facilities WHERE retailer_id = %s",
-                                                 (retailer_id,))}
-    applied, rejected = 0, []
-    for r in records:
-        if r.facility_id not in facilities:
-            rejected.append((r.line, f"{label} {r.line}: facilityId: unknown facility {r.facility_id!r}"))
-            continue
-        product_id = _product_id(conn, retailer_id, r.facility_id, r.id_type, r.id_value)
-        if product_id is None:
-            rejected.append((r.line, f"{label} {r.line}: idValue: unknown product {r.id_type} {r.id_value!r}"))
-            continue
-        variance = Variance(r.facility_id, r.id_type, r.id_value, r.available_delta, r.reason_id,
-                            f"file:{file_id}:{r.line}", product_id, r.location_seq_id, r.comments)
-        if apply_variance(conn, retailer_id, variance, product_id):
-            applied += 1
-    return applied, rejected
+    def restock_return(self, ret: Return, return_id: int) -> None:
+        """Returned merchandise back on the store's shelf (one POS_RETURN variance per line, once), on the
+        product the retailer's stock holds for the GTIN, the store's own row first."""
+        for line in lines_to_restock(ret):
+            stocked = self.conn.execute(
+                "SELECT product_id FROM inventory WHERE retailer_id = %s AND gtin = %s"
+                " ORDER BY (facility_id = %s) DESC LIMIT 1", (self.retailer_id, line.gtin, ret.store_id)).fetchone()
+            change = restock(ret, return_id, line, stocked[0] if stocked else None)
+            self.apply_variance(change.variance, change.product_id)
 
 
 # An order's in-store lines, each with the product id its store's stock row uses (or, where the store has
