@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row
 
 from worker.adapters.postgres.pool import Database, transient_db_errors
 from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
@@ -94,6 +96,40 @@ class PgStock:
                 " ORDER BY (facility_id = %s) DESC LIMIT 1", (self.retailer_id, line.gtin, ret.store_id)).fetchone()
             change = restock(ret, return_id, line, stocked[0] if stocked else None)
             self.apply_variance(change.variance, change.product_id)
+
+
+@dataclass(frozen=True)
+class SaleLineRow:
+    """An in-store line of a sale, with the stock row it moves (all None but the header for a sale without one)."""
+
+    external_id: str
+    store_id: str
+    item_seq: int | None
+    product_id: str | None
+    gtin: str | None
+    quantity: int | None
+    stock_product_id: str | None
+    known_here: bool
+
+
+@dataclass(frozen=True)
+class WaitingLine:
+    item_seq: int
+    gtin: str
+    quantity: int
+    facility_id: str
+
+
+@dataclass(frozen=True)
+class FacilityRecord:
+    facility_id: str
+    latitude: float | None
+    longitude: float | None
+    postal_code: str | None
+    allow_brokering: bool
+    max_orders_per_day: int | None
+    facility_group: str | None
+    sequence: int | None
 
 
 # An order's in-store lines, each with the product id its store's stock row uses (or, where the store has
@@ -202,24 +238,25 @@ class PgInventory:
         with transient_db_errors(), self.db.connection() as conn, conn.pipeline(), conn.transaction():
             follow = conn.execute("SELECT status FROM order_followups WHERE order_id = %s AND kind = %s FOR UPDATE",
                                   (order_id, INVENTORY))
-            found = conn.execute(SALE_LINES, {"o": order_id, "r": retailer_id}).fetchall()
+            found = conn.cursor(row_factory=class_row(SaleLineRow)).execute(
+                SALE_LINES, {"o": order_id, "r": retailer_id}).fetchall()
             status = follow.fetchone()
             if status is not None and status[0] == "done":
                 return 0, ["already applied"]
             if not found:
                 raise NotFound(f"order {order_id} of retailer {retailer_id!r} does not exist")
-            external_id, store_id = found[0][0], found[0][1]
-            lines = [SoldLine(seq, pid, gtin, qty) for _, _, seq, pid, gtin, qty, _, _ in found if seq is not None]
-            stock = {seq: (product, known) for _, _, seq, _, _, _, product, known in found}
+            external_id, store_id = found[0].external_id, found[0].store_id
+            lines = [SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity) for x in found if x.item_seq is not None]
+            stock = {x.item_seq: x for x in found}
             notes = [f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
-                     for line in lines if not stock[line.item_seq][1]]  # the sale happened: negative stock
+                     for line in lines if not stock[line.item_seq].known_here]  # the sale happened: negative stock
             variances = sale_variances(order_id, external_id, store_id, lines)
             row = conn.execute(APPLY_SALE, {
                 "r": retailer_id, "o": order_id, "kind": INVENTORY, "notes": "".join(f"; {n}" for n in notes),
                 "f": [v.facility_id for v in variances], "g": [v.id_value for v in variances],
                 "d": [v.available_delta for v in variances], "c": [v.comments for v in variances],
                 "s": [v.source for v in variances],
-                "p": [stock[line.item_seq][0] for line in lines]}).fetchone()
+                "p": [stock[line.item_seq].stock_product_id for line in lines]}).fetchone()
             applied = int(row[0]) if row else 0
         return applied, notes
 
@@ -268,15 +305,16 @@ class PgBrokeringUnit:
             raise NotFound(f"order {self.order_id} of retailer {self.retailer_id!r} does not exist")
         store_id, payload = order
         places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if self.parked else [BROKERING_QUEUE]
-        rows = conn.execute(
+        rows = conn.cursor(row_factory=class_row(WaitingLine)).execute(
             "SELECT item_seq, gtin, quantity, facility_id FROM order_items WHERE order_id = %s"
             " AND fulfillment = 'SHIP_TO_HOME' AND facility_id = ANY(%s) ORDER BY item_seq",
             (self.order_id, places)).fetchall()
         if not rows:
             self._done("nothing waiting")
             return None
-        for item_seq, gtin, quantity, facility_id in rows:
-            self._from[item_seq], self._gtin[item_seq], self._quantity[item_seq] = facility_id, gtin, quantity
+        for w in rows:
+            self._from[w.item_seq], self._gtin[w.item_seq], self._quantity[w.item_seq] = \
+                w.facility_id, w.gtin, w.quantity
         group_json = _ship_group(payload)
         postal = ((group_json.get("shipTo") or {}).get("postalAddress") or {}).get("postalCode")
         may_split = group_json.get("maySplit") == "Y"
@@ -288,18 +326,19 @@ class PgBrokeringUnit:
             " AND reason = 'BROKERED' AND changed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
             " AND order_id <> %s GROUP BY facility_id", (self.retailer_id, self.order_id)).fetchall())
         facilities, postal_codes = [], {}
-        for fid, lat, lon, fpostal, allow, cap, group, seq in conn.execute(
+        for f in conn.cursor(row_factory=class_row(FacilityRecord)).execute(
                 "SELECT facility_id, latitude, longitude, postal_code, allow_brokering, max_orders_per_day,"
                 " facility_group, sequence FROM facilities WHERE retailer_id = %s ORDER BY facility_id",
                 (self.retailer_id,)).fetchall():
-            facilities.append(Facility(fid, group, lat, lon, allow, cap, int(today.get(fid, 0)), seq))
-            postal_codes[fid] = fpostal
-        gtins = sorted({gtin for _, gtin, _, _ in rows})
+            facilities.append(Facility(f.facility_id, f.facility_group, f.latitude, f.longitude, f.allow_brokering,
+                                       f.max_orders_per_day, int(today.get(f.facility_id, 0)), f.sequence))
+            postal_codes[f.facility_id] = f.postal_code
+        gtins = sorted({w.gtin for w in rows})
         # Locking every stock row of these products, in one order, serializes brokering per SKU without deadlocks.
         stock = {(fid, gtin): int(atp) for fid, gtin, atp in conn.execute(
             "SELECT facility_id, gtin, quantity_on_hand - reserved FROM inventory WHERE retailer_id = %s"
             " AND gtin = ANY(%s) ORDER BY facility_id, product_id FOR UPDATE", (self.retailer_id, gtins))}
-        lines = tuple(LineToPlace(item_seq, gtin, quantity) for item_seq, gtin, quantity, _ in rows)
+        lines = tuple(LineToPlace(w.item_seq, w.gtin, w.quantity) for w in rows)
         group = ShipGroup(self.order_id, lines, may_split, store_id, None, None)
         return BrokeringSnapshot(group, postal, tuple(facilities), postal_codes, stock)
 
