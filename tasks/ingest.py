@@ -8,7 +8,8 @@ from tasks.routing import forgiven_on_transient, publish_followups
 from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.services.ingest import decide, ingest_file, orders_feed
+from worker.services.feeds import orders_feed
+from worker.services.ingest import decide, ingest_file
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ingest_tlog", soft_time_limit=120, time_limit=180)

@@ -10,13 +10,14 @@ from worker.adapters.rabbitmq import list_dead, replay
 from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.services.ingest import ORDERS_FEED, ReplayRefused, orders_feed, replay_file, variance_feed
+from worker.services.feeds import ORDERS_FEED, orders_feed, variance_feed
+from worker.services.replay import ReplayRefused, replay_file
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ops.list_dead_letters")
 def list_dead_letters(self: TlogTask, queue: str | None = None) -> list[dict[str, Any]]:
     """The dead letters of one work queue (or all), with task, arguments, reason and when they died."""
-    letters = list_dead(app, [queue] if queue else None, runtime.ledger().dead_letter_reasons)
+    letters = list_dead(app, [queue] if queue else None, runtime.dead_letters().reasons)
     return [{**d.__dict__, "died_at": d.died_at.isoformat() if d.died_at else None} for d in letters]
 
 
@@ -27,7 +28,7 @@ def replay_dead_letters(self: TlogTask, queue: str | None = None, task_id: str |
     if not task_id and not all:
         return {"error": "name a task_id, or pass all=true", "replayed": []}
     replayed = replay(app, [queue] if queue else None, [task_id] if task_id else None)
-    runtime.ledger().mark_replayed(replayed)
+    runtime.dead_letters().mark_replayed(replayed)
     return {"replayed": replayed}
 
 

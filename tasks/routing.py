@@ -14,7 +14,8 @@ from worker.celery import app
 from worker.core.errors import NotFound, TransientError
 from worker.core.routing import BROKERING, INVENTORY
 from worker.core.routing import broker_order as broker_order_core
-from worker.services.ingest import decide_variance, ingest_file, variance_feed
+from worker.services.feeds import variance_feed
+from worker.services.ingest import decide_variance, ingest_file
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.broker_order", retry_policy_name="routing_retry",

@@ -11,7 +11,8 @@ from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
 from worker.core.errors import TransientError
-from worker.services.ingest import ORDERS_FEED, ScanResult, feeds, scan_feed
+from worker.services.feeds import ORDERS_FEED, feeds
+from worker.services.scan import ScanResult, scan_feed
 
 FILE_TASKS = {ORDERS_FEED: ingest_tlog}
 

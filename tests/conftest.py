@@ -58,19 +58,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     need(port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
-    import psycopg
-    from psycopg import sql
+    from worker.adapters.postgres.migrate import drop_database, ensure_database, migrate
 
-    from worker.adapters.postgres.migrate import migrate
-
-    admin = f"{PG_BASE}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
     dsn = os.environ["TLOGSYNC_DATABASE_URL"]
+    assert ensure_database(dsn), f"{DB_NAME} exists already"
     migrate(dsn)
     yield dsn
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB_NAME)))
+    drop_database(dsn)
 
 
 @pytest.fixture
@@ -82,13 +76,18 @@ def db(pg_dsn: str) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def ledger(pg_dsn: str) -> Iterator[object]:
-    from psycopg_pool import ConnectionPool
+def database(pg_dsn: str) -> Iterator[object]:
+    from worker.adapters.postgres.pool import open_pool
 
-    from worker.adapters.postgres.ledger import PgLedger
+    with open_pool(pg_dsn, max_size=8, check=True) as database:
+        yield database
 
-    with ConnectionPool(pg_dsn, min_size=1, max_size=8, open=True, check=ConnectionPool.check_connection) as pool:
-        yield PgLedger(pool)
+
+@pytest.fixture(scope="session")
+def ledger(database: object) -> object:
+    from worker.adapters.postgres.ledger import PgFileLedger
+
+    return PgFileLedger(database)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------- RabbitMQ

@@ -28,15 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.sshd import SSHD, Sshd, start_sshd  # noqa: E402
 from worker.adapters.postgres.inventory import PgInventory  # noqa: E402
-from worker.adapters.postgres.migrate import migrate  # noqa: E402
+from worker.adapters.postgres.migrate import ensure_database, migrate  # noqa: E402
+from worker.adapters.postgres.pool import open_pool  # noqa: E402
 from worker.app.queues import WORK_QUEUES  # noqa: E402
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv  # noqa: E402
 from worker.demo.procs import stop_group  # noqa: E402
@@ -70,11 +69,7 @@ class Bench:
         if not SSHD.exists():
             raise SystemExit("make bench needs OpenSSH's sshd: apt-get install openssh-server")
         self.sshd = start_sshd(self.work / "sshd")
-        name = psycopg.conninfo.conninfo_to_dict(self.dsn)["dbname"]
-        admin = psycopg.conninfo.make_conninfo(self.dsn, dbname="postgres")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        ensure_database(self.dsn, recreate=True)
         migrate(self.dsn)
         subprocess.run(["rabbitmqctl", "-q", "add_vhost", self.vhost], check=True, capture_output=True)
         subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
@@ -117,8 +112,8 @@ min_age_seconds = {min_age}
         tmp = self.retailers_file.with_suffix(".tmp")
         tmp.write_text("".join(self.retailers))
         tmp.replace(self.retailers_file)
-        with ConnectionPool(self.dsn, min_size=1, max_size=1) as pool:
-            store = PgInventory(pool)
+        with open_pool(self.dsn) as db:
+            store = PgInventory(db)
             store.load_facilities(rid, parse_facilities_csv(FACILITIES))
             rows = ["facility_id,product_id,gtin,quantity_on_hand"]
             rows += [f"{f},{p.product_id},{p.gtin},1000000" for f in ("254", "255", "301", "DC1") for p in CATALOG]

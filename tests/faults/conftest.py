@@ -20,7 +20,7 @@ def fault_env(broker_url: str, pg_dsn: str, sshd: object) -> Iterator[dict[str, 
 
 
 @pytest.fixture
-def inventory(ledger):  # type: ignore[no-untyped-def]
+def inventory(database):  # type: ignore[no-untyped-def]
     from worker.adapters.postgres.inventory import PgInventory
 
-    return PgInventory(ledger.pool)
+    return PgInventory(database)

@@ -12,11 +12,9 @@ import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from psycopg_pool import ConnectionPool
-
 from tests.integration.test_routing import load, retailer_for
+from worker.adapters.postgres.audit import PgAudit
 from worker.adapters.postgres.inventory import PgInventory
-from worker.adapters.postgres.pool import Database
 from worker.demo.tlogfactory import dumps, make_return, make_sale
 from worker.services.audit import run_audit
 from worker.services.ingest import decide
@@ -41,9 +39,9 @@ def qoh(db, retailer_id, store, gtin):
     return row[0] if row else None
 
 
-def test_a_return_against_a_known_order_is_linked_and_restocked(ledger, db):
+def test_a_return_against_a_known_order_is_linked_and_restocked(ledger, database, db):
     r = retailer_for(rid())
-    inventory = PgInventory(ledger.pool)
+    inventory = PgInventory(database)
     sale = make_sale(1, "IN_STORE", store_id="254", lines=1, order_prefix=f"K{secrets.token_hex(2).upper()}")
     line = sale["orderProductList"][0]
     load(inventory, r.retailer_id, {("254", line["gtin"]): 10})
@@ -59,6 +57,22 @@ def test_a_return_against_a_known_order_is_linked_and_restocked(ledger, db):
     reasons = [row[0] for row in db.execute("SELECT reason_id FROM inventory_variances WHERE retailer_id = %s"
                                             " ORDER BY id", (r.retailer_id,))]
     assert reasons == ["POS_SALE", "POS_RETURN"]
+
+
+def test_a_return_to_a_store_without_a_stock_row_restocks_the_product_another_facility_stocks(ledger, database, db):
+    from worker.core.inventory import parse_inventory_csv
+
+    r = retailer_for(rid())
+    inventory = PgInventory(database)
+    doc = make_return(6, order_prefix=f"N{secrets.token_hex(2).upper()}")
+    line = doc["returnProductList"][0]
+    load(inventory, r.retailer_id, {})
+    inventory.load_inventory(r.retailer_id, parse_inventory_csv(
+        f"facility_id,product_id,gtin,quantity_on_hand\nDC1,DC-ONLY-ID,{line['gtin']},3\n"))
+    record(ledger, r, doc)
+    restocked = db.execute("SELECT product_id, quantity_on_hand FROM inventory WHERE retailer_id = %s"
+                           " AND facility_id = '254'", (r.retailer_id,)).fetchall()
+    assert restocked == [("DC-ONLY-ID", line["quantity"])]
 
 
 def test_a_return_of_an_unknown_order_is_stored_standalone(ledger, db):
@@ -88,8 +102,7 @@ def audit_retailer(retailer_id):
     return dataclasses.replace(r, audit_time="03:00", audit_time_zone="America/Los_Angeles")
 
 
-def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, db, pg_dsn, tmp_path, monkeypatch):
-    monkeypatch.setenv("TLOGSYNC_AUDIT_DIR", str(tmp_path))
+def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, database, db, tmp_path):
     r = audit_retailer(rid())
     prefix = f"T{secrets.token_hex(2).upper()}"
     late = make_sale(1, "IN_STORE", store_id="301", order_prefix=prefix,
@@ -102,8 +115,7 @@ def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, db, pg_
                            created=datetime(2024, 3, 10, 18, 0, tzinfo=UTC))
     for doc in (late, next_day, morning, returned):
         record(ledger, r, doc)
-    with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
-        document, orders, written = run_audit(r, date(2024, 3, 10), Database(pool), None)
+    document, orders, written = run_audit(r, date(2024, 3, 10), PgAudit(database), None, tmp_path)
     by = {(row["store"], row["type"]): row for row in document["rows"]}
     assert set(by) == {("301", "IN_STORE"), ("254", "MIXED"), ("254", "RETURN")}
     assert by[("301", "IN_STORE")]["grand_total"] == str(late["totalAmount"])
@@ -115,18 +127,15 @@ def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, db, pg_
     stored = db.execute("SELECT consistent, report->'totals'->>'IN_STORE' FROM audit_reports WHERE retailer_id = %s"
                         " AND business_date = '2024-03-10'", (r.retailer_id,)).fetchone()
     assert stored == (True, str(late["totalAmount"]))
-    with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
-        following, _, _ = run_audit(r, date(2024, 3, 11), Database(pool), None)
+    following, _, _ = run_audit(r, date(2024, 3, 11), PgAudit(database), None, tmp_path)
     assert [(row["store"], row["type"]) for row in following["rows"]] == [("301", "SEND_SALE")]
 
 
-def test_an_order_that_does_not_add_up_is_listed(ledger, db, pg_dsn, tmp_path, monkeypatch):
-    monkeypatch.setenv("TLOGSYNC_AUDIT_DIR", str(tmp_path))
+def test_an_order_that_does_not_add_up_is_listed(ledger, database, db, tmp_path):
     r = audit_retailer(rid())
     order_id = record(ledger, r, make_sale(1, "IN_STORE", order_prefix=f"B{secrets.token_hex(2).upper()}"))
     db.execute("UPDATE order_items SET unit_price = unit_price + 1 WHERE order_id = %s AND item_seq = 1", (order_id,))
-    with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
-        document, _, _ = run_audit(r, date(2024, 1, 12), Database(pool), None)
+    document, _, _ = run_audit(r, date(2024, 1, 12), PgAudit(database), None, tmp_path)
     assert not document["consistent"] and len(document["inconsistent_orders"]) == 1
 
 
@@ -158,11 +167,10 @@ def test_reconciliation_from_the_command_line_finds_a_seeded_mismatch(ledger, db
     assert Path(tmp_path / "reports" / r.retailer_id / f"{r.retailer_id}_audit_2024-05-01.json").exists()
 
 
-def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, pg_dsn, sshd, tmp_path, monkeypatch):
+def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, database, sshd, tmp_path):
     from worker.adapters.sftp import SftpSource
     from worker.core.retailers import SftpConfig
 
-    monkeypatch.setenv("TLOGSYNC_AUDIT_DIR", str(tmp_path / "local"))
     audit_dir = sshd.root / f"audit-{secrets.token_hex(3)}"
     audit_dir.mkdir()
     r = audit_retailer(rid())
@@ -173,8 +181,7 @@ def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, pg_dsn, s
                                 created=datetime(2024, 6, 1, 12, 0, tzinfo=UTC)))
     source = SftpSource(sftp)
     try:
-        with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
-            run_audit(r, date(2024, 6, 1), Database(pool), source)
+        run_audit(r, date(2024, 6, 1), PgAudit(database), source, tmp_path / "local")
     finally:
         source.close()
     names = sorted(p.name for p in audit_dir.iterdir())

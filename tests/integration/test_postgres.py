@@ -11,8 +11,10 @@ from tests.unit.fakes import FakeSource
 from tests.unit.helpers import retailer
 from worker.adapters.postgres.migrate import migrate
 from worker.demo.tlogfactory import dumps, make_sale, sample_bytes
-from worker.services.ingest import Feed, decide, scan_feed
+from worker.services.feeds import Feed
+from worker.services.ingest import decide
 from worker.services.ports import CLAIMED, DUPLICATE, PROCESSED, Claim, Outcome
+from worker.services.scan import scan_feed
 
 
 def feed(tag: str) -> Feed:

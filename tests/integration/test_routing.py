@@ -32,8 +32,8 @@ LAKOTA = CATALOG[0]  # gtin 197076109628
 
 
 @pytest.fixture
-def inventory(ledger):
-    return PgInventory(ledger.pool)
+def inventory(database):
+    return PgInventory(database)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""In-memory fakes for the ports we own (FileSource, Ledger), for unit tests of the core only."""
+"""In-memory fakes for the ports we own (FileSource, FileLedger), for unit tests of the core only."""
 
 from __future__ import annotations
 

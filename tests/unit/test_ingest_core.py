@@ -8,21 +8,20 @@ import pytest
 
 from tests.unit.fakes import FakeLedger, FakeSource
 from tests.unit.helpers import retailer
-from worker.demo.tlogfactory import dumps, make_sale, sample_bytes
+from worker.core.inventory import Rejected, VarianceFileApplied
+from worker.core.returns import to_return
+from worker.demo.tlogfactory import dumps, make_return, make_sale, sample_bytes
+from worker.services.feeds import ORDERS_FEED, Feed, orders_feed, safe_local_name, unsafe_name_reason
 from worker.services.ingest import (
-    ORDERS_FEED,
-    Feed,
     UnknownFile,
+    content_checked,
     decide,
     ingest_file,
-    orders_feed,
-    plan_claims,
-    safe_local_name,
-    scan_feed,
-    select_candidates,
-    unsafe_name_reason,
+    return_stored_before,
+    variance_file_final,
 )
-from worker.services.ports import DUPLICATE, FAILED, PROCESSED, SKIPPED, RemoteFile
+from worker.services.ports import DUPLICATE, FAILED, PROCESSED, SKIPPED, FinalStatus, Outcome, RemoteFile
+from worker.services.scan import plan_claims, scan_feed, select_candidates
 
 FEED = Feed(ORDERS_FEED, "/in", "/in/archive", "/in/error", "*.json", 5)
 HOUR = timedelta(hours=1)
@@ -211,3 +210,21 @@ def test_a_failed_file_uploaded_again_under_its_name_is_read_again():
     [(second, _)] = scan(source, ledger).dispatch
     assert second != first and ledger.replayed[first] == second
     assert ingest(second, source, ledger).status == PROCESSED
+
+
+def test_a_file_whose_bytes_were_stored_before_is_a_duplicate_of_that_row():
+    processed, skipped, failed = Outcome(PROCESSED), Outcome(SKIPPED, error="not ours"), Outcome(FAILED, error="bad")
+    assert content_checked(processed, 7) == FinalStatus(DUPLICATE, "same content as ledger row 7; not imported again",
+                                                        7)
+    assert content_checked(skipped, 7).status == DUPLICATE
+    assert content_checked(failed, 7) == FinalStatus(FAILED, "bad")
+    assert content_checked(skipped, None) == FinalStatus(SKIPPED, "not ours")
+
+
+def test_a_return_stored_before_and_a_variance_file_get_their_final_status():
+    ret = to_return(make_return(1), retailer())
+    assert return_stored_before(ret, 3) == FinalStatus(
+        DUPLICATE, f"return {ret.external_id} already stored from ledger row 3", 3)
+    none_applied = VarianceFileApplied(0, (Rejected(2, "line 2: x"),), True, "1 of 1 records rejected: line 2: x")
+    assert variance_file_final(none_applied) == FinalStatus(FAILED, "1 of 1 records rejected: line 2: x")
+    assert variance_file_final(VarianceFileApplied(2, (), False, None)) == FinalStatus(PROCESSED)

@@ -24,11 +24,15 @@ from worker.core.inventory import (
     InventoryRow,
     LoadError,
     Rejected,
+    Variance,
     VarianceFile,
     VarianceRecord,
     parse_facilities_csv,
     parse_inventory_csv,
     parse_variance_file,
+    record_label,
+    variance_file_applied,
+    variance_for_record,
 )
 
 HEADER = ",".join(VARIANCE_COLUMNS)
@@ -551,3 +555,43 @@ def test_an_inventory_file_without_rows_is_a_load_error(text: str):
 
 def test_load_error_is_a_value_error():
     assert issubclass(LoadError, ValueError)
+
+
+# ---------------------------------------------------------------- applying a variance file: the core's decisions
+
+
+def test_a_record_of_a_known_facility_and_product_becomes_a_variance_once_per_file_and_line():
+    change = variance_for_record(EXAMPLE, 7, "line", True, "VLAKOTA")
+    assert change == Variance("254", "UPCA", "197076109642", -1, "VAR_INTEGR", "file:7:2", "VLAKOTA", "TLTLTLLL01",
+                              "POS in-store sale")
+
+
+def test_a_record_of_an_unknown_facility_or_product_is_rejected_naming_its_place_and_field():
+    assert variance_for_record(EXAMPLE, 7, "line", False, None) == Rejected(
+        2, "line 2: facilityId: unknown facility '254'")
+    assert variance_for_record(EXAMPLE, 7, "record", True, None) == Rejected(
+        2, "record 2: idValue: unknown product UPCA '197076109642'")
+    assert record_label("json") == "record" and record_label("csv") == "line"
+
+
+def test_a_variance_file_with_records_applied_is_processed_and_lists_the_rejected_by_line():
+    parsed = VarianceFile("csv", (), (Rejected(6, "line 6: availableDelta: bad"),))
+    result = variance_file_applied(parsed, 2, [Rejected(5, "line 5: idValue: x"), Rejected(4, "line 4: facility")])
+    assert not result.failed and result.applied == 2
+    assert [r.line for r in result.rejected] == [4, 5, 6]
+    assert result.summary == ("3 of 5 records rejected: line 4: facility; line 5: idValue: x;"
+                              " line 6: availableDelta: bad")
+
+
+def test_a_variance_file_with_none_applied_fails_and_a_clean_one_has_no_summary():
+    parsed = VarianceFile("json", (), ())
+    assert variance_file_applied(parsed, 0, [Rejected(1, "record 1: no")]).failed
+    clean = variance_file_applied(parsed, 3, [])
+    assert not clean.failed and clean.summary is None and clean.rejected == ()
+
+
+def test_the_summary_shows_five_reasons_and_counts_the_rest():
+    rejected = [Rejected(n, f"line {n}: bad") for n in range(2, 10)]
+    summary = variance_file_applied(VarianceFile("csv", (), ()), 1, rejected).summary
+    assert summary is not None and summary.startswith("8 of 9 records rejected: line 2: bad;")
+    assert summary.endswith("line 6: bad; and 3 more")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -22,7 +23,7 @@ from worker.core.audit import (
     summarize,
 )
 from worker.core.retailers import ConfigError
-from worker.core.returns import to_return
+from worker.core.returns import POS_RETURN, lines_to_restock, restock, to_return
 from worker.core.tlog import TLogError
 from worker.demo.tlogfactory import dumps, make_return, make_sale
 from worker.services.ingest import decide
@@ -169,3 +170,51 @@ def test_the_audit_csv_escapes_a_formula_looking_store_or_tender():
     document = report_document("acme", "2024-01-12", rows, [], [])
     line = report_csv(document).splitlines()[1]
     assert ",'=cmd" in line
+
+
+def test_run_audit_needs_only_its_ports_and_writes_where_it_is_told(tmp_path):
+    from tests.unit.fakes import FakeSource
+    from worker.services.audit import run_audit
+
+    class Store:
+        saved: dict[str, object] = {}
+
+        def day(self, retailer_id, business_date, time_zone):
+            sale = AuditOrder("S1", "254", "IN_STORE", 1, Decimal("10.00"), Decimal(0), Decimal("0.80"), Decimal(0),
+                              Decimal("10.80"), Decimal("10.80"), {"CASH": Decimal("10.80")})
+            return [sale], ["late.json (claimed)"]
+
+        def save(self, retailer_id, business_date, document):
+            self.saved[retailer_id] = document
+
+    r = retailer(sftp={"host": "h", "username": "u", "private_key": "/k", "known_hosts": "/kh", "orders_dir": "/in",
+                       "archive_dir": "/in/a", "error_dir": "/in/e", "audit_dir": "/audit"})
+    store, source = Store(), FakeSource()
+    document, orders, written = run_audit(r, date(2024, 1, 12), store, source, tmp_path)
+    assert [p.name for p in written] == ["acme_audit_2024-01-12.csv", "acme_audit_2024-01-12.json"]
+    assert all(p.parent == tmp_path / "acme" for p in written)
+    assert store.saved["acme"] is document and document["unfinished_files"] == ["late.json (claimed)"]
+    assert sorted(source.files) == ["/audit/acme_audit_2024-01-12.csv", "/audit/acme_audit_2024-01-12.json"]
+    assert [o.external_id for o in orders] == ["S1"]
+
+
+def test_returned_merchandise_goes_back_on_the_product_the_stock_holds_else_the_lines_own():
+    sale = make_sale(1, "IN_STORE", lines=2)
+    ret = to_return(make_return(1, sale), retailer())
+    line = ret.lines[0]
+    stocked = restock(ret, 42, line, "STOCKED-ID")
+    assert stocked.product_id == "STOCKED-ID"
+    v = stocked.variance
+    assert (v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id, v.source) == (
+        ret.store_id, "UPCA", line.gtin, line.quantity, POS_RETURN, f"return:42:{line.item_seq}")
+    assert v.product_id == line.product_id and v.comments == f"POS return {ret.external_id}"
+    assert restock(ret, 42, line, None).product_id == line.product_id
+    anonymous = dataclasses.replace(line, product_id=None)
+    assert restock(ret, 42, anonymous, None).product_id == line.gtin
+
+
+def test_only_merchandise_lines_are_restocked():
+    ret = to_return(make_return(4, product_class="Service"), retailer())
+    assert lines_to_restock(ret) == ()
+    ret = to_return(make_return(1, make_sale(1, "IN_STORE", lines=2)), retailer())
+    assert lines_to_restock(ret) == ret.lines

@@ -18,6 +18,7 @@ from celery import Celery
 from kombu import Connection
 
 from worker.app import queues
+from worker.services.ports import DeadLetterReason
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,14 @@ def _fetch(conn: Connection, queue: str) -> tuple[Any, list[Any]]:
         messages.append(message)
 
 
-def _describe(queue: str, message: Any, reasons: dict[str, tuple[str, datetime]]) -> DeadLetter:
+def _describe(queue: str, message: Any, reasons: dict[str, DeadLetterReason]) -> DeadLetter:
     headers = message.headers or {}
     task_id = str(headers.get("id") or message.properties.get("correlation_id") or "")
     died_at, deaths = _death(message)
     reason = reasons.get(task_id)
     return DeadLetter(queue, task_id, str(headers.get("task") or "?"), str(headers.get("argsrepr") or ""),
-                      str(headers.get("kwargsrepr") or ""), died_at or (reason[1] if reason else None),
-                      reason[0] if reason else None, deaths)
+                      str(headers.get("kwargsrepr") or ""), died_at or (reason.created_at if reason else None),
+                      reason.reason if reason else None, deaths)
 
 
 def list_dead(app: Celery, queue_names: Sequence[str] | None, reasons_for: Any) -> list[DeadLetter]:

@@ -7,14 +7,13 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from psycopg_pool import ConnectionPool
+from pathlib import Path
 
 from worker.adapters.postgres.audit import PgAudit
+from worker.adapters.postgres.deadletters import PgDeadLetters
 from worker.adapters.postgres.inventory import PgInventory
-from worker.adapters.postgres.ledger import PgLedger
-from worker.adapters.postgres.pool import Database
+from worker.adapters.postgres.ledger import PgFileLedger
+from worker.adapters.postgres.pool import Database, open_pool
 from worker.adapters.sftp import SftpSessions
 from worker.app.settings import Settings
 from worker.core.errors import UnknownRetailer
@@ -32,9 +31,9 @@ class Runtime:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
         self._lock = threading.Lock()
-        self._pool: ConnectionPool[Any] | None = None
-        self._ledger: PgLedger | None = None
+        self._ledger: PgFileLedger | None = None
         self._inventory: PgInventory | None = None
+        self._dead_letters: PgDeadLetters | None = None
         self._database: Database | None = None
         self._sessions: SftpSessions | None = None
         self._retailers: dict[str, Retailer] | None = None
@@ -66,37 +65,34 @@ class Runtime:
             raise UnknownRetailer(f"retailer {retailer_id!r} is not in {self.settings.retailers_path}") from None
 
     # -- database
-    def ledger(self) -> PgLedger:
+    def database(self) -> Database:
         self._check_fork()
         with self._lock:
-            if self._ledger is None:
-                self._pool = ConnectionPool(
-                    self.settings.database_url, min_size=1, max_size=self.settings.db_pool_max,
-                    open=False, name=f"tlogsync-{os.getpid()}", timeout=30,
-                    # visible in pg_stat_activity: which process holds which connection
-                    # autocommit: a single statement commits at once (the attempt counter must survive a
-                    # crash); multi-statement work uses explicit transactions. No per-checkout health
-                    # check (a round trip each time): a connection that died with the server fails its
-                    # statement, the task retries, and the pool replaces the broken connection.
-                    kwargs={"application_name": f"tlogsync-worker-{os.getpid()}", "cursor_factory": CountingCursor,
-                            "autocommit": True},
-                )
-                self._pool.open(wait=False)
-                self._database = Database(self._pool)
-                self._ledger = PgLedger(self._database)
+            if self._database is None:
+                pid = os.getpid()
+                self._database = open_pool(
+                    self.settings.database_url, max_size=self.settings.db_pool_max, name=f"tlogsync-{pid}",
+                    application_name=f"tlogsync-worker-{pid}", cursor_factory=CountingCursor)
+                self._ledger = PgFileLedger(self._database)
                 self._inventory = PgInventory(self._database)
-            return self._ledger
+                self._dead_letters = PgDeadLetters(self._database)
+            return self._database
 
-    def database(self) -> Database:
-        self.ledger()
-        assert self._database is not None
-        return self._database
+    def ledger(self) -> PgFileLedger:
+        self.database()
+        assert self._ledger is not None
+        return self._ledger
+
+    def dead_letters(self) -> PgDeadLetters:
+        self.database()
+        assert self._dead_letters is not None
+        return self._dead_letters
 
     def audit(self) -> PgAudit:
         return PgAudit(self.database())
 
     def inventory(self) -> PgInventory:
-        self.ledger()
+        self.database()
         assert self._inventory is not None
         return self._inventory
 
@@ -115,7 +111,7 @@ class Runtime:
     def _check_fork(self) -> None:
         # psycopg connections and SSH sessions are not fork-safe: a child starts with none.
         if os.getpid() != self._pid:
-            self._pool = self._ledger = self._inventory = self._database = self._sessions = None
+            self._ledger = self._inventory = self._dead_letters = self._database = self._sessions = None
             self._lock = threading.Lock()
             self._pid = os.getpid()
 
@@ -123,9 +119,14 @@ class Runtime:
         with self._lock:
             if self._sessions is not None:
                 self._sessions.close()
-            if self._pool is not None:
-                self._pool.close()
-            self._pool = self._ledger = self._inventory = self._database = self._sessions = None
+            if self._database is not None:
+                self._database.close()
+            self._ledger = self._inventory = self._dead_letters = self._database = self._sessions = None
+
+
+def audit_report_dir() -> Path:
+    """Where audit reports are written locally: TLOGSYNC_AUDIT_DIR, default ./audit-reports."""
+    return Path(os.environ.get("TLOGSYNC_AUDIT_DIR") or "audit-reports")
 
 
 # One per process. Reading settings from the environment opens nothing; connections come on first use.

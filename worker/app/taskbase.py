@@ -95,8 +95,8 @@ class TlogTask(Task):  # type: ignore[misc]
         log.error("%s %s: dead-lettered: %s", self.name, args, reason)
         queue = (self.request.delivery_info or {}).get("routing_key") or "unknown"
         try:
-            runtime.ledger().record_dead_letter(self.request.id or "", self.name, queue, args, kwargs, reason,
-                                                args[0] if args and isinstance(args[0], str) else None)
+            runtime.dead_letters().record(self.request.id or "", self.name, queue, args, kwargs, reason,
+                                          args[0] if args and isinstance(args[0], str) else None)
         except Exception:  # noqa: BLE001 - the dead letter itself must not be lost for want of its reason
             log.exception("could not record the reason of dead letter %s", self.request.id)
         return Reject(reason, requeue=False)

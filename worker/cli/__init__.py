@@ -13,6 +13,8 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
+from worker.adapters.postgres.pool import open_pool
+from worker.adapters.postgres.readmodel import PgReadModel
 from worker.app.settings import Settings, SettingsError
 from worker.core.retailers import ConfigError, load_retailers
 from worker.services.ports import FINAL_STATUSES
@@ -44,38 +46,33 @@ def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def wait_for_scan(dsn: str, scan_id: str, timeout: float, poll: float = 0.2) -> dict[str, Any]:
+def wait_for_scan(reads: PgReadModel, scan_id: str, timeout: float, poll: float = 0.2) -> dict[str, Any]:
     """Block until the scan ran and every file it saw is final; returns counts per status."""
     deadline = time.monotonic() + timeout
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            run = conn.execute("SELECT pending_ids, error, will_retry FROM scan_runs WHERE id = %s",
-                               (scan_id,)).fetchone()
-            if run is not None and run[1] and not run[2]:
-                return {"error": run[1]}
-            if run is not None and not run[1]:
-                break
-            if time.monotonic() > deadline:
-                return {"timeout": "the scan did not run in time (is a worker consuming tlog.scan?)"}
-            time.sleep(poll)
-        return _wait_files(dsn, list(run[0]), max(0.0, deadline - time.monotonic()), poll)
+    while True:
+        run = reads.scan_run(scan_id)
+        if run is not None and run.error and not run.will_retry:
+            return {"error": run.error}
+        if run is not None and not run.error:
+            break
+        if time.monotonic() > deadline:
+            return {"timeout": "the scan did not run in time (is a worker consuming tlog.scan?)"}
+        time.sleep(poll)
+    return _wait_files(reads, list(run.pending_ids), max(0.0, deadline - time.monotonic()), poll)
 
 
-def _wait_files(dsn: str, ids: list[int], timeout: float, poll: float = 0.2) -> dict[str, Any]:
+def _wait_files(reads: PgReadModel, ids: list[int], timeout: float, poll: float = 0.2) -> dict[str, Any]:
     """Block until every ledger row in ids is final and moved; counts per status."""
     deadline = time.monotonic() + timeout
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            rows = conn.execute(
-                "SELECT status, count(*) FILTER (WHERE moved_at IS NOT NULL), count(*) FROM tlog_files"
-                " WHERE id = ANY(%s) GROUP BY status", (ids,)).fetchall()
-            final = sum(moved for status, moved, _ in rows if status in FINAL_STATUSES)
-            counts = {status: total for status, _, total in rows}
-            if final == len(ids):
-                return {"files": len(ids), "statuses": counts}
-            if time.monotonic() > deadline:
-                return {"timeout": f"{len(ids) - final} of {len(ids)} files not final", "statuses": counts}
-            time.sleep(poll)
+    while True:
+        rows = reads.files_progress(ids)
+        final = sum(row.moved for row in rows if row.status in FINAL_STATUSES)
+        counts = {row.status: row.files for row in rows}
+        if final == len(ids):
+            return {"files": len(ids), "statuses": counts}
+        if time.monotonic() > deadline:
+            return {"timeout": f"{len(ids) - final} of {len(ids)} files not final", "statuses": counts}
+        time.sleep(poll)
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
@@ -90,7 +87,8 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     console.print(f"scan {scan_id} enqueued for {args.retailer}")
     if not args.wait:
         return 0
-    outcome = wait_for_scan(settings.database_url, scan_id, args.timeout)
+    with open_pool(settings.database_url) as db, db.bound():
+        outcome = wait_for_scan(PgReadModel(db), scan_id, args.timeout)
     if args.json:
         print(json.dumps(outcome))
     else:
@@ -98,24 +96,6 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     if "timeout" in outcome or "error" in outcome:
         return 1
     return 0
-
-
-STATUS_FILES = """
-SELECT retailer_id, feed, status, count(*) FROM tlog_files WHERE replayed_by IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-"""
-STATUS_OLDEST = """
-SELECT retailer_id, min(coalesce(mtime, claimed_at)), count(*) FROM tlog_files
-WHERE status = 'claimed' OR (moved_at IS NULL AND replayed_by IS NULL) GROUP BY 1
-"""
-STATUS_SCANS = """
-SELECT DISTINCT ON (retailer_id) retailer_id, finished_at, requested_by, listed, dispatched, deferred, error
-FROM scan_runs ORDER BY retailer_id, finished_at DESC
-"""
-STATUS_FAILURES = """
-SELECT retailer_id, file_name, finished_at, error FROM tlog_files
-WHERE status = 'failed' AND replayed_by IS NULL ORDER BY finished_at DESC NULLS LAST LIMIT %s
-"""
-STATUS_FOLLOWUPS = "SELECT retailer_id, kind, status, count(*) FROM order_followups GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 
 
 def _dead_letter_depths() -> dict[str, int] | None:
@@ -133,29 +113,33 @@ def _dead_letter_depths() -> dict[str, int] | None:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """The operator's one screen: per retailer the last scan, files by status, the oldest pending file,
     follow-ups, dead letters and recent failures with their reasons."""
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        files = conn.execute(STATUS_FILES).fetchall()
-        oldest = {r: (t, n) for r, t, n in conn.execute(STATUS_OLDEST).fetchall()}
-        scans = conn.execute(STATUS_SCANS).fetchall()
-        failures = conn.execute(STATUS_FAILURES, (args.failures,)).fetchall()
-        followups = conn.execute(STATUS_FOLLOWUPS).fetchall()
-        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+    with open_pool(settings.database_url) as db, db.bound():
+        reads = PgReadModel(db)
+        files = reads.files_by_status()
+        pending = reads.pending_files()
+        scans = reads.last_scans()
+        failures = reads.recent_failures(args.failures)
+        followups = reads.followups()
+        now = reads.now()
     dead = _dead_letter_depths()
     by_retailer: dict[str, dict[str, Any]] = {}
-    for retailer, feed, status, count in files:
-        by_retailer.setdefault(retailer, {"files": {}})["files"][f"{feed}:{status}"] = count
-    for retailer, finished, by, listed, dispatched, deferred, error in scans:
-        by_retailer.setdefault(retailer, {"files": {}})["last_scan"] = {
-            "finished_at": finished.isoformat(), "age_s": round((now - finished).total_seconds(), 1),
-            "requested_by": by, "listed": listed, "dispatched": dispatched, "deferred": deferred, "error": error}
-    for retailer, (since, count) in oldest.items():
-        by_retailer.setdefault(retailer, {"files": {}})["pending"] = {
-            "files": count, "oldest_age_s": round((now - since).total_seconds(), 1)}
-    for retailer, kind, status, count in followups:
-        by_retailer.setdefault(retailer, {"files": {}}).setdefault("followups", {})[f"{kind}:{status}"] = count
+    for f in files:
+        by_retailer.setdefault(f.retailer_id, {"files": {}})["files"][f"{f.feed}:{f.status}"] = f.count
+    for s in scans:
+        by_retailer.setdefault(s.retailer_id, {"files": {}})["last_scan"] = {
+            "finished_at": s.finished_at.isoformat(), "age_s": round((now - s.finished_at).total_seconds(), 1),
+            "requested_by": s.requested_by, "listed": s.listed, "dispatched": s.dispatched, "deferred": s.deferred,
+            "error": s.error}
+    for p in pending:
+        by_retailer.setdefault(p.retailer_id, {"files": {}})["pending"] = {
+            "files": p.files, "oldest_age_s": round((now - p.oldest).total_seconds(), 1)}
+    for u in followups:
+        by_retailer.setdefault(u.retailer_id, {"files": {}}).setdefault("followups", {})[f"{u.kind}:{u.status}"] = \
+            u.count
     report = {"retailers": by_retailer, "dead_letters": dead,
-              "recent_failures": [{"retailer": r, "file": f, "failed_at": t.isoformat() if t else None, "reason": e}
-                                  for r, f, t, e in failures]}
+              "recent_failures": [{"retailer": x.retailer_id, "file": x.file_name,
+                                   "failed_at": x.finished_at.isoformat() if x.finished_at else None,
+                                   "reason": x.error} for x in failures]}
     if args.json:
         print(json.dumps(report))
         return 0
@@ -180,8 +164,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         failed = Table(title=f"recent failures (last {args.failures})")
         for col in ("retailer", "file", "failed at", "reason"):
             failed.add_column(col, overflow="fold")
-        for retailer, name, at, error in failures:
-            failed.add_row(retailer, name, str(at), error or "")
+        for x in failures:
+            failed.add_row(x.retailer_id, x.file_name, str(x.finished_at), x.error or "")
         console.print(failed)
     return 0
 
@@ -224,11 +208,9 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _inventory_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from psycopg_pool import ConnectionPool
-
     from worker.adapters.postgres.inventory import PgInventory
 
-    return ConnectionPool(settings.database_url, min_size=1, max_size=1, open=True), PgInventory
+    return open_pool(settings.database_url), PgInventory
 
 
 def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
@@ -248,9 +230,9 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     except LoadError as exc:
         console.print(f"[red]{args.file}: {exc}; nothing loaded[/red]")
         return 1
-    pool, store_cls = _inventory_store(settings)
-    with pool:
-        store = store_cls(pool)
+    db, store_cls = _inventory_store(settings)
+    with db:
+        store = store_cls(db)
         count = store.load_facilities(args.retailer, rows) if args.what == "facilities" else \
             store.load_inventory(args.retailer, rows)
     console.print(f"loaded {count} {args.what} rows for {args.retailer}")
@@ -265,9 +247,9 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     from tasks.routing import broker_order
 
-    pool, store_cls = _inventory_store(settings)
-    with pool:
-        orders = store_cls(pool).orders_waiting(args.retailer, args.parked)
+    db, store_cls = _inventory_store(settings)
+    with db:
+        orders = store_cls(db).orders_waiting(args.retailer, args.parked)
     for order_id in orders:
         broker_order.apply_async((args.retailer, order_id), {"parked": args.parked})
     console.print(f"brokering enqueued for {len(orders)} orders of {args.retailer}")
@@ -276,18 +258,16 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     """dlq list / dlq replay: the dead-letter queues, with the reasons kept in PostgreSQL."""
-    from psycopg_pool import ConnectionPool
-
-    from worker.adapters.postgres.ledger import PgLedger
+    from worker.adapters.postgres.deadletters import PgDeadLetters
     from worker.adapters.rabbitmq import as_json, list_dead, replay
     from worker.celery import app
 
     queues = [args.queue] if args.queue else None
-    with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
-        ledger = PgLedger(pool)
+    with open_pool(settings.database_url) as db:
+        dead_letters = PgDeadLetters(db)
         try:
             if args.action == "list":
-                letters = list_dead(app, queues, ledger.dead_letter_reasons)
+                letters = list_dead(app, queues, dead_letters.reasons)
                 if args.json:
                     print(as_json(letters))
                     return 0
@@ -307,20 +287,19 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError as exc:
             console.print(f"[red]{exc}[/red]")
             return 2
-        ledger.mark_replayed(replayed)
+        dead_letters.mark_replayed(replayed)
     console.print(f"replayed {len(replayed)} dead letters" + (f": {', '.join(replayed)}" if replayed else ""))
     return 0 if replayed or args.all else 1
 
 
 def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     """Reprocess a fixed file from error_dir through the normal path (here: claim and move; a worker ingests)."""
-    from psycopg_pool import ConnectionPool
-
     from tasks.ingest import ingest_tlog
     from tasks.routing import apply_variance_file
-    from worker.adapters.postgres.ledger import PgLedger
+    from worker.adapters.postgres.ledger import PgFileLedger
     from worker.adapters.sftp import SftpSource
-    from worker.services.ingest import ReplayRefused, orders_feed, replay_file, variance_feed
+    from worker.services.feeds import orders_feed, variance_feed
+    from worker.services.replay import ReplayRefused, replay_file
 
     retailers = load_retailers(settings.retailers_path)
     retailer = retailers.get(args.retailer)
@@ -332,20 +311,20 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
         console.print(f"[red]{args.retailer} has no variance feed[/red]")
         return 2
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds)
-    try:
-        with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
-            row = replay_file(retailer.retailer_id, feed, args.file, source, PgLedger(pool))
-    except ReplayRefused as exc:
-        console.print(f"[red]{exc}[/red]")
-        return 1
-    finally:
-        source.close()
-    task = apply_variance_file if args.variance else ingest_tlog
-    task.apply_async((retailer.retailer_id, row.id, row.file_name))
-    console.print(f"{args.file}: back in {feed.directory} as ledger row {row.id}; ingest enqueued")
-    if not args.wait:
-        return 0
-    outcome = _wait_files(settings.database_url, [row.id], args.timeout)
+    with open_pool(settings.database_url) as db:
+        try:
+            row = replay_file(retailer.retailer_id, feed, args.file, source, PgFileLedger(db))
+        except ReplayRefused as exc:
+            console.print(f"[red]{exc}[/red]")
+            return 1
+        finally:
+            source.close()
+        task = apply_variance_file if args.variance else ingest_tlog
+        task.apply_async((retailer.retailer_id, row.id, row.file_name))
+        console.print(f"{args.file}: back in {feed.directory} as ledger row {row.id}; ingest enqueued")
+        if not args.wait:
+            return 0
+        outcome = _wait_files(PgReadModel(db), [row.id], args.timeout)
     console.print(outcome)
     return 1 if "timeout" in outcome else 0
 
@@ -354,10 +333,9 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     """The daily audit on demand, optionally reconciled against the ERP's export."""
     from datetime import date
 
-    from psycopg_pool import ConnectionPool
-
-    from worker.adapters.postgres.pool import Database
+    from worker.adapters.postgres.audit import PgAudit
     from worker.adapters.sftp import SftpSource
+    from worker.app.runtime import audit_report_dir
     from worker.core.audit import ErpFileError, cents, parse_erp_csv, reconcile
     from worker.services.audit import run_audit
 
@@ -380,8 +358,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds) if retailer.sftp.audit_dir and args.sftp \
         else None
     try:
-        with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
-            document, orders, written = run_audit(retailer, day, Database(pool), source)
+        with open_pool(settings.database_url) as db:
+            document, orders, written = run_audit(retailer, day, PgAudit(db), source, audit_report_dir())
     finally:
         if source is not None:
             source.close()

@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -80,6 +80,31 @@ class VarianceFile:
     format: str  # "csv" or "json"
     records: tuple[VarianceRecord, ...]
     rejected: tuple[Rejected, ...]
+
+
+@dataclass(frozen=True)
+class Variance:
+    """One inventory change, as the variance feed and the update API describe it."""
+
+    facility_id: str
+    id_type: str  # SKU (product_id) or UPCA/EAN/GTIN (gtin)
+    id_value: str
+    available_delta: int
+    reason_id: str
+    source: str  # unique per retailer: applying the same source twice changes nothing
+    product_id: str | None = None
+    location_seq_id: str | None = None
+    comments: str | None = None
+
+
+@dataclass(frozen=True)
+class VarianceFileApplied:
+    """What became of a variance file's records, and so of the file: it fails when none was applied."""
+
+    applied: int
+    rejected: tuple[Rejected, ...]  # at parsing and at applying, by line
+    failed: bool
+    summary: str | None  # for the ledger row: how many were rejected, and the first reasons
 
 
 @dataclass(frozen=True)
@@ -472,3 +497,33 @@ def _load(text: str, columns: tuple[str, ...], build: Callable[[_Fields], _T], k
     if not loaded:
         raise LoadError(f"line {header_line}: no data rows after the header")
     return loaded
+
+
+def record_label(file_format: str) -> str:
+    """How messages name a record's position: "line" in a CSV file, "record" in a JSON array."""
+    return "record" if file_format == "json" else "line"
+
+
+def variance_for_record(record: VarianceRecord, file_id: int, label: str, facility_known: bool,
+                        product_id: str | None) -> Variance | Rejected:
+    """A variance record of a known facility and product becomes a variance, once per file and line;
+    otherwise it is rejected, its line and field named. product_id: the retailer's product it names, if any."""
+    if not facility_known:
+        return Rejected(record.line, f"{label} {record.line}: facilityId: unknown facility {record.facility_id!r}")
+    if product_id is None:
+        return Rejected(record.line,
+                        f"{label} {record.line}: idValue: unknown product {record.id_type} {record.id_value!r}")
+    return Variance(record.facility_id, record.id_type, record.id_value, record.available_delta, record.reason_id,
+                    f"file:{file_id}:{record.line}", product_id, record.location_seq_id, record.comments)
+
+
+def variance_file_applied(parsed: VarianceFile, applied: int, rejected: Sequence[Rejected]) -> VarianceFileApplied:
+    """The verdict on a variance file: rejected records listed by line (the first five in the summary); a
+    file with none applied fails."""
+    every = sorted([*parsed.rejected, *rejected], key=lambda r: (r.line, r.reason))
+    summary = None
+    if every:
+        shown = "; ".join(r.reason for r in every[:5])
+        more = f"; and {len(every) - 5} more" if len(every) > 5 else ""
+        summary = f"{len(every)} of {applied + len(every)} records rejected: {shown}{more}"
+    return VarianceFileApplied(applied, tuple(every), applied == 0, summary)

@@ -20,6 +20,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from worker.core.inventory import Variance
 from worker.core.retailers import Retailer
 from worker.core.tlog import (
     CENT,
@@ -211,3 +212,26 @@ def to_return(document: dict[str, Any], retailer: Retailer) -> Return:
         refunds=tuple(refunds),
         ordered_at_ms=d["order_date"],
     )
+
+
+@dataclass(frozen=True)
+class Restock:
+    """A returned line back on the store's shelf: its variance, and the product whose stock it moves."""
+
+    variance: Variance
+    product_id: str
+
+
+def lines_to_restock(ret: Return) -> tuple[ReturnLine, ...]:
+    """The returned lines that go back on the shelf (merchandise)."""
+    return tuple(line for line in ret.lines if line.restock)
+
+
+def restock(ret: Return, return_id: int, line: ReturnLine, stocked_product: str | None) -> Restock:
+    """One POS_RETURN variance per line, once (its source names the return and line). It moves the product
+    the retailer's stock already holds for the GTIN (stocked_product, the store's own row first), else the
+    line's product id, else the GTIN itself."""
+    variance = Variance(ret.store_id, "UPCA", line.gtin, line.quantity, POS_RETURN,
+                        f"return:{return_id}:{line.item_seq}", line.product_id,
+                        comments=f"POS return {ret.external_id}")
+    return Restock(variance, stocked_product if stocked_product is not None else (line.product_id or line.gtin))

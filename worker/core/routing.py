@@ -9,6 +9,7 @@ from typing import Protocol
 
 from worker.core.brokering import BrokeringPlan, Facility, Rule, ShipGroup, Stock, broker
 from worker.core.geo import zip_location
+from worker.core.inventory import Variance
 from worker.core.oms import Order
 from worker.core.retailers import Retailer
 from worker.core.tlog import IN_STORE, SHIP_TO_HOME
@@ -35,21 +36,6 @@ class SoldLine:
     product_id: str | None
     gtin: str
     quantity: int
-
-
-@dataclass(frozen=True)
-class Variance:
-    """One inventory change, as the variance feed and the update API describe it."""
-
-    facility_id: str
-    id_type: str  # SKU (product_id) or UPCA/EAN/GTIN (gtin)
-    id_value: str
-    available_delta: int
-    reason_id: str
-    source: str  # unique per retailer: applying the same source twice changes nothing
-    product_id: str | None = None
-    location_seq_id: str | None = None
-    comments: str | None = None
 
 
 def sale_variances(order_id: int, external_id: str, store_id: str, lines: Sequence[SoldLine]) -> list[Variance]:

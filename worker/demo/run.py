@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
 from worker.adapters.postgres.inventory import PgInventory
-from worker.adapters.postgres.migrate import migrate
+from worker.adapters.postgres.migrate import ensure_database, migrate
+from worker.adapters.postgres.pool import open_pool
+from worker.adapters.postgres.readmodel import PgReadModel
 from worker.app.queues import WORK_QUEUES
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
 from worker.demo.procs import stop_group
@@ -166,39 +166,16 @@ def _seed(root: Path, generated: int) -> dict[str, int]:
     return counts
 
 
-def _load_network(dsn: str) -> None:
-    from psycopg_pool import ConnectionPool
-
-    with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
-        store = PgInventory(pool)
-        for retailer_id, _, _ in RETAILERS:
-            store.load_facilities(retailer_id, parse_facilities_csv(FACILITIES_CSV))
-            store.load_inventory(retailer_id, parse_inventory_csv(_inventory_csv()))
+def _load_network(store: PgInventory) -> None:
+    for retailer_id, _, _ in RETAILERS:
+        store.load_facilities(retailer_id, parse_facilities_csv(FACILITIES_CSV))
+        store.load_inventory(retailer_id, parse_inventory_csv(_inventory_csv()))
     console.print("loaded the network: stores 254, 255, 301 and distribution center DC1, with stock")
-
-
-def _fresh_database(dsn: str) -> None:
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    name = info["dbname"]
-    admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     fh = open(log, "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _progress(dsn: str) -> tuple[int, int, int]:
-    """(files seen, files final, follow-ups still pending)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*), count(*) FILTER (WHERE status <> 'claimed' AND moved_at IS NOT NULL),"
-                           " (SELECT count(*) FROM order_followups WHERE status = 'pending')"
-                           " FROM tlog_files").fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
 
 
 def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = None) -> int:
@@ -209,9 +186,14 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
     dsn = os.environ.get("TLOGSYNC_DEMO_DATABASE_URL", "postgresql:///tlogsync_demo")
     console.rule("tlogsync demo")
     console.print(f"database {dsn} (recreated), broker {os.environ.get('TLOGSYNC_BROKER_URL', 'default')}")
-    _fresh_database(dsn)
+    ensure_database(dsn, recreate=True)
     console.print("migrations: " + ", ".join(migrate(dsn)))
-    _load_network(dsn)
+    with open_pool(dsn) as db:
+        return _run(PgReadModel(db), PgInventory(db), dsn, workdir, files, timeout)
+
+
+def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files: int, timeout: float) -> int:
+    _load_network(store)
     server = EmbeddedSftpServer(workdir / "sftp", workdir / "keys")
     endpoint = server.start()
     console.print(f"embedded SFTP server on {endpoint.host}:{endpoint.port}, root {endpoint.root}")
@@ -231,8 +213,9 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
     try:
         done = 0
         while time.monotonic() - started < timeout:
-            seen, done, pending = _progress(dsn)
-            if seen >= total and done == seen and pending == 0:
+            progress = reads.progress()
+            seen, done = progress.files, progress.final
+            if seen >= total and done == seen and progress.pending_followups == 0:
                 break
             for proc, name in ((worker, "worker"), (beat, "beat")):
                 if proc.poll() is not None:
@@ -247,7 +230,7 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
         stop_group(beat, timeout=20)
         stop_group(worker, timeout=20)
         server.stop()
-    _summary(dsn, total, elapsed, endpoint.root)
+    _summary(reads, total, elapsed, endpoint.root)
     console.print(f"logs: {workdir / 'worker.log'}, {workdir / 'beat.log'}")
     console.rule("daily audit of the demo day (dolcevita, 2024-01-12)")
     from worker import cli
@@ -260,71 +243,53 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
     return status
 
 
-def _summary(dsn: str, total: int, elapsed: float, root: Path) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        by_status = conn.execute("SELECT retailer_id, status, count(*) FROM tlog_files GROUP BY 1, 2 ORDER BY 1, 2")
-        table = Table(title="files by retailer and status")
-        for col in ("retailer", "status", "files"):
-            table.add_column(col)
-        final = 0
-        for retailer, status, count in by_status:
-            table.add_row(retailer, status, str(count))
-            final += count
-        console.print(table)
-        orders = conn.execute(
-            "SELECT retailer_id, order_type, status_id, count(*), sum(grand_total) FROM orders"
-            " GROUP BY 1, 2, 3 ORDER BY 1, 2")
-        table = Table(title="orders stored")
-        for col in ("retailer", "type", "status", "orders", "grand total"):
-            table.add_column(col)
-        for retailer, kind, status, count, amount in orders:
-            table.add_row(retailer, kind, status, str(count), f"{amount:.2f}")
-        console.print(table)
-        failures = conn.execute("SELECT retailer_id, file_name, status, error FROM tlog_files"
-                                " WHERE status IN ('failed', 'skipped', 'duplicate')"
-                                " ORDER BY array_position(ARRAY['failed', 'duplicate', 'skipped'], status), id"
-                                " LIMIT 12")
-        table = Table(title="not imported, and why (first 12)")
-        for col in ("retailer", "file", "status", "reason"):
-            table.add_column(col, overflow="fold")
-        for row in failures:
-            table.add_row(*[str(v) for v in row])
-        console.print(table)
-        table = Table(title="send-sale lines brokered (by rule and facility)")
-        for col in ("retailer", "rule", "facility", "lines", "units"):
-            table.add_column(col)
-        for row in conn.execute(
-                "SELECT retailer_id, coalesce(rule, '(none)'), facility_id, count(*), sum(quantity)"
-                " FROM order_facility_changes GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"):
-            table.add_row(*[str(v) for v in row])
-        console.print(table)
-        table = Table(title="inventory after the day (dolcevita): on hand / reserved")
-        table.add_column("product")
-        facilities = [r[0] for r in conn.execute(
-            "SELECT facility_id FROM facilities WHERE retailer_id = 'dolcevita' ORDER BY facility_id")]
-        for f in facilities:
-            table.add_column(f)
-        cells: dict[str, dict[str, str]] = {}
-        for product, facility, qoh, reserved in conn.execute(
-                "SELECT product_id, facility_id, quantity_on_hand, reserved FROM inventory"
-                " WHERE retailer_id = 'dolcevita' ORDER BY 1, 2"):
-            cells.setdefault(product, {})[facility] = f"{qoh} / {reserved}"
-        for product, by_facility in cells.items():
-            table.add_row(product, *[by_facility.get(f, "") for f in facilities])
-        console.print(table)
-        table = Table(title="inventory variances applied")
-        for col in ("retailer", "source", "reason", "records", "units"):
-            table.add_column(col)
-        for row in conn.execute(
-                "SELECT retailer_id, split_part(source, ':', 1), reason_id, count(*), sum(available_delta)"
-                " FROM inventory_variances GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"):
-            table.add_row(*[str(v) for v in row])
-        console.print(table)
-        for name, applied, rejected, error in conn.execute(
-                "SELECT file_name, records_applied, records_rejected, error FROM tlog_files WHERE feed = 'variance'"
-                " ORDER BY id"):
-            console.print(f"variance file {name}: {applied} applied, {rejected} rejected" +
-                          (f" ({error})" if error else ""))
+def _summary(reads: PgReadModel, total: int, elapsed: float, root: Path) -> None:
+    summary = reads.demo_summary(stock_of="dolcevita")
+    table = Table(title="files by retailer and status")
+    for col in ("retailer", "status", "files"):
+        table.add_column(col)
+    final = 0
+    for f in summary.files:
+        table.add_row(f.retailer_id, f.status, str(f.files))
+        final += f.files
+    console.print(table)
+    table = Table(title="orders stored")
+    for col in ("retailer", "type", "status", "orders", "grand total"):
+        table.add_column(col)
+    for o in summary.orders:
+        table.add_row(o.retailer_id, o.order_type, o.status_id, str(o.orders), f"{o.grand_total:.2f}")
+    console.print(table)
+    table = Table(title="not imported, and why (first 12)")
+    for col in ("retailer", "file", "status", "reason"):
+        table.add_column(col, overflow="fold")
+    for n in summary.not_imported:
+        table.add_row(n.retailer_id, n.file_name, n.status, str(n.error))
+    console.print(table)
+    table = Table(title="send-sale lines brokered (by rule and facility)")
+    for col in ("retailer", "rule", "facility", "lines", "units"):
+        table.add_column(col)
+    for b in summary.brokered:
+        table.add_row(b.retailer_id, b.rule, b.facility_id, str(b.lines), str(b.units))
+    console.print(table)
+    table = Table(title="inventory after the day (dolcevita): on hand / reserved")
+    table.add_column("product")
+    for facility in summary.facilities:
+        table.add_column(facility)
+    cells: dict[str, dict[str, str]] = {}
+    for c in summary.stock:
+        cells.setdefault(c.product_id, {})[c.facility_id] = f"{c.quantity_on_hand} / {c.reserved}"
+    for product, by_facility in cells.items():
+        table.add_row(product, *[by_facility.get(f, "") for f in summary.facilities])
+    console.print(table)
+    table = Table(title="inventory variances applied")
+    for col in ("retailer", "source", "reason", "records", "units"):
+        table.add_column(col)
+    for v in summary.variances:
+        table.add_row(v.retailer_id, v.source, v.reason_id, str(v.records), str(v.units))
+    console.print(table)
+    for vf in summary.variance_files:
+        console.print(f"variance file {vf.file_name}: {vf.records_applied} applied, {vf.records_rejected} rejected" +
+                      (f" ({vf.error})" if vf.error else ""))
     left = sorted(p.name for p in root.glob("*/POS/PS_to_HC/SalesOrder/*.json"))
     console.print(f"{final} of {total} files accounted for in the ledger; {len(left)} left in inbound folders")
     console.print(f"elapsed {elapsed:.1f}s from worker start to the last file final: "

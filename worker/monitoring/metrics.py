@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import astuple
 from typing import Any
 
 import psycopg
@@ -16,40 +17,17 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from worker.adapters.postgres.pool import open_pool
+from worker.adapters.postgres.readmodel import PgReadModel
 from worker.app import queues
 
 log = logging.getLogger(__name__)
 
-FILES_BY_STATUS = """
-SELECT retailer_id, feed, status, count(*) FROM tlog_files WHERE replayed_by IS NULL GROUP BY 1, 2, 3
-"""
-DISCOVERED = "SELECT retailer_id, feed, count(*) FROM tlog_files GROUP BY 1, 2"
-ORDERS = "SELECT retailer_id, order_type, count(*) FROM orders GROUP BY 1, 2"
-ALLOCATIONS = """
-SELECT retailer_id, facility_id, count(*) FROM order_facility_changes WHERE reason = 'BROKERED' GROUP BY 1, 2
-"""
-UNFILLABLE = """
-SELECT o.retailer_id, count(*) FROM order_items i JOIN orders o ON o.id = i.order_id
-WHERE i.facility_id = 'UNFILLABLE_PARKING' GROUP BY 1
-"""
-VARIANCES = "SELECT retailer_id, reason_id, count(*) FROM inventory_variances GROUP BY 1, 2"
-OLDEST = """
-SELECT retailer_id, extract(epoch FROM now() - min(coalesce(mtime, claimed_at)))
-FROM tlog_files WHERE status = 'claimed' OR (moved_at IS NULL AND replayed_by IS NULL) GROUP BY 1
-"""
-LAST_SCAN = """
-SELECT DISTINCT ON (retailer_id) retailer_id, extract(epoch FROM now() - finished_at), error IS NOT NULL
-FROM scan_runs ORDER BY retailer_id, finished_at DESC
-"""
-PENDING = "SELECT retailer_id, kind, count(*) FROM order_followups WHERE status = 'pending' GROUP BY 1, 2"
-NEGATIVE = "SELECT retailer_id, count(*) FROM inventory WHERE quantity_on_hand < 0 GROUP BY 1"
-
-
 class TlogsyncCollector(Collector):
     """Reads the ledger and the broker on every scrape."""
 
-    def __init__(self, dsn: str, app: Any, retailers: Any, ping_timeout: float = 1.0):
-        self.dsn, self.app, self.retailers, self.ping_timeout = dsn, app, retailers, ping_timeout
+    def __init__(self, reads: PgReadModel, app: Any, retailers: Any, ping_timeout: float = 1.0):
+        self.reads, self.app, self.retailers, self.ping_timeout = reads, app, retailers, ping_timeout
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
@@ -63,28 +41,27 @@ class TlogsyncCollector(Collector):
         yield up
 
     def _database(self) -> Iterator[Metric]:
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-            def rows(query: str) -> list[tuple[Any, ...]]:
-                return conn.execute(query).fetchall()
-
+        reads = self.reads
+        with reads.session():
             files = GaugeMetricFamily("tlogsync_files", "Files in the ledger by status",
                                       labels=["retailer", "feed", "status"])
-            for retailer, feed, status, count in rows(FILES_BY_STATUS):
-                files.add_metric([retailer, feed, status], count)
+            for f in reads.files_by_status():
+                files.add_metric([f.retailer_id, f.feed, f.status], f.count)
             yield files
             discovered = GaugeMetricFamily("tlogsync_files_discovered_total", "Files ever claimed by a scan",
                                            labels=["retailer", "feed"])
-            for retailer, feed, count in rows(DISCOVERED):
-                discovered.add_metric([retailer, feed], count)
+            for d in reads.files_discovered():
+                discovered.add_metric([d.retailer_id, d.feed], d.count)
             yield discovered
-            yield self._family("tlogsync_orders", "Stored orders by type", ["retailer", "order_type"], rows(ORDERS))
+            yield self._family("tlogsync_orders", "Stored orders by type", ["retailer", "order_type"],
+                               reads.orders_by_type())
             yield self._family("tlogsync_allocations", "Lines brokered to each facility", ["retailer", "facility"],
-                               rows(ALLOCATIONS))
+                               reads.allocations())
             yield self._family("tlogsync_unfillable_lines", "Lines parked in UNFILLABLE_PARKING", ["retailer"],
-                               rows(UNFILLABLE))
+                               reads.unfillable_lines())
             yield self._family("tlogsync_inventory_variances", "Inventory variances applied",
-                               ["retailer", "reason"], rows(VARIANCES))
-            oldest = dict(rows(OLDEST))
+                               ["retailer", "reason"], reads.variances_by_reason())
+            oldest = {p.retailer_id: p.oldest_age_seconds for p in reads.pending_files()}
             age = GaugeMetricFamily("tlogsync_oldest_unprocessed_file_age_seconds",
                                     "Age of the oldest file not yet final (0 when none)", labels=["retailer"])
             for retailer in sorted(set(self._retailer_ids()) | set(oldest)):
@@ -93,16 +70,17 @@ class TlogsyncCollector(Collector):
             last_age = GaugeMetricFamily("tlogsync_last_scan_age_seconds", "Seconds since the last scan finished",
                                          labels=["retailer"])
             errors = GaugeMetricFamily("tlogsync_scan_errors", "1 when the last scan failed", labels=["retailer"])
-            for retailer, seconds, failed in rows(LAST_SCAN):
-                last_age.add_metric([retailer], float(seconds))
-                errors.add_metric([retailer], 1.0 if failed else 0.0)
+            for scan in reads.last_scans():
+                last_age.add_metric([scan.retailer_id], float(scan.age_seconds))
+                errors.add_metric([scan.retailer_id], 1.0 if scan.error is not None else 0.0)
             yield last_age
             yield errors
+            pending = [(u.retailer_id, u.kind, u.count) for u in reads.followups() if u.status == "pending"]
             yield self._family("tlogsync_pending_followups", "Brokering/inventory follow-ups not done",
-                               ["retailer", "kind"], rows(PENDING))
+                               ["retailer", "kind"], pending)
             yield self._family("tlogsync_negative_stock_rows",
                                "Stock rows below zero (sales of stock the store did not have on record)",
-                               ["retailer"], rows(NEGATIVE))
+                               ["retailer"], reads.negative_stock_rows())
 
     def _retailer_ids(self) -> list[str]:
         try:
@@ -111,10 +89,12 @@ class TlogsyncCollector(Collector):
             return []
 
     @staticmethod
-    def _family(name: str, doc: str, labels: list[str], rows: list[tuple[Any, ...]]) -> GaugeMetricFamily:
+    def _family(name: str, doc: str, labels: list[str], rows: Sequence[Any]) -> GaugeMetricFamily:
+        """One gauge from rows whose last value is the count and the others its labels (tuples or dataclasses)."""
         family = GaugeMetricFamily(name, doc, labels=labels)
         for row in rows:
-            family.add_metric([str(v) for v in row[:-1]], float(row[-1]))
+            values = row if isinstance(row, tuple) else astuple(row)
+            family.add_metric([str(v) for v in values[:-1]], float(values[-1]))
         return family
 
     def _broker(self) -> Iterator[Metric]:
@@ -142,7 +122,9 @@ def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a scrape
     from worker.app.runtime import runtime
     from worker.celery import app
 
-    REGISTRY.register(TlogsyncCollector(runtime.settings.database_url, app, runtime.retailers))
+    # a short wait for a connection: a scrape must still report the broker when the database is down
+    db = open_pool(runtime.settings.database_url, max_size=2, name="tlogsync-metrics", timeout=5, check=True)
+    REGISTRY.register(TlogsyncCollector(PgReadModel(db), app, runtime.retailers))
     start_http_server(port, addr=address)
     log.info("metrics on http://%s:%d/metrics", address, port)
     while True:

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from worker.adapters.postgres.audit import PgAudit
-from worker.adapters.postgres.pool import Database
-from worker.core.audit import AuditOrder, audit_day, dumps, report_csv
+from worker.core.audit import AuditOrder, AuditStore, audit_day, dumps, report_csv
 from worker.core.retailers import Retailer
-from worker.services.ingest import join
+from worker.services.feeds import join
 from worker.services.ports import FileSource
 
 
-def report_dir() -> Path:
-    return Path(os.environ.get("TLOGSYNC_AUDIT_DIR") or "audit-reports")
-
-
-def run_audit(retailer: Retailer, business_date: date, db: Database, source: FileSource | None
-              ) -> tuple[dict[str, Any], list[AuditOrder], list[Path]]:
-    """Audit one business day; write `<retailer>_audit_<date>.csv/.json` locally and to sftp.audit_dir."""
-    document, orders = audit_day(retailer.retailer_id, business_date, retailer.audit_time_zone, PgAudit(db))
-    folder = report_dir() / retailer.retailer_id
+def run_audit(retailer: Retailer, business_date: date, store: AuditStore, source: FileSource | None,
+              report_dir: Path) -> tuple[dict[str, Any], list[AuditOrder], list[Path]]:
+    """Audit one business day; write `<retailer>_audit_<date>.csv/.json` under report_dir/<retailer> and to
+    sftp.audit_dir."""
+    document, orders = audit_day(retailer.retailer_id, business_date, retailer.audit_time_zone, store)
+    folder = report_dir / retailer.retailer_id
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{retailer.retailer_id}_audit_{business_date.isoformat()}"
     written = []

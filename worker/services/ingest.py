@@ -1,213 +1,31 @@
-"""The ingestion use cases: scan a retailer's folder, ingest one claimed file, finish its move."""
+"""The ingest use case: read, decide and record one claimed file, then move it out of the inbound folder."""
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import posixpath
-import re
-import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from worker.core.errors import FileMissing, FileTooLarge, GaveUp, NotFound
-from worker.core.inventory import InputError, parse_variance_file
+from worker.core.inventory import InputError, VarianceFileApplied, parse_variance_file
 from worker.core.oms import to_order
 from worker.core.retailers import Retailer
-from worker.core.returns import has_both, is_return, to_return
+from worker.core.returns import Return, has_both, is_return, to_return
 from worker.core.routing import followups_for
 from worker.core.tlog import TLogError, decode, validate_sale
+from worker.services.feeds import Feed, join, safe_local_name, unsafe_name_reason
 from worker.services.ports import (
     CLAIMED,
     DUPLICATE,
     FAILED,
     PROCESSED,
     SKIPPED,
-    Claim,
+    FileLedger,
     FileSource,
-    Ledger,
+    FinalStatus,
     LedgerRow,
     Outcome,
-    RemoteFile,
 )
-
-ORDERS_FEED, VARIANCE_FEED = "orders", "variance"
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+=@,-]{0,254}$")
-
-
-@dataclass(frozen=True)
-class Feed:
-    """One inbound folder of a retailer and where its files go afterwards."""
-
-    name: str
-    directory: str
-    archive_dir: str
-    error_dir: str
-    pattern: str
-    min_age_seconds: float
-
-
-def orders_feed(retailer: Retailer) -> Feed:
-    s = retailer.sftp
-    return Feed(ORDERS_FEED, s.orders_dir, s.archive_dir, s.error_dir, s.pattern, s.min_age_seconds)
-
-
-def variance_feed(retailer: Retailer) -> Feed | None:
-    """The retailer's inventory variance feed, or None when it has none (no variance_dir)."""
-    s = retailer.sftp
-    if not s.variance_dir or not s.variance_archive_dir or not s.variance_error_dir:
-        return None
-    return Feed(VARIANCE_FEED, s.variance_dir, s.variance_archive_dir, s.variance_error_dir, s.variance_pattern,
-                s.min_age_seconds)
-
-
-def feeds(retailer: Retailer) -> list[Feed]:
-    """Every feed a scan of this retailer covers."""
-    return [orders_feed(retailer)] + [f for f in (variance_feed(retailer),) if f is not None]
-
-
-def unsafe_name_reason(name: str) -> str | None:
-    """Why a remote file name cannot be trusted in a path, or None when it can."""
-    if "/" in name or "\\" in name or "\x00" in name:
-        return "file name contains a path separator or NUL"
-    if name in (".", "..") or name.startswith(".."):
-        return "file name is a relative path component"
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
-        return "file name contains control characters"
-    if not SAFE_NAME.match(name):
-        return "file name has characters outside letters, digits and ._ ()+=@,-"
-    return None
-
-
-def safe_local_name(name: str) -> str:
-    """A name safe to use as a path component anywhere: unsafe characters become '_'."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "unnamed"
-    return cleaned[:200]
-
-
-def join(directory: str, name: str) -> str:
-    """Join a trusted directory and a file name that must stay inside it."""
-    if "/" in name or name in ("", ".", ".."):
-        raise ValueError(f"refusing to join {name!r}: not a plain file name")
-    return posixpath.join(directory, name)
-
-
-# ---------------------------------------------------------------- scan
-
-
-@dataclass(frozen=True)
-class ScanPlan:
-    claims: tuple[Claim, ...]
-    reclaims: tuple[LedgerRow, ...]  # failed files uploaded again under the same name: read again
-    redispatch: tuple[int, ...]  # ledger ids whose ingest message is sent again
-    watch: tuple[int, ...]  # ledger ids already in flight from an earlier dispatch
-    deferred: int  # new files left for a later scan because of the in-flight cap
-
-
-@dataclass
-class ScanResult:
-    retailer_id: str
-    feed: str
-    listed: int = 0
-    too_young: int = 0
-    ignored: int = 0
-    dispatch: list[tuple[int, str]] = field(default_factory=list)  # (ledger id, file name) to send now
-    watch: list[int] = field(default_factory=list)
-    deferred: int = 0
-    busy: bool = False
-
-    def merge(self, other: ScanResult) -> ScanResult:
-        """One scan run's totals over several feeds."""
-        return ScanResult(self.retailer_id, f"{self.feed}+{other.feed}", self.listed + other.listed,
-                          self.too_young + other.too_young, self.ignored + other.ignored,
-                          self.dispatch + other.dispatch, self.watch + other.watch, self.deferred + other.deferred)
-
-    @property
-    def pending_ids(self) -> list[int]:
-        """Every ledger id this scan saw unfinished: what `scan --wait` waits for."""
-        return [file_id for file_id, _ in self.dispatch] + self.watch
-
-
-def select_candidates(entries: Sequence[RemoteFile], pattern: str, min_age_seconds: float,
-                      listed_at: float) -> tuple[list[RemoteFile], int, int]:
-    """Regular files matching the pattern and old enough, oldest first; plus the too-young and ignored counts."""
-    candidates, young, ignored = [], 0, 0
-    for entry in entries:
-        if not entry.is_file or not fnmatch.fnmatchcase(entry.name, pattern):
-            ignored += 1
-        elif listed_at - entry.mtime < min_age_seconds:
-            young += 1  # a writer may still be appending: its mtime keeps moving
-        else:
-            candidates.append(entry)
-    candidates.sort(key=lambda e: (e.mtime, e.name))
-    return candidates, young, ignored
-
-
-def plan_claims(candidates: Sequence[RemoteFile], latest: dict[str, LedgerRow], feed: Feed,
-                listed_at: datetime, in_flight: int, max_in_flight: int,
-                redispatch_after: timedelta) -> ScanPlan:
-    """Decide, for each listed file, whether to claim it, send it again, or only watch it."""
-    claims: list[Claim] = []
-    reclaims: list[LedgerRow] = []
-    redispatch: list[int] = []
-    watch: list[int] = []
-    budget = max(0, max_in_flight - in_flight)
-    deferred = 0
-    for entry in candidates:
-        row = latest.get(entry.name)
-        path = join(feed.directory, entry.name)
-        if row is None:
-            if len(claims) >= budget:
-                deferred += 1
-                continue
-            claims.append(Claim(entry.name, path, entry.size, entry.mtime))
-        elif row.status == CLAIMED:
-            stale = row.dispatched_at is None or listed_at - row.dispatched_at >= redispatch_after
-            (redispatch if stale else watch).append(row.id)
-        elif row.moved_at is None:
-            # Final in the ledger but still in the folder: normally its ingest is moving it right now; only
-            # when that has not happened for a while is the move lost, and ingest is sent to finish it.
-            if row.finished_at is None or listed_at - row.finished_at >= redispatch_after:
-                redispatch.append(row.id)
-            else:
-                watch.append(row.id)
-        elif row.moved_at < listed_at and row.status == FAILED:
-            reclaims.append(row)  # someone fixed a failed file and uploaded it again: read it again
-        elif row.moved_at < listed_at:
-            claims.append(Claim(entry.name, path, entry.size, entry.mtime, DUPLICATE,
-                                f"file name already processed as ledger row {row.id} ({row.status}); not imported"))
-        # else: our listing predates the move, the file is gone already
-    return ScanPlan(tuple(claims), tuple(reclaims), tuple(redispatch), tuple(watch), deferred)
-
-
-def scan_feed(retailer: Retailer, feed: Feed, source: FileSource, ledger: Ledger,
-              max_in_flight: int, redispatch_after: timedelta) -> ScanResult:
-    """List a feed's folder and claim what is new, under the per-retailer scan lock."""
-    result = ScanResult(retailer.retailer_id, feed.name)
-    listed_at = ledger.now()
-    entries = source.list(feed.directory)
-    result.listed = len(entries)
-    candidates, result.too_young, result.ignored = select_candidates(
-        entries, feed.pattern, feed.min_age_seconds, listed_at.timestamp())
-    if not candidates:
-        return result
-    with ledger.scan_transaction(retailer.retailer_id, feed.name) as tx:
-        latest = tx.latest_rows([c.name for c in candidates])
-        plan = plan_claims(candidates, latest, feed, listed_at, tx.in_flight(), max_in_flight, redispatch_after)
-        inserted = tx.claim(plan.claims)
-        inserted += [tx.claim_again(old, old.remote_path) for old in plan.reclaims]
-        send = [(row.id, row.file_name) for row in inserted]
-        by_id = {row.id: row for row in latest.values()}
-        send += [(file_id, by_id[file_id].file_name) for file_id in plan.redispatch]
-        tx.mark_dispatched([file_id for file_id, _ in send])
-    result.dispatch = send
-    result.watch = list(plan.watch)
-    result.deferred = plan.deferred
-    return result
-
-
-# ---------------------------------------------------------------- ingest
 
 
 @dataclass(frozen=True)
@@ -222,10 +40,6 @@ class IngestResult:
     followups: tuple[str, ...] = ()  # to publish now that the order is committed
     records_applied: int | None = None
     records_rejected: int | None = None
-
-
-class ReplayRefused(Exception):
-    """replay-file cannot take this file (not failed, not in error_dir, unsafe name)."""
 
 
 class UnknownFile(NotFound):
@@ -264,7 +78,25 @@ def decide_variance(data: bytes) -> Outcome:
     return Outcome(PROCESSED, digest, len(data), variance=parsed)
 
 
-def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: Ledger, max_bytes: int,
+def content_checked(outcome: Outcome, same_content: int | None) -> FinalStatus:
+    """A processed or skipped file whose bytes an earlier row already holds is a duplicate of that row;
+    otherwise the file is what ingest decided. same_content: that earlier row, if any."""
+    if same_content and outcome.status in (PROCESSED, SKIPPED):
+        return FinalStatus(DUPLICATE, f"same content as ledger row {same_content}; not imported again", same_content)
+    return FinalStatus(outcome.status, outcome.error)
+
+
+def return_stored_before(ret: Return, first_file: int | None) -> FinalStatus:
+    """A return whose id is stored already is a duplicate of the file that stored it."""
+    return FinalStatus(DUPLICATE, f"return {ret.external_id} already stored from ledger row {first_file}", first_file)
+
+
+def variance_file_final(applied: VarianceFileApplied) -> FinalStatus:
+    """A variance file fails when none of its records was applied; its error lists the rejected ones."""
+    return FinalStatus(FAILED if applied.failed else PROCESSED, applied.summary)
+
+
+def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: FileLedger, max_bytes: int,
                 decide_outcome: Callable[[bytes], Outcome], max_attempts: int = 25) -> IngestResult:
     """Read, decide and record one claimed file in one transaction, then move it out of the inbound folder.
 
@@ -337,26 +169,3 @@ def finish_move(row: LedgerRow, feed: Feed, source: FileSource) -> str | None:
         return dst
     # Not in the folder: an earlier delivery moved it, or someone removed it by hand.
     return dst if source.exists(dst) else None
-
-
-def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource, ledger: Ledger) -> LedgerRow:
-    """Put a file someone fixed in error_dir back through the normal path; returns its new ledger row.
-
-    The old row keeps its failed status and points at the new one (replayed_by). The claim and the move
-    back into the inbound folder happen under the scan lock, so no scan takes the file for a reappearance.
-    """
-    reason = unsafe_name_reason(file_name)
-    if reason:
-        raise ReplayRefused(f"{file_name!r}: {reason}")
-    with ledger.replay_transaction(retailer_id, feed.name) as tx:
-        old = tx.latest(file_name)
-        if old is None:
-            raise ReplayRefused(f"{file_name}: no such file in the {feed.name} ledger of {retailer_id}")
-        if old.status != FAILED or old.moved_at is None:
-            raise ReplayRefused(f"{file_name}: ledger row {old.id} is {old.status}; only failed files that were"
-                                " moved to error_dir are replayed")
-        inbound = join(feed.directory, file_name)
-        new = tx.claim_again(old, inbound)
-        if not source.move(join(feed.error_dir, file_name), inbound):
-            raise ReplayRefused(f"{file_name} is not in {feed.error_dir}")
-    return new

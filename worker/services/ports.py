@@ -1,4 +1,4 @@
-"""The ports the core talks through: a place files come from, and the ledger/order store."""
+"""The ports the use cases talk through: a place files come from, the file ledger, the dead letters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from worker.core.inventory import VarianceFile
 from worker.core.oms import Order
@@ -88,6 +88,15 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class FinalStatus:
+    """A claimed file's final word in the ledger, as the record transaction writes it."""
+
+    status: str
+    error: str | None = None
+    duplicate_of: int | None = None  # the ledger row that holds the same content, order or return
+
+
+@dataclass(frozen=True)
 class Recorded:
     """What the ledger holds after ingest's transaction."""
 
@@ -119,8 +128,9 @@ class ReplayTransaction(Protocol):
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow: ...
 
 
-class Ledger(Protocol):
-    """The PostgreSQL side: file ledger and orders."""
+class FileLedger(Protocol):
+    """The ledger of files (PostgreSQL): claims, attempts, final statuses and moves. A file's order, return or
+    variances are stored inside the transaction that makes it final."""
 
     def now(self) -> datetime: ...
 
@@ -143,3 +153,21 @@ class Ledger(Protocol):
     def replay_transaction(self, retailer_id: str, feed: str) -> AbstractContextManager[ReplayTransaction]: ...
 
     def rows(self, ids: Sequence[int]) -> Iterator[LedgerRow]: ...
+
+
+@dataclass(frozen=True)
+class DeadLetterReason:
+    task_id: str
+    reason: str
+    created_at: datetime
+
+
+class DeadLetters(Protocol):
+    """Why each dead-lettered message was given up (the broker only says 'rejected')."""
+
+    def record(self, task_id: str, task_name: str, queue: str, args: Any, kwargs: Any, reason: str,
+               retailer_id: str | None) -> None: ...
+
+    def reasons(self, task_ids: Sequence[str]) -> dict[str, DeadLetterReason]: ...
+
+    def mark_replayed(self, task_ids: Sequence[str]) -> None: ...

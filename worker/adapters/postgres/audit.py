@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from worker.adapters.postgres.pool import Database, transient_db_errors
@@ -13,9 +15,9 @@ from worker.core.audit import AuditOrder
 
 ORDERS_OF_DAY = """
 SELECT o.external_id, o.store_id, o.order_type, o.grand_total,
-       coalesce(i.units, 0), coalesce(i.merchandise, 0),
-       coalesce(-a.discounts, 0), coalesce(a.tax, 0), coalesce(a.shipping, 0), coalesce(a.total, 0),
-       coalesce(p.tenders, '{}'::jsonb)
+       coalesce(i.units, 0) AS units, coalesce(i.merchandise, 0) AS merchandise,
+       coalesce(-a.discounts, 0) AS discounts, coalesce(a.tax, 0) AS tax, coalesce(a.shipping, 0) AS shipping,
+       coalesce(a.total, 0) AS adjustments, coalesce(p.tenders, '{}'::jsonb) AS tenders
 FROM orders o
 LEFT JOIN LATERAL (SELECT sum(quantity) AS units, sum(unit_price * quantity) AS merchandise
                    FROM order_items WHERE order_id = o.id) i ON true
@@ -34,8 +36,8 @@ ORDER BY o.store_id, o.external_id
 
 RETURNS_OF_DAY = """
 SELECT r.external_id, r.store_id, r.refund_total, r.discount, r.tax,
-       coalesce(i.units, 0), coalesce(i.merchandise, 0), coalesce(i.lines_total, 0),
-       coalesce(p.refunds, '{}'::jsonb)
+       coalesce(i.units, 0) AS units, coalesce(i.merchandise, 0) AS merchandise,
+       coalesce(i.lines_total, 0) AS lines_total, coalesce(p.refunds, '{}'::jsonb) AS refunds
 FROM returns r
 LEFT JOIN LATERAL (SELECT sum(quantity) AS units, sum(unit_price * quantity) AS merchandise,
                           sum(line_total) AS lines_total FROM return_items WHERE return_id = r.id) i ON true
@@ -57,6 +59,34 @@ ORDER BY claimed_at
 """
 
 
+@dataclass(frozen=True)
+class OrderOfDay:
+    external_id: str
+    store_id: str
+    order_type: str
+    grand_total: Decimal
+    units: int
+    merchandise: Decimal
+    discounts: Decimal  # positive: what was taken off
+    tax: Decimal
+    shipping: Decimal
+    adjustments: Decimal  # every adjustment, signed
+    tenders: dict[str, str]  # payment method type -> amount
+
+
+@dataclass(frozen=True)
+class ReturnOfDay:
+    external_id: str
+    store_id: str
+    refund_total: Decimal
+    discount: Decimal
+    tax: Decimal
+    units: int
+    merchandise: Decimal
+    lines_total: Decimal
+    refunds: dict[str, str]  # payment method type -> amount
+
+
 class PgAudit:
     def __init__(self, db: Database):
         self.db = db
@@ -66,15 +96,15 @@ class PgAudit:
         params: dict[str, Any] = {"r": retailer_id, "d": business_date, "tz": time_zone}
         with transient_db_errors(), self.db.connection() as conn:
             orders = [
-                AuditOrder(x, store, kind, int(units), merch, disc, tax, ship, total, merch + adj,
-                           {m: Decimal(a) for m, a in tenders.items()})
-                for x, store, kind, total, units, merch, disc, tax, ship, adj, tenders
-                in conn.execute(ORDERS_OF_DAY, params).fetchall()]
+                AuditOrder(o.external_id, o.store_id, o.order_type, int(o.units), o.merchandise, o.discounts, o.tax,
+                           o.shipping, o.grand_total, o.merchandise + o.adjustments,
+                           {m: Decimal(a) for m, a in o.tenders.items()})
+                for o in conn.cursor(row_factory=class_row(OrderOfDay)).execute(ORDERS_OF_DAY, params).fetchall()]
             returns = [
-                AuditOrder(x, store, "RETURN", int(units), -merch, -disc, -tax, Decimal(0), -refund,
-                           -(lines - disc), {m: -Decimal(a) for m, a in refunds.items()})
-                for x, store, refund, disc, tax, units, merch, lines, refunds
-                in conn.execute(RETURNS_OF_DAY, params).fetchall()]
+                AuditOrder(r.external_id, r.store_id, "RETURN", int(r.units), -r.merchandise, -r.discount, -r.tax,
+                           Decimal(0), -r.refund_total, -(r.lines_total - r.discount),
+                           {m: -Decimal(a) for m, a in r.refunds.items()})
+                for r in conn.cursor(row_factory=class_row(ReturnOfDay)).execute(RETURNS_OF_DAY, params).fetchall()]
             unfinished = [row[0] for row in conn.execute(UNFINISHED, params)]
         return orders + returns, unfinished
 

@@ -4,72 +4,132 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg.rows import class_row
 
-from worker.adapters.postgres.pool import Database, as_database, transient_db_errors
+from worker.adapters.postgres.pool import Database, transient_db_errors
 from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
 from worker.core.errors import GaveUp, NotFound, Oversell
-from worker.core.inventory import FacilityRow, InventoryRow, VarianceRecord
-from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, Variance, sale_variances
+from worker.core.inventory import (
+    FacilityRow,
+    InventoryRow,
+    Rejected,
+    Variance,
+    VarianceFile,
+    VarianceFileApplied,
+    record_label,
+    variance_file_applied,
+    variance_for_record,
+)
+from worker.core.returns import Return, lines_to_restock, restock
+from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, sale_variances
 
 GTIN_TYPES = ("UPCA", "EAN", "GTIN")
 
 
-def apply_variance(conn: psycopg.Connection[Any], retailer_id: str, v: Variance, product_id: str) -> bool:
-    """Record the variance and move quantity on hand, once per source; False if the source was applied already."""
-    inserted = conn.execute(
-        "INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,"
-        " location_seq_id, comments, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (retailer_id, source) DO NOTHING RETURNING id",
-        (retailer_id, v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id, v.location_seq_id,
-         v.comments, v.source)).fetchone()
-    if inserted is None:
-        return False
-    gtin = v.id_value if v.id_type in GTIN_TYPES else None
-    conn.execute(
-        "INSERT INTO inventory AS i (retailer_id, facility_id, product_id, gtin, quantity_on_hand)"
-        " VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE"
-        " SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()",
-        (retailer_id, v.facility_id, product_id, gtin, v.available_delta))
-    return True
+class PgStock:
+    """A retailer's stock changed inside the caller's transaction: variance files, returns back on the shelf."""
+
+    def __init__(self, conn: psycopg.Connection[Any], retailer_id: str):
+        self.conn, self.retailer_id = conn, retailer_id
+
+    def apply_variance(self, v: Variance, product_id: str) -> bool:
+        """Record the variance and move quantity on hand, once per source; False if the source was applied already."""
+        inserted = self.conn.execute(
+            "INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,"
+            " location_seq_id, comments, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (retailer_id, source) DO NOTHING RETURNING id",
+            (self.retailer_id, v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id,
+             v.location_seq_id, v.comments, v.source)).fetchone()
+        if inserted is None:
+            return False
+        gtin = v.id_value if v.id_type in GTIN_TYPES else None
+        self.conn.execute(
+            "INSERT INTO inventory AS i (retailer_id, facility_id, product_id, gtin, quantity_on_hand)"
+            " VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE"
+            " SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()",
+            (self.retailer_id, v.facility_id, product_id, gtin, v.available_delta))
+        return True
+
+    def _product_id(self, facility_id: str, id_type: str, id_value: str) -> str | None:
+        """The product a variance names, preferring the facility's own row; None when the retailer has no such
+        product."""
+        column = "product_id" if id_type == "SKU" else "gtin"
+        row = self.conn.execute(
+            f"SELECT product_id FROM inventory WHERE retailer_id = %s AND {column} = %s"
+            " ORDER BY (facility_id = %s) DESC LIMIT 1", (self.retailer_id, id_value, facility_id)).fetchone()
+        return row[0] if row else None
+
+    def apply_variance_file(self, file_id: int, parsed: VarianceFile) -> VarianceFileApplied:
+        """Apply what can be applied; record every rejected record with its reason (the core judges the file)."""
+        label = record_label(parsed.format)
+        facilities = {row[0] for row in self.conn.execute(
+            "SELECT facility_id FROM facilities WHERE retailer_id = %s", (self.retailer_id,))}
+        applied, rejected = 0, []
+        for record in parsed.records:
+            known = record.facility_id in facilities
+            product_id = self._product_id(record.facility_id, record.id_type, record.id_value) if known else None
+            change = variance_for_record(record, file_id, label, known, product_id)
+            if isinstance(change, Rejected):
+                rejected.append(change)
+                continue
+            assert product_id is not None  # a variance is only made for a known product
+            if self.apply_variance(change, product_id):
+                applied += 1
+        result = variance_file_applied(parsed, applied, rejected)
+        if result.rejected:
+            with self.conn.cursor() as cur:
+                cur.executemany("INSERT INTO variance_rejections (tlog_file_id, line, reason) VALUES (%s, %s, %s)"
+                                " ON CONFLICT DO NOTHING", [(file_id, r.line, r.reason) for r in result.rejected])
+        return result
+
+    def restock_return(self, ret: Return, return_id: int) -> None:
+        """Returned merchandise back on the store's shelf (one POS_RETURN variance per line, once), on the
+        product the retailer's stock holds for the GTIN, the store's own row first."""
+        for line in lines_to_restock(ret):
+            stocked = self.conn.execute(
+                "SELECT product_id FROM inventory WHERE retailer_id = %s AND gtin = %s"
+                " ORDER BY (facility_id = %s) DESC LIMIT 1", (self.retailer_id, line.gtin, ret.store_id)).fetchone()
+            change = restock(ret, return_id, line, stocked[0] if stocked else None)
+            self.apply_variance(change.variance, change.product_id)
 
 
-def _product_id(conn: psycopg.Connection[Any], retailer_id: str, facility_id: str, id_type: str,
-                id_value: str) -> str | None:
-    """The product a variance names, preferring the facility's own row; None when the retailer has no such product."""
-    column = "product_id" if id_type == "SKU" else "gtin"
-    row = conn.execute(
-        f"SELECT product_id FROM inventory WHERE retailer_id = %s AND {column} = %s"
-        " ORDER BY (facility_id = %s) DESC LIMIT 1", (retailer_id, id_value, facility_id)).fetchone()
-    return row[0] if row else None
+@dataclass(frozen=True)
+class SaleLineRow:
+    """An in-store line of a sale, with the stock row it moves (all None but the header for a sale without one)."""
+
+    external_id: str
+    store_id: str
+    item_seq: int | None
+    product_id: str | None
+    gtin: str | None
+    quantity: int | None
+    stock_product_id: str | None
+    known_here: bool
 
 
-def apply_variance_records(conn: psycopg.Connection[Any], retailer_id: str, file_id: int,
-                           records: Sequence[VarianceRecord], label: str = "line") -> tuple[int, list[tuple[int, str]]]:
-    """Apply a variance file's records in the caller's transaction; (applied, [(line, reason)] rejected).
+@dataclass(frozen=True)
+class WaitingLine:
+    item_seq: int
+    gtin: str
+    quantity: int
+    facility_id: str
 
-    label names a record's position in messages: "line" for CSV, "record" for a JSON array.
-    """
-    facilities = {row[0] for row in conn.execute("SELECT facility_id FROM facilities WHERE retailer_id = %s",
-                                                 (retailer_id,))}
-    applied, rejected = 0, []
-    for r in records:
-        if r.facility_id not in facilities:
-            rejected.append((r.line, f"{label} {r.line}: facilityId: unknown facility {r.facility_id!r}"))
-            continue
-        product_id = _product_id(conn, retailer_id, r.facility_id, r.id_type, r.id_value)
-        if product_id is None:
-            rejected.append((r.line, f"{label} {r.line}: idValue: unknown product {r.id_type} {r.id_value!r}"))
-            continue
-        variance = Variance(r.facility_id, r.id_type, r.id_value, r.available_delta, r.reason_id,
-                            f"file:{file_id}:{r.line}", product_id, r.location_seq_id, r.comments)
-        if apply_variance(conn, retailer_id, variance, product_id):
-            applied += 1
-    return applied, rejected
+
+@dataclass(frozen=True)
+class FacilityRecord:
+    facility_id: str
+    latitude: float | None
+    longitude: float | None
+    postal_code: str | None
+    allow_brokering: bool
+    max_orders_per_day: int | None
+    facility_group: str | None
+    sequence: int | None
 
 
 # An order's in-store lines, each with the product id its store's stock row uses (or, where the store has
@@ -119,9 +179,8 @@ SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM moved)
 class PgInventory:
     """Inventory, facilities and brokering on a connection pool."""
 
-    def __init__(self, pool: ConnectionPool[Any] | Database):
-        self.db = as_database(pool)
-        self.pool = self.db.pool
+    def __init__(self, db: Database):
+        self.db = db
 
     # -- loads: upserts in one transaction, nothing half-loaded
     def load_facilities(self, retailer_id: str, rows: Sequence[FacilityRow]) -> int:
@@ -179,24 +238,25 @@ class PgInventory:
         with transient_db_errors(), self.db.connection() as conn, conn.pipeline(), conn.transaction():
             follow = conn.execute("SELECT status FROM order_followups WHERE order_id = %s AND kind = %s FOR UPDATE",
                                   (order_id, INVENTORY))
-            found = conn.execute(SALE_LINES, {"o": order_id, "r": retailer_id}).fetchall()
+            found = conn.cursor(row_factory=class_row(SaleLineRow)).execute(
+                SALE_LINES, {"o": order_id, "r": retailer_id}).fetchall()
             status = follow.fetchone()
             if status is not None and status[0] == "done":
                 return 0, ["already applied"]
             if not found:
                 raise NotFound(f"order {order_id} of retailer {retailer_id!r} does not exist")
-            external_id, store_id = found[0][0], found[0][1]
-            lines = [SoldLine(seq, pid, gtin, qty) for _, _, seq, pid, gtin, qty, _, _ in found if seq is not None]
-            stock = {seq: (product, known) for _, _, seq, _, _, _, product, known in found}
+            external_id, store_id = found[0].external_id, found[0].store_id
+            lines = [SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity) for x in found if x.item_seq is not None]
+            stock = {x.item_seq: x for x in found}
             notes = [f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
-                     for line in lines if not stock[line.item_seq][1]]  # the sale happened: negative stock
+                     for line in lines if not stock[line.item_seq].known_here]  # the sale happened: negative stock
             variances = sale_variances(order_id, external_id, store_id, lines)
             row = conn.execute(APPLY_SALE, {
                 "r": retailer_id, "o": order_id, "kind": INVENTORY, "notes": "".join(f"; {n}" for n in notes),
                 "f": [v.facility_id for v in variances], "g": [v.id_value for v in variances],
                 "d": [v.available_delta for v in variances], "c": [v.comments for v in variances],
                 "s": [v.source for v in variances],
-                "p": [stock[line.item_seq][0] for line in lines]}).fetchone()
+                "p": [stock[line.item_seq].stock_product_id for line in lines]}).fetchone()
             applied = int(row[0]) if row else 0
         return applied, notes
 
@@ -245,15 +305,16 @@ class PgBrokeringUnit:
             raise NotFound(f"order {self.order_id} of retailer {self.retailer_id!r} does not exist")
         store_id, payload = order
         places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if self.parked else [BROKERING_QUEUE]
-        rows = conn.execute(
+        rows = conn.cursor(row_factory=class_row(WaitingLine)).execute(
             "SELECT item_seq, gtin, quantity, facility_id FROM order_items WHERE order_id = %s"
             " AND fulfillment = 'SHIP_TO_HOME' AND facility_id = ANY(%s) ORDER BY item_seq",
             (self.order_id, places)).fetchall()
         if not rows:
             self._done("nothing waiting")
             return None
-        for item_seq, gtin, quantity, facility_id in rows:
-            self._from[item_seq], self._gtin[item_seq], self._quantity[item_seq] = facility_id, gtin, quantity
+        for w in rows:
+            self._from[w.item_seq], self._gtin[w.item_seq], self._quantity[w.item_seq] = \
+                w.facility_id, w.gtin, w.quantity
         group_json = _ship_group(payload)
         postal = ((group_json.get("shipTo") or {}).get("postalAddress") or {}).get("postalCode")
         may_split = group_json.get("maySplit") == "Y"
@@ -265,18 +326,19 @@ class PgBrokeringUnit:
             " AND reason = 'BROKERED' AND changed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
             " AND order_id <> %s GROUP BY facility_id", (self.retailer_id, self.order_id)).fetchall())
         facilities, postal_codes = [], {}
-        for fid, lat, lon, fpostal, allow, cap, group, seq in conn.execute(
+        for f in conn.cursor(row_factory=class_row(FacilityRecord)).execute(
                 "SELECT facility_id, latitude, longitude, postal_code, allow_brokering, max_orders_per_day,"
                 " facility_group, sequence FROM facilities WHERE retailer_id = %s ORDER BY facility_id",
                 (self.retailer_id,)).fetchall():
-            facilities.append(Facility(fid, group, lat, lon, allow, cap, int(today.get(fid, 0)), seq))
-            postal_codes[fid] = fpostal
-        gtins = sorted({gtin for _, gtin, _, _ in rows})
+            facilities.append(Facility(f.facility_id, f.facility_group, f.latitude, f.longitude, f.allow_brokering,
+                                       f.max_orders_per_day, int(today.get(f.facility_id, 0)), f.sequence))
+            postal_codes[f.facility_id] = f.postal_code
+        gtins = sorted({w.gtin for w in rows})
         # Locking every stock row of these products, in one order, serializes brokering per SKU without deadlocks.
         stock = {(fid, gtin): int(atp) for fid, gtin, atp in conn.execute(
             "SELECT facility_id, gtin, quantity_on_hand - reserved FROM inventory WHERE retailer_id = %s"
             " AND gtin = ANY(%s) ORDER BY facility_id, product_id FOR UPDATE", (self.retailer_id, gtins))}
-        lines = tuple(LineToPlace(item_seq, gtin, quantity) for item_seq, gtin, quantity, _ in rows)
+        lines = tuple(LineToPlace(w.item_seq, w.gtin, w.quantity) for w in rows)
         group = ShipGroup(self.order_id, lines, may_split, store_id, None, None)
         return BrokeringSnapshot(group, postal, tuple(facilities), postal_codes, stock)
 

@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 LOCK_KEY = 0x746C6F67  # 'tlog': one migrator at a time
 
@@ -31,11 +32,11 @@ def migrate(dsn: str) -> list[str]:
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())")
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, sql in available():
+            for version, name, script in available():
                 if version in done:
                     continue
                 with conn.transaction():
-                    conn.execute(sql.encode())  # bytes: run as one simple-query script
+                    conn.execute(script.encode())  # bytes: run as one simple-query script
                     conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied.append(f"{version:03d}_{name}")
         finally:
@@ -43,15 +44,36 @@ def migrate(dsn: str) -> list[str]:
     return applied
 
 
-def ensure_database(dsn: str) -> bool:
-    """Create the database named in dsn if it does not exist (for the demo and tests); True if created."""
-    info: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(dsn)
-    name = info.get("dbname")
+def ensure_database(dsn: str, *, recreate: bool = False) -> bool:
+    """Create the database named in dsn if it does not exist (demo, tests, bench); True if created.
+
+    recreate: drop it first (its sessions ended), for a run that must start empty.
+    """
+    name = _database_name(dsn)
     if not name:
         return False
-    admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+    with psycopg.connect(_admin_dsn(dsn), autocommit=True) as conn:
+        if recreate:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        elif conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return False
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return True
+
+
+def drop_database(dsn: str) -> None:
+    """Drop the database named in dsn if it exists, ending its sessions (tests' teardown)."""
+    name = _database_name(dsn)
+    if name:
+        with psycopg.connect(_admin_dsn(dsn), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _database_name(dsn: str) -> str | None:
+    info: dict[str, Any] = psycopg.conninfo.conninfo_to_dict(dsn)
+    return info.get("dbname")
+
+
+def _admin_dsn(dsn: str) -> str:
+    """The same server, its maintenance database: where CREATE and DROP DATABASE run."""
+    return psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
