@@ -28,6 +28,6 @@ def audit_retailer(self: TlogTask, retailer_id: str, business_date: str | None =
     if day is None:
         return {"retailer": retailer_id, "audit": "not due"}
     with runtime.sftp(retailer) if retailer.sftp.audit_dir else nullcontext(None) as source:
-        document, _, written = run_audit(retailer, day, runtime.database(), source)
+        document, _, written = run_audit(retailer, day, runtime.database(), source, runtime.settings.audit_dir)
     return {"retailer": retailer_id, "business_date": day.isoformat(), "totals": document["totals"],
             "consistent": document["consistent"], "files": [str(p) for p in written]}

@@ -88,8 +88,7 @@ def audit_retailer(retailer_id):
     return dataclasses.replace(r, audit_time="03:00", audit_time_zone="America/Los_Angeles")
 
 
-def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, db, pg_dsn, tmp_path, monkeypatch):
-    monkeypatch.setenv("TLOGSYNC_AUDIT_DIR", str(tmp_path))
+def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, db, pg_dsn, tmp_path):
     r = audit_retailer(rid())
     prefix = f"T{secrets.token_hex(2).upper()}"
     late = make_sale(1, "IN_STORE", store_id="301", order_prefix=prefix,
@@ -103,7 +102,7 @@ def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, db, pg_
     for doc in (late, next_day, morning, returned):
         record(ledger, r, doc)
     with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
-        document, orders, written = run_audit(r, date(2024, 3, 10), Database(pool), None)
+        document, orders, written = run_audit(r, date(2024, 3, 10), Database(pool), None, tmp_path)
     by = {(row["store"], row["type"]): row for row in document["rows"]}
     assert set(by) == {("301", "IN_STORE"), ("254", "MIXED"), ("254", "RETURN")}
     assert by[("301", "IN_STORE")]["grand_total"] == str(late["totalAmount"])
@@ -116,17 +115,16 @@ def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, db, pg_
                         " AND business_date = '2024-03-10'", (r.retailer_id,)).fetchone()
     assert stored == (True, str(late["totalAmount"]))
     with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
-        following, _, _ = run_audit(r, date(2024, 3, 11), Database(pool), None)
+        following, _, _ = run_audit(r, date(2024, 3, 11), Database(pool), None, tmp_path)
     assert [(row["store"], row["type"]) for row in following["rows"]] == [("301", "SEND_SALE")]
 
 
-def test_an_order_that_does_not_add_up_is_listed(ledger, db, pg_dsn, tmp_path, monkeypatch):
-    monkeypatch.setenv("TLOGSYNC_AUDIT_DIR", str(tmp_path))
+def test_an_order_that_does_not_add_up_is_listed(ledger, db, pg_dsn, tmp_path):
     r = audit_retailer(rid())
     order_id = record(ledger, r, make_sale(1, "IN_STORE", order_prefix=f"B{secrets.token_hex(2).upper()}"))
     db.execute("UPDATE order_items SET unit_price = unit_price + 1 WHERE order_id = %s AND item_seq = 1", (order_id,))
     with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
-        document, _, _ = run_audit(r, date(2024, 1, 12), Database(pool), None)
+        document, _, _ = run_audit(r, date(2024, 1, 12), Database(pool), None, tmp_path)
     assert not document["consistent"] and len(document["inconsistent_orders"]) == 1
 
 
@@ -158,11 +156,10 @@ def test_reconciliation_from_the_command_line_finds_a_seeded_mismatch(ledger, db
     assert Path(tmp_path / "reports" / r.retailer_id / f"{r.retailer_id}_audit_2024-05-01.json").exists()
 
 
-def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, pg_dsn, sshd, tmp_path, monkeypatch):
+def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, pg_dsn, sshd, tmp_path):
     from worker.adapters.sftp import SftpSource
     from worker.core.retailers import SftpConfig
 
-    monkeypatch.setenv("TLOGSYNC_AUDIT_DIR", str(tmp_path / "local"))
     audit_dir = sshd.root / f"audit-{secrets.token_hex(3)}"
     audit_dir.mkdir()
     r = audit_retailer(rid())
@@ -174,7 +171,7 @@ def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, pg_dsn, s
     source = SftpSource(sftp)
     try:
         with ConnectionPool(pg_dsn, min_size=1, max_size=1) as pool:
-            run_audit(r, date(2024, 6, 1), Database(pool), source)
+            run_audit(r, date(2024, 6, 1), Database(pool), source, tmp_path / "local")
     finally:
         source.close()
     names = sorted(p.name for p in audit_dir.iterdir())

@@ -30,7 +30,7 @@ class Runtime:
     """What one worker process holds: settings, retailers, a database pool and SFTP sessions."""
 
     def __init__(self, settings: Settings | None = None):
-        self.settings = settings or Settings.from_env()
+        self._settings = settings
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = None
         self._ledger: PgLedger | None = None
@@ -40,6 +40,13 @@ class Runtime:
         self._retailers: dict[str, Retailer] | None = None
         self._retailers_mtime: float | None = None
         self._pid = os.getpid()
+
+    @property
+    def settings(self) -> Settings:
+        """Read from the environment on first use (SettingsError then names the variable), not at import."""
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
 
     # -- retailers: reloaded when the file changes, so adding or pausing one needs no restart
     def retailers(self) -> dict[str, Retailer]:
@@ -128,5 +135,5 @@ class Runtime:
             self._pool = self._ledger = self._inventory = self._database = self._sessions = None
 
 
-# One per process. Reading settings from the environment opens nothing; connections come on first use.
+# One per process. Creating it reads nothing and opens nothing: settings, connections come on first use.
 runtime = Runtime()

@@ -13,7 +13,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from worker.app.settings import Settings, SettingsError
+from worker.app.settings import FlowerSettings, Settings, SettingsError
 from worker.core.retailers import ConfigError, load_retailers
 from worker.services.ports import FINAL_STATUSES
 
@@ -198,10 +198,10 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     import ipaddress
     import os
 
-    user, password = os.environ.get("FLOWER_USER"), os.environ.get("FLOWER_PASSWORD")
-    env = dict(os.environ)
-    if user and password:
-        env["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # by environment: never on the command line (ps)
+    flower = FlowerSettings.from_env()
+    env = dict(os.environ)  # Flower inherits our environment (and reads its own FLOWER_* options from it)
+    if flower.user and flower.password:
+        env["FLOWER_BASIC_AUTH"] = f"{flower.user}:{flower.password}"  # by environment: never on the command line
     elif args.insecure_local:
         try:
             loopback = ipaddress.ip_address(args.address).is_loopback
@@ -216,9 +216,8 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     cmd = [sys.executable, "-m", "worker.monitoring.flower", f"--port={args.port}",
            f"--address={args.address}", "--persistent=True", f"--db={args.db}", "--purge_offline_workers=300"]
-    broker_api = os.environ.get("TLOGSYNC_BROKER_API")
-    if broker_api:
-        cmd.append(f"--broker-api={broker_api}")
+    if flower.broker_api:
+        cmd.append(f"--broker-api={flower.broker_api}")
     os.execve(sys.executable, cmd, env)  # noqa: S606 - become Flower, no shell involved
     return 0  # not reached
 
@@ -381,7 +380,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         else None
     try:
         with ConnectionPool(settings.database_url, min_size=1, max_size=1) as pool:
-            document, orders, written = run_audit(retailer, day, Database(pool), source)
+            document, orders, written = run_audit(retailer, day, Database(pool), source, settings.audit_dir)
     finally:
         if source is not None:
             source.close()
@@ -525,7 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return int(args.func(settings, args))
-    except (ConfigError, SettingsError) as exc:
+    except SettingsError as exc:
+        print(f"tlogsync: {exc}", file=sys.stderr)  # as the worker and beat say it at start-up
+        return 2
+    except ConfigError as exc:
         console.print(f"[red]tlogsync: {exc}[/red]")
         return 2
     except psycopg.OperationalError as exc:

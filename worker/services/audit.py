@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,11 @@ from worker.services.ingest import join
 from worker.services.ports import FileSource
 
 
-def report_dir() -> Path:
-    return Path(os.environ.get("TLOGSYNC_AUDIT_DIR") or "audit-reports")
-
-
-def run_audit(retailer: Retailer, business_date: date, db: Database, source: FileSource | None
+def run_audit(retailer: Retailer, business_date: date, db: Database, source: FileSource | None, report_dir: Path
               ) -> tuple[dict[str, Any], list[AuditOrder], list[Path]]:
-    """Audit one business day; write `<retailer>_audit_<date>.csv/.json` locally and to sftp.audit_dir."""
+    """Audit one business day; write `<retailer>_audit_<date>.csv/.json` under report_dir and to sftp.audit_dir."""
     document, orders = audit_day(retailer.retailer_id, business_date, retailer.audit_time_zone, PgAudit(db))
-    folder = report_dir() / retailer.retailer_id
+    folder = report_dir / retailer.retailer_id
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{retailer.retailer_id}_audit_{business_date.isoformat()}"
     written = []
