@@ -32,13 +32,12 @@ class CountingCursor(psycopg.Cursor[Any]):
 
 def count_sftp_requests(sftp: Any) -> None:
     """Count every request paramiko sends on this SFTP session (one round trip each, unless pipelined)."""
-    send = sftp._async_request
+    from worker.adapters.sftp_fastpath import observe_requests
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
+    def counted() -> None:
         COUNTS["sftp_requests"] += 1
-        return send(*args, **kwargs)
 
-    sftp._async_request = counted
+    observe_requests(sftp, counted)
 
 
 def dump() -> None:

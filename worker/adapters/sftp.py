@@ -17,6 +17,7 @@ from typing import Any
 
 import paramiko
 
+from worker.adapters.sftp_fastpath import close_unanswered, read_all
 from worker.core.errors import FileMissing, FileTooLarge, HostKeyRejected, SftpConfigError, TransientError
 from worker.core.retailers import SftpConfig
 from worker.instrumentation import count_sftp_requests
@@ -86,39 +87,6 @@ def _close_quietly(client: paramiko.SSHClient, sock: socket.socket) -> None:
         sock.close()
 
 
-# OpenSSH's sftp-server answers reads of up to 256 KiB - 1 KiB in one message; paramiko asks for 32 KiB.
-READ_REQUEST = 255 * 1024
-
-
-def _read_all(fh: paramiko.SFTPFile, max_bytes: int, size_hint: int | None) -> bytes:
-    """The whole file in as few round trips as possible: usually one read when the listed size is known.
-
-    Asking for one byte more than the listed size and getting exactly the listed size means end of file
-    (a regular file's read is short only at its end), so no extra round trip is needed to see EOF.
-    """
-    fh.MAX_REQUEST_SIZE = READ_REQUEST
-    chunks: list[bytes] = []
-    total = 0
-    want = (size_hint + 1) if size_hint is not None else READ_REQUEST
-    while True:
-        asked = min(max(want, 1), READ_REQUEST)
-        try:
-            data = fh._read(asked)  # one CMD_READ at the current offset
-        except EOFError:  # the server's SFTP_EOF status, not a dropped connection
-            break
-        if not data:
-            break
-        chunks.append(data)
-        total += len(data)
-        fh._realpos = fh._pos = total  # keep paramiko's offsets in step with what we consumed
-        if total > max_bytes:
-            raise FileTooLarge(max_bytes)
-        if size_hint is not None and total == size_hint and len(data) < asked:
-            break  # a short read at the listed size: end of file
-        want = READ_REQUEST
-    return b"".join(chunks)
-
-
 def _is_missing(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
 
@@ -180,10 +148,10 @@ class SftpSource:
             except FileNotFoundError:
                 raise FileMissing(path) from None
             try:
-                return _read_all(fh, max_bytes, size_hint)
+                return read_all(fh, max_bytes, size_hint)
             finally:
                 # Closing does not need its answer: send it and move on (one round trip saved per file).
-                fh._close(async_=True)
+                close_unanswered(fh)
 
     def move(self, src: str, dst: str) -> bool:
         with self._io(f"move {src}") as sftp:
