@@ -220,11 +220,13 @@ class WorkerProcess:
 
 
 def start_worker(name: str, queues: str | None = None, concurrency: int = 2,
-                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
+                 extra: list[str] | None = None, env: dict[str, str] | None = None,
+                 app: str = "worker") -> WorkerProcess:
+    """A real worker; app is the module `celery -A` loads (the fault suite's has the fault plugin)."""
     from worker.app.queues import WORK_QUEUES
 
     log = SESSION_DIR / f"worker-{name}.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues or ",".join(WORK_QUEUES),
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues or ",".join(WORK_QUEUES),
            "-c", str(concurrency), "--hostname", f"{name}@{SESSION}", "-l", "INFO", "--without-mingle",
            "--without-gossip", *(extra or [])]
     handle = open(log, "wb")  # noqa: SIM115 - closed by WorkerProcess.stop

@@ -140,7 +140,8 @@ min_age_seconds = {min_age}
     def worker(self, name: str, concurrency: int, stats: Path, pool: str = "prefork", events: bool = False,
                **extra: str) -> subprocess.Popen[bytes]:
         logfile = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-        cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", ",".join(WORK_QUEUES),
+        # ops.bench.countingapp: tlogsync's app with the counting plugin (SQL statements, SFTP requests, RSS)
+        cmd = [sys.executable, "-m", "celery", "-A", "ops.bench.countingapp", "worker", "-Q", ",".join(WORK_QUEUES),
                "-c", str(concurrency), "--hostname", f"{name}@bench", "-l", "WARNING", "--without-mingle",
                "--without-gossip", "-P", pool] + (["-E"] if events else [])
         proc = subprocess.Popen(cmd, env=self.env(TLOGSYNC_STATS_DIR=str(stats), **extra), stdout=logfile,
@@ -203,7 +204,7 @@ min_age_seconds = {min_age}
         for path in folder.glob("*.json"):
             data = json.loads(path.read_text())
             out["sql_statements"] += data["sql_statements"]
-            out["sftp_requests"] += data["sftp_requests"]
+            out["sftp_requests"] += data["sftp_requests"] or 0  # None: not countable on this paramiko
             out["peak_rss_kib"] = max(out["peak_rss_kib"], data["peak_rss_kib"])
         return out
 

@@ -11,7 +11,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,10 +20,12 @@ import paramiko
 from worker.adapters.sftp_fastpath import close_unanswered, read_all
 from worker.core.errors import FileMissing, FileTooLarge, HostKeyRejected, SftpConfigError, TransientError
 from worker.core.retailers import SftpConfig
-from worker.instrumentation import count_sftp_requests
 from worker.services.ports import RemoteFile
 
 log = logging.getLogger(__name__)
+
+# Called with each new SFTP session right after it connects (Runtime.sftp_connect_hooks).
+ConnectHook = Callable[[paramiko.SFTPClient], None]
 
 
 def _private_key(path: str) -> paramiko.PKey:
@@ -38,7 +40,8 @@ def _private_key(path: str) -> paramiko.PKey:
         raise SftpConfigError(f"private_key {path}: not a usable private key ({type(exc).__name__})") from None
 
 
-def _connect(cfg: SftpConfig, timeout: float) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+def _connect(cfg: SftpConfig, timeout: float, on_connect: Sequence[ConnectHook] = ()
+             ) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
     client = paramiko.SSHClient()
     try:
         client.load_host_keys(cfg.known_hosts)
@@ -73,7 +76,8 @@ def _connect(cfg: SftpConfig, timeout: float) -> tuple[paramiko.SSHClient, param
     except BaseException:
         _close_quietly(client, sock)
         raise
-    count_sftp_requests(sftp)
+    for hook in on_connect:
+        hook(sftp)
     channel = sftp.get_channel()
     if channel is not None:
         channel.settimeout(timeout)
@@ -97,8 +101,8 @@ class SftpSource:
     Not thread-safe on its own; SftpSessions hands one session to one task at a time.
     """
 
-    def __init__(self, cfg: SftpConfig, timeout: float = 20.0):
-        self.cfg, self.timeout = cfg, timeout
+    def __init__(self, cfg: SftpConfig, timeout: float = 20.0, on_connect: Sequence[ConnectHook] = ()):
+        self.cfg, self.timeout, self.on_connect = cfg, timeout, on_connect
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
 
@@ -108,7 +112,7 @@ class SftpSource:
         if self._sftp is None or transport is None or not transport.is_active():
             self.close()
             try:
-                self._client, self._sftp = _connect(self.cfg, self.timeout)
+                self._client, self._sftp = _connect(self.cfg, self.timeout, self.on_connect)
             except (SftpConfigError, HostKeyRejected):
                 raise
             except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -188,8 +192,8 @@ class SftpSource:
 class SftpSessions:
     """Per-process cache: one SftpSource per retailer, reused across tasks (threads take turns)."""
 
-    def __init__(self, timeout: float):
-        self.timeout = timeout
+    def __init__(self, timeout: float, on_connect: Sequence[ConnectHook] = ()):
+        self.timeout, self.on_connect = timeout, on_connect
         self._sources: dict[str, tuple[SftpConfig, SftpSource, threading.Lock]] = {}
         self._guard = threading.Lock()
 
@@ -200,7 +204,7 @@ class SftpSessions:
             if entry is None or entry[0] != cfg:  # config changed (new key, new host): reconnect
                 if entry is not None:
                     entry[1].close()
-                entry = (cfg, SftpSource(cfg, self.timeout), threading.Lock())
+                entry = (cfg, SftpSource(cfg, self.timeout, self.on_connect), threading.Lock())
                 self._sources[retailer_id] = entry
         _, src, lock = entry
         with lock:

@@ -8,7 +8,6 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker import instrumentation
 from worker.app import queues
 from worker.app.runtime import runtime
 from worker.app.settings import Settings, SettingsError, exit_on_bad_settings
@@ -111,8 +110,7 @@ def _fresh_resources_after_fork(**_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _close_resources(**_: Any) -> None:
-    runtime.close()
-    instrumentation.dump()
+    runtime.shutdown()
 
 
 @signals.after_setup_logger.connect

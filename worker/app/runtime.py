@@ -1,14 +1,21 @@
-"""Per-process resources: created lazily after fork, closed at shutdown, never at import."""
+"""Per-process resources: created lazily after fork, closed at shutdown, never at import.
+
+Extension points (source_wrappers, sftp_connect_hooks, cursor_factory, shutdown_hooks) let code outside
+production observe or alter I/O without a branch in production code: it sets them on `runtime` before the
+first task, from a Celery app module that imports `worker.celery` and is started with `celery -A <module>`.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import paramiko
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from worker.adapters.postgres.audit import PgAudit
@@ -19,8 +26,6 @@ from worker.adapters.sftp import SftpSessions
 from worker.app.settings import Settings
 from worker.core.errors import UnknownRetailer
 from worker.core.retailers import ConfigError, Retailer, load_retailers
-from worker.faults import CrashingSource, crash_pattern
-from worker.instrumentation import CountingCursor
 from worker.services.ports import FileSource
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,15 @@ class Runtime:
 
     def __init__(self, settings: Settings | None = None):
         self._settings = settings
+        # Each SFTP checkout's FileSource is passed through these, in order (a wrapper returns the source
+        # to use: the same one, or one that delegates to it).
+        self.source_wrappers: list[Callable[[FileSource], FileSource]] = []
+        # Called with each new paramiko SFTP session, right after it connects.
+        self.sftp_connect_hooks: list[Callable[[paramiko.SFTPClient], None]] = []
+        # The cursor class of the pool's connections (None: psycopg's own).
+        self.cursor_factory: type[psycopg.Cursor[Any]] | None = None
+        # Called, in order, when a worker process shuts down, after its resources are closed.
+        self.shutdown_hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = None
         self._ledger: PgLedger | None = None
@@ -77,16 +91,17 @@ class Runtime:
         self._check_fork()
         with self._lock:
             if self._ledger is None:
+                # application_name: visible in pg_stat_activity, which process holds which connection.
+                # autocommit: a single statement commits at once (the attempt counter must survive a
+                # crash); multi-statement work uses explicit transactions. No per-checkout health
+                # check (a round trip each time): a connection that died with the server fails its
+                # statement, the task retries, and the pool replaces the broken connection.
+                kwargs: dict[str, Any] = {"application_name": f"tlogsync-worker-{os.getpid()}", "autocommit": True}
+                if self.cursor_factory is not None:
+                    kwargs["cursor_factory"] = self.cursor_factory
                 self._pool = ConnectionPool(
                     self.settings.database_url, min_size=1, max_size=self.settings.db_pool_max,
-                    open=False, name=f"tlogsync-{os.getpid()}", timeout=30,
-                    # visible in pg_stat_activity: which process holds which connection
-                    # autocommit: a single statement commits at once (the attempt counter must survive a
-                    # crash); multi-statement work uses explicit transactions. No per-checkout health
-                    # check (a round trip each time): a connection that died with the server fails its
-                    # statement, the task retries, and the pool replaces the broken connection.
-                    kwargs={"application_name": f"tlogsync-worker-{os.getpid()}", "cursor_factory": CountingCursor,
-                            "autocommit": True},
+                    open=False, name=f"tlogsync-{os.getpid()}", timeout=30, kwargs=kwargs,
                 )
                 self._pool.open(wait=False)
                 self._database = Database(self._pool)
@@ -113,11 +128,13 @@ class Runtime:
         self._check_fork()
         with self._lock:
             if self._sessions is None:
-                self._sessions = SftpSessions(self.settings.sftp_timeout_seconds)
+                self._sessions = SftpSessions(self.settings.sftp_timeout_seconds, self.sftp_connect_hooks)
             sessions = self._sessions
-        with sessions.source(retailer.retailer_id, retailer.sftp) as source:
-            pattern = crash_pattern()
-            yield CrashingSource(source, pattern) if pattern else source
+        with sessions.source(retailer.retailer_id, retailer.sftp) as sftp_source:
+            source: FileSource = sftp_source
+            for wrap in self.source_wrappers:
+                source = wrap(source)
+            yield source
 
     def _check_fork(self) -> None:
         # psycopg connections and SSH sessions are not fork-safe: a child starts with none.
@@ -133,6 +150,12 @@ class Runtime:
             if self._pool is not None:
                 self._pool.close()
             self._pool = self._ledger = self._inventory = self._database = self._sessions = None
+
+    def shutdown(self) -> None:
+        """The worker process is ending: close what it holds, then run the shutdown hooks."""
+        self.close()
+        for hook in self.shutdown_hooks:
+            hook()
 
 
 # One per process. Creating it reads nothing and opens nothing: settings, connections come on first use.
