@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sshd import SSHD, Sshd, port_open, start_sshd
 from worker.demo.procs import stop_group
+from worker.demo.sshd import SSHD, Sshd, port_open, start_sshd
 
 SESSION = f"t{os.getpid()}_{secrets.token_hex(3)}"
 SESSION_DIR = Path(tempfile.mkdtemp(prefix=f"tlogsync-{SESSION}-"))

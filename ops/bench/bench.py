@@ -34,12 +34,12 @@ from psycopg_pool import ConnectionPool
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.sshd import SSHD, Sshd, start_sshd  # noqa: E402
 from worker.adapters.postgres.inventory import PgInventory  # noqa: E402
 from worker.adapters.postgres.migrate import migrate  # noqa: E402
 from worker.app.queues import WORK_QUEUES  # noqa: E402
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv  # noqa: E402
 from worker.demo.procs import stop_group  # noqa: E402
+from worker.demo.sshd import SSHD, Sshd, start_sshd  # noqa: E402
 from worker.demo.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, mix  # noqa: E402
 
 BASELINE = ROOT.parent / "shared" / "peers" / "sequential_ingest.py"

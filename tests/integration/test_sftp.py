@@ -95,7 +95,7 @@ def test_missing_password_env_is_a_config_error(sshd, folder):
 
 
 def test_unreachable_server_is_transient(sshd, folder):
-    from tests.support.sshd import free_port
+    from worker.demo.sshd import free_port
 
     src = SftpSource(config(sshd, folder, port=free_port()))
     with pytest.raises(TransientError, match="cannot connect"):
