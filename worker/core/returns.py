@@ -20,8 +20,9 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from worker.core.money import same_cents
 from worker.core.retailers import Retailer
-from worker.core.tlog import CENT, LineSchema, Money, Text, TLogError, _Lenient, _opt_money, _opt_text, check_totals
+from worker.core.tlog import LineSchema, Money, Text, TLogError, _Lenient, _opt_money, _opt_text, check_totals
 from worker.core.validation import flatten_messages
 
 POS_RETURN = "POS_RETURN"
@@ -106,7 +107,7 @@ class ReturnSchema(_Lenient):
     def _consistent(self, d: dict[str, Any], **_: Any) -> None:
         check_totals(d, "returnProductList")
         refunds = sum((_amount(r) for r in d["refundPaymentDetails"]), Decimal(0))
-        if d["refundPaymentDetails"] and refunds.quantize(CENT) != d["totalAmount"].quantize(CENT):
+        if d["refundPaymentDetails"] and not same_cents(refunds, d["totalAmount"]):
             raise ValidationError(f"refunds add up to {refunds}, not totalAmount {d['totalAmount']}",
                                   "refundPaymentDetails")
 
