@@ -14,11 +14,20 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.app.settings import FlowerSettings, Settings, SettingsError
-from worker.core.retailers import ConfigError, load_retailers
+from worker.core.errors import UnknownRetailer
+from worker.core.retailers import ConfigError, Retailer, load_retailers
 from worker.services.ports import FINAL_STATUSES
 
 # Piped output (logs, CI, scripts) gets wide tables instead of 80 columns of folded text.
 console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def known_retailer(settings: Settings, retailer_id: str) -> Retailer:
+    """The named retailer of the retailers file; UnknownRetailer (exit 2, naming the known ones) if absent."""
+    retailers = load_retailers(settings.retailers_path)
+    if retailer_id not in retailers:
+        raise UnknownRetailer(f"unknown retailer {retailer_id!r}; known: {', '.join(retailers)}")
+    return retailers[retailer_id]
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -79,10 +88,7 @@ def _wait_files(dsn: str, ids: list[int], timeout: float, poll: float = 0.2) -> 
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
-    retailers = load_retailers(settings.retailers_path)
-    if args.retailer not in retailers:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]; known: {', '.join(retailers)}")
-        return 2
+    known_retailer(settings, args.retailer)
     from tasks.scan import scan_retailer
 
     scan_id = f"cli-{uuid.uuid4()}"
@@ -234,10 +240,7 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     """facilities load / inventory load: one transaction, nothing half-loaded, bad rows named by line."""
     from worker.core.inventory import LoadError, parse_facilities_csv, parse_inventory_csv
 
-    retailers = load_retailers(settings.retailers_path)
-    if args.retailer not in retailers:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
-        return 2
+    known_retailer(settings, args.retailer)
     try:
         text = open(args.file, encoding="utf-8-sig").read()  # noqa: SIM115
         rows = parse_facilities_csv(text) if args.what == "facilities" else parse_inventory_csv(text)
@@ -258,10 +261,7 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     """Re-run brokering for orders still waiting (and, with --parked, those parked as unfillable)."""
-    retailers = load_retailers(settings.retailers_path)
-    if args.retailer not in retailers:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
-        return 2
+    known_retailer(settings, args.retailer)
     from tasks.routing import broker_order
 
     pool, store_cls = _inventory_store(settings)
@@ -321,11 +321,7 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     from worker.adapters.sftp import SftpSource
     from worker.services.ingest import ReplayRefused, orders_feed, replay_file, variance_feed
 
-    retailers = load_retailers(settings.retailers_path)
-    retailer = retailers.get(args.retailer)
-    if retailer is None:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
-        return 2
+    retailer = known_retailer(settings, args.retailer)
     feed = variance_feed(retailer) if args.variance else orders_feed(retailer)
     if feed is None:
         console.print(f"[red]{args.retailer} has no variance feed[/red]")
@@ -360,10 +356,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from worker.core.audit import ErpFileError, cents, parse_erp_csv, reconcile
     from worker.services.audit import run_audit
 
-    retailer = load_retailers(settings.retailers_path).get(args.retailer)
-    if retailer is None:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
-        return 2
+    retailer = known_retailer(settings, args.retailer)
     try:
         day = date.fromisoformat(args.date)
     except ValueError:
@@ -529,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ConfigError as exc:
         console.print(f"[red]tlogsync: {exc}[/red]")
+        return 2
+    except UnknownRetailer as exc:
+        console.print(f"[red]{exc}[/red]")
         return 2
     except psycopg.OperationalError as exc:
         console.print(f"[red]tlogsync: database {redact(settings.database_url)}: {exc}[/red]")
