@@ -1,4 +1,5 @@
-"""Process settings: every TLOGSYNC_* variable and Flower's credentials are read here, and nowhere else.
+"""Process settings: every TLOGSYNC_* variable of production and Flower's credentials are read here, and
+nowhere else (the test suite's, the benchmark's and the demo's own variables are read by that code).
 
 An unset or empty variable means the production default given beside each field. A value we cannot use
 raises SettingsError naming the variable; the entry points (worker, beat, the `tlogsync` command) print

@@ -353,7 +353,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
     from worker.adapters.postgres.pool import Database
     from worker.adapters.sftp import SftpSource
-    from worker.core.audit import ErpFileError, cents, parse_erp_csv, reconcile
+    from worker.core.audit import ErpFileError, parse_erp_csv, reconcile
+    from worker.core.money import cents
     from worker.services.audit import run_audit
 
     retailer = known_retailer(settings, args.retailer)
