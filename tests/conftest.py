@@ -35,6 +35,7 @@ os.environ["TLOGSYNC_DATABASE_URL"] = f"{PG_BASE}/{DB_NAME}"
 os.environ["TLOGSYNC_BROKER_URL"] = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
 os.environ["TLOGSYNC_RETAILERS"] = str(RETAILERS_PATH)
 os.environ.setdefault("TLOGSYNC_REDISPATCH_AFTER", "900")
+os.environ["TLOGSYNC_AUDIT_DIR"] = str(SESSION_DIR / "audit-reports")  # workers' reports: not in the repository
 
 IN_CI = os.environ.get("CI") == "true"
 
