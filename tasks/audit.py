@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from worker.app.runtime import audit_report_dir, runtime
+from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
 from worker.core.audit import day_to_audit
@@ -28,6 +28,6 @@ def audit_retailer(self: TlogTask, retailer_id: str, business_date: str | None =
     if day is None:
         return {"retailer": retailer_id, "audit": "not due"}
     with runtime.sftp(retailer) if retailer.sftp.audit_dir else nullcontext(None) as source:
-        document, _, written = run_audit(retailer, day, runtime.audit(), source, audit_report_dir())
+        document, _, written = run_audit(retailer, day, runtime.audit(), source, runtime.settings.audit_dir)
     return {"retailer": retailer_id, "business_date": day.isoformat(), "totals": document["totals"],
             "consistent": document["consistent"], "files": [str(p) for p in written]}

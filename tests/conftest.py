@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sshd import SSHD, Sshd, port_open, start_sshd
 from worker.demo.procs import stop_group
+from worker.demo.sshd import SSHD, Sshd, port_open, start_sshd
 
 SESSION = f"t{os.getpid()}_{secrets.token_hex(3)}"
 SESSION_DIR = Path(tempfile.mkdtemp(prefix=f"tlogsync-{SESSION}-"))
@@ -221,11 +221,13 @@ class WorkerProcess:
 
 
 def start_worker(name: str, queues: str | None = None, concurrency: int = 2,
-                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
-    from worker.app.queues import WORK_QUEUES
+                 extra: list[str] | None = None, env: dict[str, str] | None = None,
+                 app: str = "worker") -> WorkerProcess:
+    """A real worker; app is the module `celery -A` loads (the fault suite's has the fault plugin)."""
+    from worker.adapters.queues import WORK_QUEUES
 
     log = SESSION_DIR / f"worker-{name}.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues or ",".join(WORK_QUEUES),
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues or ",".join(WORK_QUEUES),
            "-c", str(concurrency), "--hostname", f"{name}@{SESSION}", "-l", "INFO", "--without-mingle",
            "--without-gossip", *(extra or [])]
     handle = open(log, "wb")  # noqa: SIM115 - closed by WorkerProcess.stop

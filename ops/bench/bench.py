@@ -32,13 +32,13 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.sshd import SSHD, Sshd, start_sshd  # noqa: E402
 from worker.adapters.postgres.inventory import PgInventory  # noqa: E402
 from worker.adapters.postgres.migrate import ensure_database, migrate  # noqa: E402
 from worker.adapters.postgres.pool import open_pool  # noqa: E402
-from worker.app.queues import WORK_QUEUES  # noqa: E402
+from worker.adapters.queues import WORK_QUEUES  # noqa: E402
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv  # noqa: E402
 from worker.demo.procs import stop_group  # noqa: E402
+from worker.demo.sshd import SSHD, Sshd, start_sshd  # noqa: E402
 from worker.demo.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, mix  # noqa: E402
 
 BASELINE = Path(__file__).resolve().with_name("baseline.py")  # the yardstick, beside this file
@@ -133,7 +133,8 @@ min_age_seconds = {min_age}
     def worker(self, name: str, concurrency: int, stats: Path, pool: str = "prefork", events: bool = False,
                **extra: str) -> subprocess.Popen[bytes]:
         logfile = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-        cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", ",".join(WORK_QUEUES),
+        # ops.bench.countingapp: tlogsync's app with the counting plugin (SQL statements, SFTP requests, RSS)
+        cmd = [sys.executable, "-m", "celery", "-A", "ops.bench.countingapp", "worker", "-Q", ",".join(WORK_QUEUES),
                "-c", str(concurrency), "--hostname", f"{name}@bench", "-l", "WARNING", "--without-mingle",
                "--without-gossip", "-P", pool] + (["-E"] if events else [])
         proc = subprocess.Popen(cmd, env=self.env(TLOGSYNC_STATS_DIR=str(stats), **extra), stdout=logfile,
@@ -196,7 +197,7 @@ min_age_seconds = {min_age}
         for path in folder.glob("*.json"):
             data = json.loads(path.read_text())
             out["sql_statements"] += data["sql_statements"]
-            out["sftp_requests"] += data["sftp_requests"]
+            out["sftp_requests"] += data["sftp_requests"] or 0  # None: not countable on this paramiko
             out["peak_rss_kib"] = max(out["peak_rss_kib"], data["peak_rss_kib"])
         return out
 

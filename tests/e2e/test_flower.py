@@ -21,8 +21,8 @@ import pytest
 
 from tests import conftest
 from tests.conftest import IN_CI, SESSION_DIR, need, start_worker, vhost_env
-from tests.support.sshd import free_port, port_open
 from tests.support.waiting import eventually
+from worker.demo.sshd import free_port, port_open
 from worker.demo.tlogfactory import dumps, make_sale
 
 pytestmark = pytest.mark.e2e

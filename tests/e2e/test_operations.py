@@ -16,8 +16,8 @@ import pytest
 
 from tests.conftest import start_worker, vhost_env
 from tests.e2e.test_pipeline import cli, wait_final
-from tests.support.sshd import free_port, port_open
 from tests.support.waiting import eventually
+from worker.demo.sshd import free_port, port_open
 from worker.demo.tlogfactory import dumps, make_sale, mix
 
 pytestmark = pytest.mark.e2e

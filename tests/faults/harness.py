@@ -42,8 +42,9 @@ class Batch:
                               timeout=timeout, env=self.env)
 
     def worker(self, name: str, concurrency: int = 2, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+        # tests.support.faultapp: the fault plugin is installed (TLOGSYNC_FAULT_CRASH_FILES in extra_env arms it)
         wp = start_worker(f"{name}-{secrets.token_hex(2)}", concurrency=concurrency,
-                          env={**self.env, **(extra_env or {})})
+                          env={**self.env, **(extra_env or {})}, app="tests.support.faultapp")
         self.workers.append(wp)
         return wp
 

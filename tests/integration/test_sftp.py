@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
+from pathlib import Path
 
+import paramiko
 import pytest
 
+from worker.adapters import sftp_fastpath
 from worker.adapters.sftp import SftpSource
 from worker.core.errors import FileMissing, FileTooLarge, HostKeyRejected, SftpConfigError, TransientError
 from worker.core.retailers import SftpConfig
@@ -91,7 +95,7 @@ def test_missing_password_env_is_a_config_error(sshd, folder):
 
 
 def test_unreachable_server_is_transient(sshd, folder):
-    from tests.support.sshd import free_port
+    from worker.demo.sshd import free_port
 
     src = SftpSource(config(sshd, folder, port=free_port()))
     with pytest.raises(TransientError, match="cannot connect"):
@@ -154,3 +158,82 @@ def test_reads_with_and_without_the_listed_size_return_the_whole_file(sshd, fold
                 assert src.read(str(path), 10**7, size - 1) == data  # grew since it was listed
     finally:
         src.close()
+
+
+# ------------------------------------------------------------ the fast path (paramiko internals) and its fallback
+
+@pytest.fixture(params=[True, False], ids=["fast-path", "public-api"])
+def fast(request, monkeypatch) -> bool:
+    monkeypatch.setattr(sftp_fastpath, "FAST", request.param)
+    return request.param
+
+
+def counting(src: SftpSource) -> list[int]:
+    """Count the requests sent on src's session from now on (connecting it first)."""
+    sent = [0]
+    assert sftp_fastpath.observe_requests(src.sftp, lambda: sent.__setitem__(0, sent[0] + 1))
+    return sent
+
+
+def test_both_read_paths_return_the_whole_file_and_refuse_a_large_one(sshd, folder, fast):
+    src = SftpSource(config(sshd, folder))
+    try:
+        for size in (0, 1, 255 * 1024, 255 * 1024 + 1, 600_000):
+            path = folder / "in" / f"p{size}"
+            data = os.urandom(size)
+            path.write_bytes(data)
+            assert src.read(str(path), 10**7) == data
+            assert src.read(str(path), 10**7, size) == data
+            if size:
+                assert src.read(str(path), 10**7, size - 1) == data  # grew since it was listed
+                with pytest.raises(FileTooLarge):
+                    src.read(str(path), size - 1, size)
+            assert src.read(str(path), size, size) == data  # exactly the limit is fine
+        assert [e.name for e in src.list(f"{folder}/in") if e.is_file]  # the session is still usable
+    finally:
+        src.close()
+
+
+def test_the_fast_path_reads_a_listed_file_in_one_request_and_does_not_wait_for_the_close(sshd, folder, fast):
+    (folder / "in" / "a.json").write_bytes(b'{"orderId": "A1"}')
+    src = SftpSource(config(sshd, folder))
+    try:
+        sent = counting(src)
+        assert src.read(f"{folder}/in/a.json", 1000, 17) == b'{"orderId": "A1"}'
+        # open, read, close; the public API reads once more to see the end of the file
+        assert sent[0] == (3 if fast else 4)
+        assert src.exists(f"{folder}/in/a.json")  # the unanswered close left the session in step
+    finally:
+        src.close()
+
+
+def test_the_fast_path_is_on_for_the_paramiko_version_pinned_in_pyproject():
+    pin = re.search(r'"paramiko>=([0-9]+)\.([0-9]+),<([0-9]+)\.([0-9]+)"',
+                    (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pin, "paramiko must be pinned to one minor version, e.g. paramiko>=5.1,<5.2"
+    assert (int(pin[1]), int(pin[2])) == sftp_fastpath.TESTED
+    assert (int(pin[3]), int(pin[4])) == (sftp_fastpath.TESTED[0], sftp_fastpath.TESTED[1] + 1)
+    assert sftp_fastpath.SUPPORTED and sftp_fastpath.FAST
+
+
+def test_the_fast_path_is_off_for_another_paramiko_version_or_a_missing_attribute(monkeypatch):
+    tested = "{}.{}".format(*sftp_fastpath.TESTED)
+    assert sftp_fastpath.fast_path_available(f"{tested}.0")
+    assert sftp_fastpath.fast_path_available(f"{tested}.9")
+    assert not sftp_fastpath.fast_path_available(f"{sftp_fastpath.TESTED[0]}.{sftp_fastpath.TESTED[1] + 1}.0")
+    assert not sftp_fastpath.fast_path_available(f"{sftp_fastpath.TESTED[0] + 1}.0.0")
+    assert not sftp_fastpath.fast_path_available("unknown")
+    monkeypatch.delattr(paramiko.SFTPFile, "_read")
+    assert not sftp_fastpath.fast_path_available(f"{tested}.0")
+
+
+def test_no_request_is_observed_when_the_version_is_not_the_tested_one(monkeypatch):
+    monkeypatch.setattr(sftp_fastpath, "SUPPORTED", False)
+
+    class Session:
+        def _async_request(self) -> None:
+            raise AssertionError("not to be called")
+
+    session = Session()
+    assert not sftp_fastpath.observe_requests(session, lambda: None)  # type: ignore[arg-type]
+    assert session._async_request.__func__ is Session._async_request  # type: ignore[attr-defined]

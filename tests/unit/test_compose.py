@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from worker.app.queues import WORK_QUEUES
+from worker.adapters.queues import WORK_QUEUES
 from worker.cli import parser
 from worker.core.retailers import load_retailers
 

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from worker.app.queues import TASK_ROUTES, WORK_QUEUES
+from worker.adapters.queues import TASK_ROUTES, WORK_QUEUES
 from worker.cli import parser
 from worker.core.retailers import load_retailers
 

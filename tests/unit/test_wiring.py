@@ -7,7 +7,7 @@ import random
 from celery.schedules import crontab, schedule
 
 from tests.unit.helpers import retailer
-from worker.app.queues import TASK_ROUTES, WORK_QUEUES, task_queues
+from worker.adapters.queues import TASK_ROUTES, WORK_QUEUES, task_queues
 from worker.app.schedule import build_beat_schedule
 from worker.app.settings import RetryPolicy
 from worker.app.taskbase import backoff_seconds

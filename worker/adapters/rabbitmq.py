@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 from kombu import Connection
 
-from worker.app import queues
+from worker.adapters import queues
 from worker.services.ports import DeadLetterReason
 
 

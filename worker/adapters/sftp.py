@@ -11,18 +11,21 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import paramiko
 
+from worker.adapters.sftp_fastpath import close_unanswered, read_all
 from worker.core.errors import FileMissing, FileTooLarge, HostKeyRejected, SftpConfigError, TransientError
 from worker.core.retailers import SftpConfig
-from worker.instrumentation import count_sftp_requests
 from worker.services.ports import RemoteFile
 
 log = logging.getLogger(__name__)
+
+# Called with each new SFTP session right after it connects (Runtime.sftp_connect_hooks).
+ConnectHook = Callable[[paramiko.SFTPClient], None]
 
 
 def _private_key(path: str) -> paramiko.PKey:
@@ -37,7 +40,8 @@ def _private_key(path: str) -> paramiko.PKey:
         raise SftpConfigError(f"private_key {path}: not a usable private key ({type(exc).__name__})") from None
 
 
-def _connect(cfg: SftpConfig, timeout: float) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+def _connect(cfg: SftpConfig, timeout: float, on_connect: Sequence[ConnectHook] = ()
+             ) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
     client = paramiko.SSHClient()
     try:
         client.load_host_keys(cfg.known_hosts)
@@ -72,7 +76,8 @@ def _connect(cfg: SftpConfig, timeout: float) -> tuple[paramiko.SSHClient, param
     except BaseException:
         _close_quietly(client, sock)
         raise
-    count_sftp_requests(sftp)
+    for hook in on_connect:
+        hook(sftp)
     channel = sftp.get_channel()
     if channel is not None:
         channel.settimeout(timeout)
@@ -86,39 +91,6 @@ def _close_quietly(client: paramiko.SSHClient, sock: socket.socket) -> None:
         sock.close()
 
 
-# OpenSSH's sftp-server answers reads of up to 256 KiB - 1 KiB in one message; paramiko asks for 32 KiB.
-READ_REQUEST = 255 * 1024
-
-
-def _read_all(fh: paramiko.SFTPFile, max_bytes: int, size_hint: int | None) -> bytes:
-    """The whole file in as few round trips as possible: usually one read when the listed size is known.
-
-    Asking for one byte more than the listed size and getting exactly the listed size means end of file
-    (a regular file's read is short only at its end), so no extra round trip is needed to see EOF.
-    """
-    fh.MAX_REQUEST_SIZE = READ_REQUEST
-    chunks: list[bytes] = []
-    total = 0
-    want = (size_hint + 1) if size_hint is not None else READ_REQUEST
-    while True:
-        asked = min(max(want, 1), READ_REQUEST)
-        try:
-            data = fh._read(asked)  # one CMD_READ at the current offset
-        except EOFError:  # the server's SFTP_EOF status, not a dropped connection
-            break
-        if not data:
-            break
-        chunks.append(data)
-        total += len(data)
-        fh._realpos = fh._pos = total  # keep paramiko's offsets in step with what we consumed
-        if total > max_bytes:
-            raise FileTooLarge(max_bytes)
-        if size_hint is not None and total == size_hint and len(data) < asked:
-            break  # a short read at the listed size: end of file
-        want = READ_REQUEST
-    return b"".join(chunks)
-
-
 def _is_missing(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
 
@@ -129,8 +101,8 @@ class SftpSource:
     Not thread-safe on its own; SftpSessions hands one session to one task at a time.
     """
 
-    def __init__(self, cfg: SftpConfig, timeout: float = 20.0):
-        self.cfg, self.timeout = cfg, timeout
+    def __init__(self, cfg: SftpConfig, timeout: float = 20.0, on_connect: Sequence[ConnectHook] = ()):
+        self.cfg, self.timeout, self.on_connect = cfg, timeout, on_connect
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
 
@@ -140,7 +112,7 @@ class SftpSource:
         if self._sftp is None or transport is None or not transport.is_active():
             self.close()
             try:
-                self._client, self._sftp = _connect(self.cfg, self.timeout)
+                self._client, self._sftp = _connect(self.cfg, self.timeout, self.on_connect)
             except (SftpConfigError, HostKeyRejected):
                 raise
             except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -180,10 +152,10 @@ class SftpSource:
             except FileNotFoundError:
                 raise FileMissing(path) from None
             try:
-                return _read_all(fh, max_bytes, size_hint)
+                return read_all(fh, max_bytes, size_hint)
             finally:
                 # Closing does not need its answer: send it and move on (one round trip saved per file).
-                fh._close(async_=True)
+                close_unanswered(fh)
 
     def move(self, src: str, dst: str) -> bool:
         with self._io(f"move {src}") as sftp:
@@ -220,8 +192,8 @@ class SftpSource:
 class SftpSessions:
     """Per-process cache: one SftpSource per retailer, reused across tasks (threads take turns)."""
 
-    def __init__(self, timeout: float):
-        self.timeout = timeout
+    def __init__(self, timeout: float, on_connect: Sequence[ConnectHook] = ()):
+        self.timeout, self.on_connect = timeout, on_connect
         self._sources: dict[str, tuple[SftpConfig, SftpSource, threading.Lock]] = {}
         self._guard = threading.Lock()
 
@@ -232,7 +204,7 @@ class SftpSessions:
             if entry is None or entry[0] != cfg:  # config changed (new key, new host): reconnect
                 if entry is not None:
                     entry[1].close()
-                entry = (cfg, SftpSource(cfg, self.timeout), threading.Lock())
+                entry = (cfg, SftpSource(cfg, self.timeout, self.on_connect), threading.Lock())
                 self._sources[retailer_id] = entry
         _, src, lock = entry
         with lock:

@@ -8,10 +8,9 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker import instrumentation
-from worker.app import queues
+from worker.adapters import queues
 from worker.app.runtime import runtime
-from worker.app.settings import Settings
+from worker.app.settings import Settings, SettingsError, exit_on_bad_settings
 from worker.core.geo import zip_location
 from worker.core.retailers import ConfigError
 from worker.monitoring import logs
@@ -69,7 +68,16 @@ def create_app(settings: Settings) -> Celery:
     return app
 
 
-app = create_app(runtime.settings)
+def _settings() -> Settings:
+    # The first read of the environment in a worker, beat or Flower process (`celery -A worker` imports this
+    # module before any signal): a bad value ends the process here with one line naming the variable.
+    try:
+        return runtime.settings
+    except SettingsError as exc:
+        exit_on_bad_settings(exc)
+
+
+app = create_app(_settings())
 
 
 @signals.worker_init.connect
@@ -102,13 +110,12 @@ def _fresh_resources_after_fork(**_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _close_resources(**_: Any) -> None:
-    runtime.close()
-    instrumentation.dump()
+    runtime.shutdown()
 
 
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _configure_logging(logger: logging.Logger, **_: Any) -> None:
     logging.getLogger("paramiko").setLevel(logging.WARNING)
-    logging.getLogger("tlogsync").setLevel(runtime.settings.log_level.upper())
-    logs.install(logger)
+    logging.getLogger("tlogsync").setLevel(runtime.settings.log_level)
+    logs.install(logger, runtime.settings.log_format)

@@ -1,13 +1,21 @@
-"""Per-process resources: created lazily after fork, closed at shutdown, never at import."""
+"""Per-process resources: created lazily after fork, closed at shutdown, never at import.
+
+Extension points (source_wrappers, sftp_connect_hooks, cursor_factory, shutdown_hooks) let code outside
+production observe or alter I/O without a branch in production code: it sets them on `runtime` before the
+first task, from a Celery app module that imports `worker.celery` and is started with `celery -A <module>`.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import Any
+
+import paramiko
+import psycopg
 
 from worker.adapters.postgres.audit import PgAudit
 from worker.adapters.postgres.deadletters import PgDeadLetters
@@ -18,8 +26,6 @@ from worker.adapters.sftp import SftpSessions
 from worker.app.settings import Settings
 from worker.core.errors import UnknownRetailer
 from worker.core.retailers import ConfigError, Retailer, load_retailers
-from worker.faults import CrashingSource, crash_pattern
-from worker.instrumentation import CountingCursor
 from worker.services.ports import FileSource
 
 log = logging.getLogger(__name__)
@@ -29,7 +35,16 @@ class Runtime:
     """What one worker process holds: settings, retailers, a database pool and SFTP sessions."""
 
     def __init__(self, settings: Settings | None = None):
-        self.settings = settings or Settings.from_env()
+        self._settings = settings
+        # Each SFTP checkout's FileSource is passed through these, in order (a wrapper returns the source
+        # to use: the same one, or one that delegates to it).
+        self.source_wrappers: list[Callable[[FileSource], FileSource]] = []
+        # Called with each new paramiko SFTP session, right after it connects.
+        self.sftp_connect_hooks: list[Callable[[paramiko.SFTPClient], None]] = []
+        # The cursor class of the pool's connections (None: psycopg's own).
+        self.cursor_factory: type[psycopg.Cursor[Any]] | None = None
+        # Called, in order, when a worker process shuts down, after its resources are closed.
+        self.shutdown_hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._ledger: PgFileLedger | None = None
         self._inventory: PgInventory | None = None
@@ -39,6 +54,13 @@ class Runtime:
         self._retailers: dict[str, Retailer] | None = None
         self._retailers_mtime: float | None = None
         self._pid = os.getpid()
+
+    @property
+    def settings(self) -> Settings:
+        """Read from the environment on first use (SettingsError then names the variable), not at import."""
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
 
     # -- retailers: reloaded when the file changes, so adding or pausing one needs no restart
     def retailers(self) -> dict[str, Retailer]:
@@ -72,7 +94,7 @@ class Runtime:
                 pid = os.getpid()
                 self._database = open_pool(
                     self.settings.database_url, max_size=self.settings.db_pool_max, name=f"tlogsync-{pid}",
-                    application_name=f"tlogsync-worker-{pid}", cursor_factory=CountingCursor)
+                    application_name=f"tlogsync-worker-{pid}", cursor_factory=self.cursor_factory)
                 self._ledger = PgFileLedger(self._database)
                 self._inventory = PgInventory(self._database)
                 self._dead_letters = PgDeadLetters(self._database)
@@ -102,11 +124,13 @@ class Runtime:
         self._check_fork()
         with self._lock:
             if self._sessions is None:
-                self._sessions = SftpSessions(self.settings.sftp_timeout_seconds)
+                self._sessions = SftpSessions(self.settings.sftp_timeout_seconds, self.sftp_connect_hooks)
             sessions = self._sessions
-        with sessions.source(retailer.retailer_id, retailer.sftp) as source:
-            pattern = crash_pattern()
-            yield CrashingSource(source, pattern) if pattern else source
+        with sessions.source(retailer.retailer_id, retailer.sftp) as sftp_source:
+            source: FileSource = sftp_source
+            for wrap in self.source_wrappers:
+                source = wrap(source)
+            yield source
 
     def _check_fork(self) -> None:
         # psycopg connections and SSH sessions are not fork-safe: a child starts with none.
@@ -123,11 +147,12 @@ class Runtime:
                 self._database.close()
             self._ledger = self._inventory = self._dead_letters = self._database = self._sessions = None
 
+    def shutdown(self) -> None:
+        """The worker process is ending: close what it holds, then run the shutdown hooks."""
+        self.close()
+        for hook in self.shutdown_hooks:
+            hook()
 
-def audit_report_dir() -> Path:
-    """Where audit reports are written locally: TLOGSYNC_AUDIT_DIR, default ./audit-reports."""
-    return Path(os.environ.get("TLOGSYNC_AUDIT_DIR") or "audit-reports")
 
-
-# One per process. Reading settings from the environment opens nothing; connections come on first use.
+# One per process. Creating it reads nothing and opens nothing: settings, connections come on first use.
 runtime = Runtime()

@@ -1,34 +1,35 @@
-"""Process settings from the environment (TLOGSYNC_*), with production defaults."""
+"""Process settings: every TLOGSYNC_* variable of production and Flower's credentials are read here, and
+nowhere else (the test suite's, the benchmark's and the demo's own variables are read by that code).
+
+An unset or empty variable means the production default given beside each field. A value we cannot use
+raises SettingsError naming the variable; the entry points (worker, beat, the `tlogsync` command) print
+`tlogsync: <message>` on stderr and exit 2 (`exit_on_bad_settings`).
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
+
+LOG_FORMATS = ("text", "json")
+# What logging.Logger.setLevel accepts by name (DEBUG, INFO, WARNING, ...).
+LOG_LEVELS = tuple(name for name in logging.getLevelNamesMapping() if name != "NOTSET")
 
 
 class SettingsError(ValueError):
-    """A TLOGSYNC_* variable holds a value we cannot use."""
+    """A TLOGSYNC_* variable holds a value we cannot use; the message starts `NAME='value': `."""
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
+def exit_on_bad_settings(exc: SettingsError) -> NoReturn:
+    """Stop start-up with one line naming the variable, not a traceback."""
+    print(f"tlogsync: {exc}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 @dataclass(frozen=True)
@@ -40,60 +41,150 @@ class RetryPolicy:
     cap_seconds: float
 
 
+class _Env:
+    """Reads one environment, each helper raising SettingsError that names the variable."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def text(self, name: str) -> str | None:
+        return self.env.get(name) or None  # empty counts as unset, so `VAR=` in a manifest means the default
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: not an integer") from None
+        if value < minimum:
+            raise SettingsError(f"{name}={raw!r}: must be at least {minimum}")
+        return value
+
+    def number(self, name: str, default: float, positive: bool = False) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: not a number") from None
+        if not math.isfinite(value):
+            raise SettingsError(f"{name}={raw!r}: not a finite number")
+        if value < 0 or (positive and value == 0):
+            raise SettingsError(f"{name}={raw!r}: must be {'more than 0' if positive else 'at least 0'}")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw.lower()
+        if value not in choices:
+            raise SettingsError(f"{name}={raw!r}: not one of {', '.join(choices)}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw not in ("0", "1"):
+            raise SettingsError(f"{name}={raw!r}: must be 0 or 1")
+        return raw == "1"
+
+    def retry(self, prefix: str, default: RetryPolicy) -> RetryPolicy:
+        return RetryPolicy(self.integer(f"{prefix}_MAX_RETRIES", default.max_retries),
+                           self.number(f"{prefix}_RETRY_BASE", default.base_seconds),
+                           self.number(f"{prefix}_RETRY_CAP", default.cap_seconds))
+
+
 @dataclass(frozen=True)
 class Settings:
+    """The worker's, beat's and the command line's settings; `from_env` names the variable of each field."""
+
+    # TLOGSYNC_DATABASE_URL: PostgreSQL, a psycopg conninfo string or URL.
     database_url: str = "postgresql:///tlogsync"
+    # TLOGSYNC_BROKER_URL: RabbitMQ.
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    # TLOGSYNC_RETAILERS: the retailers file, relative to the working directory unless absolute.
     retailers_path: Path = Path("retailers.toml")
-    # Scan: how many files one retailer may have in flight (claimed, not final) at once;
-    # the scan claims at most the difference, so a backlog never floods the broker.
+    # TLOGSYNC_MAX_IN_FLIGHT (>= 1): how many files one retailer may have in flight (claimed, not final) at
+    # once; the scan claims at most the difference, so a backlog never floods the broker.
     max_in_flight_per_retailer: int = 2000
-    # A claimed file whose ingest message was not seen finishing after this long is dispatched again.
+    # TLOGSYNC_REDISPATCH_AFTER (seconds): a claimed file whose ingest message was not seen finishing after
+    # this long is dispatched again.
     redispatch_after_seconds: int = 900
+    # TLOGSYNC_MAX_FILE_BYTES (>= 1): larger files fail with a clear reason, unread.
     max_file_bytes: int = 5 * 1024 * 1024
+    # TLOGSYNC_DB_POOL_MAX (>= 1): PostgreSQL connections per worker process, at most.
     db_pool_max: int = 4
+    # TLOGSYNC_SFTP_TIMEOUT (seconds, > 0): SFTP connect and each SFTP operation.
     sftp_timeout_seconds: float = 20.0
-    # A file or follow-up whose task started this many times without finishing (a crash, a kill, a timeout,
-    # or retries over several dispatches) is given up: failed with the reason, and its message dead-lettered.
+    # TLOGSYNC_MAX_ATTEMPTS (>= 1): a file or follow-up whose task started this many times without finishing
+    # (a crash, a kill, a timeout, or retries over several dispatches) is given up: failed with the reason,
+    # and its message dead-lettered.
     max_attempts: int = 25
+    # TLOGSYNC_INGEST_MAX_RETRIES, TLOGSYNC_INGEST_RETRY_BASE, TLOGSYNC_INGEST_RETRY_CAP (seconds).
     ingest_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(8, 2.0, 300.0))
+    # TLOGSYNC_SCAN_MAX_RETRIES, TLOGSYNC_SCAN_RETRY_BASE, TLOGSYNC_SCAN_RETRY_CAP (seconds).
     scan_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(3, 5.0, 60.0))
+    # TLOGSYNC_ROUTING_MAX_RETRIES, TLOGSYNC_ROUTING_RETRY_BASE, TLOGSYNC_ROUTING_RETRY_CAP (seconds):
+    # brokering and inventory follow-ups.
     routing_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(10, 1.0, 120.0))
+    # TLOGSYNC_LOG_LEVEL: of the `tlogsync` loggers, a logging level name (any case).
     log_level: str = "INFO"
-    max_tasks_per_child: int = 20000  # recycle a pool process after this many tasks (0: never)
-    prefetch: int = 1  # messages reserved per worker process
-    sent_events: bool = False  # publishers also send task-sent events (Flower then shows queued tasks)
+    # TLOGSYNC_LOG_FORMAT: `text` (Celery's) or `json` (one JSON object per line).
+    log_format: str = "text"
+    # TLOGSYNC_MAX_TASKS_PER_CHILD: recycle a pool process after this many tasks (0: never).
+    max_tasks_per_child: int = 20000
+    # TLOGSYNC_PREFETCH: messages reserved per worker process (0: Celery's no limit).
+    prefetch: int = 1
+    # TLOGSYNC_SENT_EVENTS (0 or 1): publishers also send task-sent events (Flower then shows queued tasks).
+    sent_events: bool = False
+    # TLOGSYNC_AUDIT_DIR: local folder of the daily audit reports (<dir>/<retailer>/...).
+    audit_dir: Path = Path("audit-reports")
 
     @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        default = cls()
         return cls(
-            database_url=env.get("TLOGSYNC_DATABASE_URL") or cls.database_url,
-            broker_url=env.get("TLOGSYNC_BROKER_URL") or cls.broker_url,
-            retailers_path=Path(env.get("TLOGSYNC_RETAILERS") or "retailers.toml"),
-            max_in_flight_per_retailer=_int("TLOGSYNC_MAX_IN_FLIGHT", cls.max_in_flight_per_retailer),
-            redispatch_after_seconds=_int("TLOGSYNC_REDISPATCH_AFTER", cls.redispatch_after_seconds),
-            max_file_bytes=_int("TLOGSYNC_MAX_FILE_BYTES", cls.max_file_bytes),
-            db_pool_max=_int("TLOGSYNC_DB_POOL_MAX", cls.db_pool_max),
-            sftp_timeout_seconds=_float("TLOGSYNC_SFTP_TIMEOUT", cls.sftp_timeout_seconds),
-            max_attempts=_int("TLOGSYNC_MAX_ATTEMPTS", cls.max_attempts),
-            ingest_retry=RetryPolicy(
-                _int("TLOGSYNC_INGEST_MAX_RETRIES", 8),
-                _float("TLOGSYNC_INGEST_RETRY_BASE", 2.0),
-                _float("TLOGSYNC_INGEST_RETRY_CAP", 300.0),
-            ),
-            scan_retry=RetryPolicy(
-                _int("TLOGSYNC_SCAN_MAX_RETRIES", 3),
-                _float("TLOGSYNC_SCAN_RETRY_BASE", 5.0),
-                _float("TLOGSYNC_SCAN_RETRY_CAP", 60.0),
-            ),
-            routing_retry=RetryPolicy(
-                _int("TLOGSYNC_ROUTING_MAX_RETRIES", 10),
-                _float("TLOGSYNC_ROUTING_RETRY_BASE", 1.0),
-                _float("TLOGSYNC_ROUTING_RETRY_CAP", 120.0),
-            ),
-            log_level=env.get("TLOGSYNC_LOG_LEVEL") or cls.log_level,
-            max_tasks_per_child=_int("TLOGSYNC_MAX_TASKS_PER_CHILD", cls.max_tasks_per_child),
-            sent_events=env.get("TLOGSYNC_SENT_EVENTS", "0") == "1",
-            prefetch=_int("TLOGSYNC_PREFETCH", cls.prefetch),
+            database_url=env.text("TLOGSYNC_DATABASE_URL") or default.database_url,
+            broker_url=env.text("TLOGSYNC_BROKER_URL") or default.broker_url,
+            retailers_path=Path(env.text("TLOGSYNC_RETAILERS") or default.retailers_path),
+            max_in_flight_per_retailer=env.integer("TLOGSYNC_MAX_IN_FLIGHT", default.max_in_flight_per_retailer, 1),
+            redispatch_after_seconds=env.integer("TLOGSYNC_REDISPATCH_AFTER", default.redispatch_after_seconds),
+            max_file_bytes=env.integer("TLOGSYNC_MAX_FILE_BYTES", default.max_file_bytes, 1),
+            db_pool_max=env.integer("TLOGSYNC_DB_POOL_MAX", default.db_pool_max, 1),
+            sftp_timeout_seconds=env.number("TLOGSYNC_SFTP_TIMEOUT", default.sftp_timeout_seconds, positive=True),
+            max_attempts=env.integer("TLOGSYNC_MAX_ATTEMPTS", default.max_attempts, 1),
+            ingest_retry=env.retry("TLOGSYNC_INGEST", default.ingest_retry),
+            scan_retry=env.retry("TLOGSYNC_SCAN", default.scan_retry),
+            routing_retry=env.retry("TLOGSYNC_ROUTING", default.routing_retry),
+            log_level=env.choice("TLOGSYNC_LOG_LEVEL", default.log_level, LOG_LEVELS, upper=True),
+            log_format=env.choice("TLOGSYNC_LOG_FORMAT", default.log_format, LOG_FORMATS),
+            max_tasks_per_child=env.integer("TLOGSYNC_MAX_TASKS_PER_CHILD", default.max_tasks_per_child),
+            prefetch=env.integer("TLOGSYNC_PREFETCH", default.prefetch),
+            sent_events=env.flag("TLOGSYNC_SENT_EVENTS", default.sent_events),
+            audit_dir=Path(env.text("TLOGSYNC_AUDIT_DIR") or default.audit_dir),
         )
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """What `tlogsync flower` reads besides Settings; only that command needs (and holds) the password."""
+
+    # FLOWER_USER and FLOWER_PASSWORD: Flower's basic auth; without both, `tlogsync flower` refuses to start
+    # (unless --insecure-local on a loopback address).
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    # TLOGSYNC_BROKER_API: RabbitMQ's management API for Flower's broker view and queue lengths, e.g.
+    # http://guest:guest@127.0.0.1:15672/api/ (unset: Flower shows no queue lengths).
+    broker_api: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FlowerSettings:
+        env = _Env(os.environ if environ is None else environ)
+        return cls(user=env.text("FLOWER_USER"), password=env.text("FLOWER_PASSWORD"),
+                   broker_api=env.text("TLOGSYNC_BROKER_API"))

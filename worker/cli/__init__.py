@@ -15,12 +15,21 @@ from rich.table import Table
 
 from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
-from worker.app.settings import Settings, SettingsError
-from worker.core.retailers import ConfigError, load_retailers
+from worker.app.settings import FlowerSettings, Settings, SettingsError
+from worker.core.errors import UnknownRetailer
+from worker.core.retailers import ConfigError, Retailer, load_retailers
 from worker.services.ports import FINAL_STATUSES
 
 # Piped output (logs, CI, scripts) gets wide tables instead of 80 columns of folded text.
 console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def known_retailer(settings: Settings, retailer_id: str) -> Retailer:
+    """The named retailer of the retailers file; UnknownRetailer (exit 2, naming the known ones) if absent."""
+    retailers = load_retailers(settings.retailers_path)
+    if retailer_id not in retailers:
+        raise UnknownRetailer(f"unknown retailer {retailer_id!r}; known: {', '.join(retailers)}")
+    return retailers[retailer_id]
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -76,10 +85,7 @@ def _wait_files(reads: PgReadModel, ids: list[int], timeout: float, poll: float 
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
-    retailers = load_retailers(settings.retailers_path)
-    if args.retailer not in retailers:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]; known: {', '.join(retailers)}")
-        return 2
+    known_retailer(settings, args.retailer)
     from tasks.scan import scan_retailer
 
     scan_id = f"cli-{uuid.uuid4()}"
@@ -99,7 +105,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead_letter_depths() -> dict[str, int] | None:
-    from worker.app import queues
+    from worker.adapters import queues
     from worker.celery import app
 
     try:
@@ -182,10 +188,10 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     import ipaddress
     import os
 
-    user, password = os.environ.get("FLOWER_USER"), os.environ.get("FLOWER_PASSWORD")
-    env = dict(os.environ)
-    if user and password:
-        env["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # by environment: never on the command line (ps)
+    flower = FlowerSettings.from_env()
+    env = dict(os.environ)  # Flower inherits our environment (and reads its own FLOWER_* options from it)
+    if flower.user and flower.password:
+        env["FLOWER_BASIC_AUTH"] = f"{flower.user}:{flower.password}"  # by environment: never on the command line
     elif args.insecure_local:
         try:
             loopback = ipaddress.ip_address(args.address).is_loopback
@@ -200,9 +206,8 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     cmd = [sys.executable, "-m", "worker.monitoring.flower", f"--port={args.port}",
            f"--address={args.address}", "--persistent=True", f"--db={args.db}", "--purge_offline_workers=300"]
-    broker_api = os.environ.get("TLOGSYNC_BROKER_API")
-    if broker_api:
-        cmd.append(f"--broker-api={broker_api}")
+    if flower.broker_api:
+        cmd.append(f"--broker-api={flower.broker_api}")
     os.execve(sys.executable, cmd, env)  # noqa: S606 - become Flower, no shell involved
     return 0  # not reached
 
@@ -217,10 +222,7 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     """facilities load / inventory load: one transaction, nothing half-loaded, bad rows named by line."""
     from worker.core.inventory import LoadError, parse_facilities_csv, parse_inventory_csv
 
-    retailers = load_retailers(settings.retailers_path)
-    if args.retailer not in retailers:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
-        return 2
+    known_retailer(settings, args.retailer)
     try:
         text = open(args.file, encoding="utf-8-sig").read()  # noqa: SIM115
         rows = parse_facilities_csv(text) if args.what == "facilities" else parse_inventory_csv(text)
@@ -241,10 +243,7 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     """Re-run brokering for orders still waiting (and, with --parked, those parked as unfillable)."""
-    retailers = load_retailers(settings.retailers_path)
-    if args.retailer not in retailers:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
-        return 2
+    known_retailer(settings, args.retailer)
     from tasks.routing import broker_order
 
     db, store_cls = _inventory_store(settings)
@@ -301,11 +300,7 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     from worker.services.feeds import orders_feed, variance_feed
     from worker.services.replay import ReplayRefused, replay_file
 
-    retailers = load_retailers(settings.retailers_path)
-    retailer = retailers.get(args.retailer)
-    if retailer is None:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
-        return 2
+    retailer = known_retailer(settings, args.retailer)
     feed = variance_feed(retailer) if args.variance else orders_feed(retailer)
     if feed is None:
         console.print(f"[red]{args.retailer} has no variance feed[/red]")
@@ -335,14 +330,11 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
     from worker.adapters.postgres.audit import PgAudit
     from worker.adapters.sftp import SftpSource
-    from worker.app.runtime import audit_report_dir
-    from worker.core.audit import ErpFileError, cents, parse_erp_csv, reconcile
+    from worker.core.audit import ErpFileError, parse_erp_csv, reconcile
+    from worker.core.money import cents
     from worker.services.audit import run_audit
 
-    retailer = load_retailers(settings.retailers_path).get(args.retailer)
-    if retailer is None:
-        console.print(f"[red]unknown retailer {args.retailer!r}[/red]")
-        return 2
+    retailer = known_retailer(settings, args.retailer)
     try:
         day = date.fromisoformat(args.date)
     except ValueError:
@@ -359,7 +351,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         else None
     try:
         with open_pool(settings.database_url) as db:
-            document, orders, written = run_audit(retailer, day, PgAudit(db), source, audit_report_dir())
+            document, orders, written = run_audit(retailer, day, PgAudit(db), source, settings.audit_dir)
     finally:
         if source is not None:
             source.close()
@@ -503,8 +495,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return int(args.func(settings, args))
-    except (ConfigError, SettingsError) as exc:
+    except SettingsError as exc:
+        print(f"tlogsync: {exc}", file=sys.stderr)  # as the worker and beat say it at start-up
+        return 2
+    except ConfigError as exc:
         console.print(f"[red]tlogsync: {exc}[/red]")
+        return 2
+    except UnknownRetailer as exc:
+        console.print(f"[red]{exc}[/red]")
         return 2
     except psycopg.OperationalError as exc:
         console.print(f"[red]tlogsync: database {redact(settings.database_url)}: {exc}[/red]")

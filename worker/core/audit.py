@@ -16,16 +16,13 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Protocol
 
-CENT = Decimal("0.01")
+from worker.core.money import cents
+
 ERP_COLUMNS = ("order_id", "store", "type", "total")
 TYPES = ("IN_STORE", "SEND_SALE", "MIXED", "RETURN")
-
-
-def cents(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
+
+from worker.core.money import JsonError, loads_decimal
 
 VARIANCE_COLUMNS = (
     "facilityId", "idType", "idValue", "availableDelta", "locationSeqId", "varianceReasonId", "comments",
@@ -349,19 +350,12 @@ def _decode(data: bytes) -> str:
         raise InputError(f"not UTF-8: byte 0x{data[offset]:02x} at offset {offset}") from None
 
 
-def _parse_int(text: str) -> int | Decimal:
-    # int() refuses more than 4300 digits deep inside json; keep long numbers as Decimal to report out of range
-    return Decimal(text) if len(text) > 30 else int(text)
-
-
 def _load_json(text: str) -> Any:
     try:
         # NaN and Infinity become Decimal so the record holding one is rejected, not the whole file
-        return json.loads(text, parse_float=Decimal, parse_int=_parse_int, parse_constant=Decimal)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise InputError("invalid JSON: nested too deeply") from None
+        return loads_decimal(text, special_numbers=True)
+    except JsonError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _variance_json(document: Any) -> VarianceFile:

@@ -13,8 +13,9 @@ from decimal import Decimal
 from typing import Any
 
 from worker.core.brokering import BROKERING_QUEUE
+from worker.core.money import same_cents
 from worker.core.retailers import Retailer
-from worker.core.tlog import CENT, IN_STORE, SHIP_TO_HOME, Sale, SaleLine, TLogError
+from worker.core.tlog import IN_STORE, SHIP_TO_HOME, Sale, SaleLine, TLogError
 
 ORDER_COMPLETED, ORDER_APPROVED = "ORDER_COMPLETED", "ORDER_APPROVED"
 ITEM_COMPLETED, ITEM_APPROVED = "ITEM_COMPLETED", "ITEM_APPROVED"
@@ -211,7 +212,7 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
                           "data": {"externalId": sale.order_id, "orderFacilityId": sale.store_id}})
     payload = [{"dataList": data_list}]
     parts = order_parts_total(payload)
-    if parts.quantize(CENT) != sale.total_amount.quantize(CENT):
+    if not same_cents(parts, sale.total_amount):
         raise TLogError(f"totalAmount: {sale.total_amount} differs from what the lines, taxes and adjustments"
                         f" add up to ({parts})", sale.order_id)
     lines = tuple(

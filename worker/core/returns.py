@@ -21,9 +21,9 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from worker.core.inventory import Variance
+from worker.core.money import same_cents
 from worker.core.retailers import Retailer
 from worker.core.tlog import (
-    CENT,
     EpochMillis,
     LineSchema,
     Money,
@@ -130,7 +130,7 @@ class ReturnSchema(_Lenient):
     def _consistent(self, d: dict[str, Any], **_: Any) -> None:
         check_totals(d, "returnProductList")
         refunds = sum((_amount(r) for r in d["refund_payment_details"]), Decimal(0))
-        if d["refund_payment_details"] and refunds.quantize(CENT) != d["total_amount"].quantize(CENT):
+        if d["refund_payment_details"] and not same_cents(refunds, d["total_amount"]):
             raise ValidationError(
                 f"refunds add up to {refunds}, not totalAmount {d['total_amount']}", "refundPaymentDetails"
             )

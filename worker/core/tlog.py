@@ -8,7 +8,6 @@ Money is Decimal end to end: JSON numbers are parsed as Decimal, never float.
 from __future__ import annotations
 
 import codecs
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,11 +16,11 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from worker.core.money import JsonError, loads_decimal, same_cents
 from worker.core.validation import flatten_messages
 
 IN_STORE = "IN_STORE"
 SHIP_TO_HOME = "SHIP_TO_HOME"
-CENT = Decimal("0.01")
 MAX_MONEY = Decimal("1000000000")  # one billion per field is far beyond any sale; larger is corrupt data
 MAX_QUANTITY = 100000
 # orderDate is milliseconds since the epoch: anything outside 2000-01-01 .. 2100-01-01 is corrupt, or a POS that
@@ -381,7 +380,7 @@ def check_totals(d: dict[str, Any], list_name: str, extra: tuple[str, ...] = ())
     except ValueError:
         raise ValidationError("must be 'YYYY-MM-DD HH:MM:SS'", "creationDate") from None
     expected = d["order_sub_total"] - d["discount"] + d["tax_sub_total"] + sum((d[_attr(k)] for k in extra), Decimal(0))
-    if expected.quantize(CENT) != d["total_amount"].quantize(CENT):
+    if not same_cents(expected, d["total_amount"]):
         formula = " + ".join(["orderSubTotal - discount", "taxSubTotal", *extra])
         raise ValidationError(f"{d['total_amount']} does not reconcile: {formula} = {expected}", "totalAmount")
     lines = d[_attr(list_name)]
@@ -389,7 +388,7 @@ def check_totals(d: dict[str, Any], list_name: str, extra: tuple[str, ...] = ())
     if len(set(seqs)) != len(seqs):
         raise ValidationError("orderItemId values repeat", list_name)
     line_sum = sum((line["sub_total"] for line in lines), Decimal(0))
-    if line_sum.quantize(CENT) != d["order_sub_total"].quantize(CENT):
+    if not same_cents(line_sum, d["order_sub_total"]):
         raise ValidationError(
             f"{d['order_sub_total']} differs from the sum of line subTotal ({line_sum})", "orderSubTotal"
         )
@@ -408,10 +407,6 @@ def _fulfillment_of(line: dict[str, Any], header: str) -> str:
     return SHIP_TO_HOME if kind == "ONLINE" else IN_STORE
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a valid JSON number")
-
-
 def decode(data: bytes) -> dict[str, Any]:
     """Bytes to a JSON object, numbers as Decimal; errors say what and where."""
     if not data:
@@ -423,24 +418,12 @@ def decode(data: bytes) -> dict[str, Any]:
         offset = exc.start + len(data) - len(body)  # an offset into the file as stored, BOM included
         raise TLogError(f"not UTF-8: byte 0x{data[offset]:02x} at offset {offset}") from None
     try:
-        document = json.loads(text, parse_float=Decimal, parse_int=_parse_int, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise TLogError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise TLogError("invalid JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise TLogError(f"invalid JSON: {exc}") from None
+        document = loads_decimal(text)
+    except JsonError as exc:
+        raise TLogError(str(exc)) from None
     if not isinstance(document, dict):
         raise TLogError(f"top level must be a JSON object, found {type(document).__name__}")
     return document
-
-
-def _parse_int(text: str) -> int | Decimal:
-    # Python refuses int() of >4300 digits with a ValueError deep in json; keep huge numbers as Decimal
-    # so validation reports them as out of range.
-    if len(text) > 30:
-        return Decimal(text)
-    return int(text)
 
 
 def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:

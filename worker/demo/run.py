@@ -22,7 +22,7 @@ from worker.adapters.postgres.inventory import PgInventory
 from worker.adapters.postgres.migrate import ensure_database, migrate
 from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
-from worker.app.queues import WORK_QUEUES
+from worker.adapters.queues import WORK_QUEUES
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
 from worker.demo.procs import stop_group
 from worker.demo.sftpserver import EmbeddedSftpServer, SftpEndpoint

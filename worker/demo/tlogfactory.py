@@ -11,19 +11,18 @@ import json
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from importlib import resources
 from typing import Any
 
+from worker.core.money import cents, loads_decimal
 from worker.core.oms import json_default
-
-CENT = Decimal("0.01")
 
 
 def load_sample(name: str) -> dict[str, Any]:
     """A published sample (inStoreOrdersSample.json, sendSaleOrdersSample.json, createSalesOrderAPISample.json)."""
     text = resources.files("worker.demo.data").joinpath(name).read_text(encoding="utf-8")
-    return json.loads(text, parse_float=Decimal)  # type: ignore[no-any-return]
+    return loads_decimal(text)  # type: ignore[no-any-return]
 
 
 def sample_bytes(name: str) -> bytes:
@@ -62,10 +61,6 @@ DC1,RENO DC,WAREHOUSE,89502,39.5296,-119.8138,true,,DC,1
 TAX_RATE = Decimal("0.08875")
 
 
-def _money(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
 def make_sale(seq: int, kind: str = "IN_STORE", store_id: str = "254", rng: random.Random | None = None,
               order_prefix: str = "GEN", created: datetime | None = None, lines: int | None = None,
               products: tuple[Product, ...] = CATALOG) -> dict[str, Any]:
@@ -81,8 +76,8 @@ def make_sale(seq: int, kind: str = "IN_STORE", store_id: str = "254", rng: rand
     product_lines = []
     for index, product in enumerate(chosen, 1):
         quantity = rng.choice((1, 1, 1, 2))
-        sub_total = _money(product.price * quantity)
-        tax = _money(sub_total * TAX_RATE)
+        sub_total = cents(product.price * quantity)
+        tax = cents(sub_total * TAX_RATE)
         ship = kind == "SEND_SALE" or (kind == "MIXED" and index % 2 == 0)
         line = copy.deepcopy(line_template)
         line.update({

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,13 +33,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def use_json() -> bool:
-    return os.environ.get("TLOGSYNC_LOG_FORMAT", "text").lower() == "json"
-
-
-def install(logger: logging.Logger) -> None:
-    """Give every handler of logger the JSON formatter, when JSON logs are asked for."""
-    if not use_json():
+def install(logger: logging.Logger, log_format: str) -> None:
+    """Give every handler of logger the JSON formatter, when JSON logs are asked for (Settings.log_format)."""
+    if log_format != "json":
         return
     for handler in logger.handlers:
         handler.setFormatter(JsonFormatter())

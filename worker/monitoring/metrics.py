@@ -17,9 +17,9 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from worker.adapters import queues
 from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
-from worker.app import queues
 
 log = logging.getLogger(__name__)
 

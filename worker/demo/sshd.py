@@ -1,5 +1,5 @@
-"""A real OpenSSH sshd (internal-sftp) on a free loopback port with throw-away keys: for the test suite
-and the benchmark. Runs as the current user; SFTP paths are the local absolute paths."""
+"""A throw-away OpenSSH sshd (internal-sftp) on a free loopback port, with keys made for it: for local runs
+(the test suite, the benchmark). Runs as the current user; SFTP paths are the local absolute paths."""
 
 from __future__ import annotations
 

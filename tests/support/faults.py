@@ -1,8 +1,8 @@
-"""Fault injection for the fault suite (tests/faults): off unless TLOGSYNC_FAULT_CRASH_FILES is set.
+"""Fault injection for the fault suite (tests/faults), a plugin of the runtime: production knows nothing of it.
 
-A worker started with TLOGSYNC_FAULT_CRASH_FILES="*poison*" kills its own process (SIGKILL, as the
-kernel's OOM killer would) whenever it reads a file whose name matches: the poison file of the suite.
-It wraps the FileSource port, so no production code path knows about it.
+A worker started with `-A tests.support.faultapp` and TLOGSYNC_FAULT_CRASH_FILES="*poison*" kills its own
+process (SIGKILL, as the kernel's OOM killer would) whenever it reads a file whose name matches: the poison
+file of the suite. It wraps the FileSource port (Runtime.source_wrappers); unset, it wraps nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ import posixpath
 import signal
 from collections.abc import Sequence
 
+from worker.app.runtime import Runtime
 from worker.services.ports import FileSource, RemoteFile
 
-ENV = "TLOGSYNC_FAULT_CRASH_FILES"
-
-
-def crash_pattern() -> str | None:
-    return os.environ.get(ENV) or None
+ENV = "TLOGSYNC_FAULT_CRASH_FILES"  # test-only: read here, not by Settings
 
 
 class CrashingSource:
@@ -44,3 +41,10 @@ class CrashingSource:
 
     def exists(self, path: str) -> bool:
         return self.inner.exists(path)
+
+
+def install(runtime: Runtime, pattern: str | None = None) -> None:
+    """Crash on reading files matching pattern (default: $TLOGSYNC_FAULT_CRASH_FILES; none: no fault)."""
+    pattern = pattern if pattern is not None else os.environ.get(ENV) or None
+    if pattern:
+        runtime.source_wrappers.append(lambda source: CrashingSource(source, pattern))

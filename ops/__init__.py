@@ -1,0 +1,1 @@
+"""Operations material; ops.bench is the benchmark, importable from the repository root."""

@@ -1,0 +1,63 @@
+"""worker/core/money.py: the one JSON decoder with Decimal numbers, and the roundings to the cent."""
+
+from __future__ import annotations
+
+import ast
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from worker.core.money import CENT, JsonError, cents, loads_decimal, same_cents
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_numbers_are_exact():
+    doc = loads_decimal('{"a": 0.1, "b": 3, "c": -12.3450, "d": 1e2, "e": ' + "9" * 40 + "}")
+    assert doc == {"a": Decimal("0.1"), "b": 3, "c": Decimal("-12.3450"), "d": Decimal("1E+2"), "e": Decimal("9" * 40)}
+    assert type(doc["b"]) is int and type(doc["a"]) is Decimal and type(doc["e"]) is Decimal
+    assert str(doc["c"]) == "-12.3450"  # the places as written
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_special_numbers_are_refused_with_a_clear_error(token: str):
+    with pytest.raises(JsonError, match=f"^invalid JSON: {token} is not a valid JSON number$"):
+        loads_decimal(f'{{"totalAmount": {token}}}')
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_special_numbers_become_decimal_when_the_caller_rejects_their_record(token: str):
+    value = loads_decimal(f"[{token}]", special_numbers=True)[0]
+    assert isinstance(value, Decimal) and not value.is_finite()
+
+
+def test_invalid_json_says_where():
+    with pytest.raises(JsonError, match="^invalid JSON at line 2 column 1: "):
+        loads_decimal('{"a": 1,\n}')
+    with pytest.raises(JsonError, match="^invalid JSON: nested too deeply$"):
+        loads_decimal("[" * 100_000 + "]" * 100_000)
+
+
+def test_reported_amounts_round_half_up_to_the_cent():
+    assert str(CENT) == "0.01"
+    assert cents(Decimal("1.005")) == Decimal("1.01")
+    assert cents(Decimal("-1.005")) == Decimal("-1.01")
+    assert cents(Decimal("2.344")) == Decimal("2.34")
+    assert str(cents(Decimal("3"))) == "3.00"
+
+
+def test_totals_agree_to_the_cent_each_rounded_half_to_even():
+    assert same_cents(Decimal("10.004"), Decimal("10"))
+    assert same_cents(Decimal("1.005"), Decimal("1.00"))  # half to even: 1.00, as the checks always did
+    assert not same_cents(Decimal("1.015"), Decimal("1.01"))  # half to even: 1.02
+    assert not same_cents(Decimal("10.01"), Decimal("10"))
+
+
+def test_money_is_the_only_json_decoder_with_decimal_numbers():
+    decoders = set()
+    for path in sorted((ROOT / "worker").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.keyword) and node.arg in ("parse_float", "parse_int", "parse_constant"):
+                decoders.add(str(path.relative_to(ROOT)))
+    assert decoders == {"worker/core/money.py"}

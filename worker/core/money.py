@@ -1,0 +1,51 @@
+"""Money: Decimal end to end. The one JSON decoder that reads numbers as Decimal, and the roundings to the cent
+used by more than one module."""
+
+from __future__ import annotations
+
+import json
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from typing import Any
+
+CENT = Decimal("0.01")
+
+
+class JsonError(ValueError):
+    """Text that is not the JSON we accept; the message says what and where (`invalid JSON ...`)."""
+
+
+def _parse_int(text: str) -> int | Decimal:
+    # int() refuses more than 4300 digits, deep inside json with a bare ValueError; keep long numbers as
+    # Decimal so that validation reports them as out of range.
+    return Decimal(text) if len(text) > 30 else int(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonError(f"invalid JSON: {name} is not a valid JSON number")
+
+
+def loads_decimal(text: str, special_numbers: bool = False) -> Any:
+    """JSON text to Python with every number exact: Decimal for fractions, int for whole numbers (Decimal
+    past 30 digits). NaN, Infinity and -Infinity are not JSON and are refused, unless special_numbers:
+    then they become Decimal, for a caller that rejects the one record holding one rather than the file."""
+    try:
+        return json.loads(text, parse_float=Decimal, parse_int=_parse_int,
+                          parse_constant=Decimal if special_numbers else _refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise JsonError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise JsonError("invalid JSON: nested too deeply") from None
+    except JsonError:
+        raise
+    except ValueError as exc:
+        raise JsonError(f"invalid JSON: {exc}") from None
+
+
+def cents(value: Decimal) -> Decimal:
+    """Rounded to the cent, half up: how amounts are reported (audit, generated sales)."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def same_cents(a: Decimal, b: Decimal) -> bool:
+    """Whether two amounts agree to the cent, each rounded half to even: how a document's totals are checked."""
+    return a.quantize(CENT, rounding=ROUND_HALF_EVEN) == b.quantize(CENT, rounding=ROUND_HALF_EVEN)
