@@ -17,12 +17,24 @@ def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str |
     """file_name rides along so Flower shows which file a task is about; the ledger row is the truth."""
     retailer = runtime.retailer(retailer_id)
     with forgiven_on_transient(file_id), runtime.sftp(retailer) as source:
-        result = ingest_file(file_id, orders_feed(retailer), source, runtime.ledger(),
-                             runtime.settings.max_file_bytes, lambda data: decide(data, retailer),
-                             runtime.settings.max_attempts)
+        result = ingest_file(
+            file_id,
+            orders_feed(retailer),
+            source,
+            runtime.ledger(),
+            runtime.settings.max_file_bytes,
+            lambda data: decide(data, retailer),
+            runtime.settings.max_attempts,
+        )
     if result.order_id is not None:
         # The order is committed: only now may inventory and brokering hear of it (ids only).
         publish_followups(retailer_id, [(result.order_id, kind) for kind in result.followups])
-    return {"retailer": retailer_id, "file": result.file_name, "status": result.status,
-            "order_id": result.order_id, "order_type": result.order_type, "followups": list(result.followups),
-            "error": result.error}
+    return {
+        "retailer": retailer_id,
+        "file": result.file_name,
+        "status": result.status,
+        "order_id": result.order_id,
+        "order_type": result.order_type,
+        "followups": list(result.followups),
+        "error": result.error,
+    }

@@ -22,8 +22,9 @@ def list_dead_letters(self: TlogTask, queue: str | None = None) -> list[dict[str
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ops.replay_dead_letters")
-def replay_dead_letters(self: TlogTask, queue: str | None = None, task_id: str | None = None,
-                        all: bool = False) -> dict[str, Any]:  # noqa: A002 - mirrors the CLI's --all
+def replay_dead_letters(
+    self: TlogTask, queue: str | None = None, task_id: str | None = None, all: bool = False
+) -> dict[str, Any]:  # noqa: A002 - mirrors the CLI's --all
     """Put dead letters back on their work queue: one by task id, or all of a queue (or of every queue)."""
     if not task_id and not all:
         return {"error": "name a task_id, or pass all=true", "replayed": []}

@@ -18,25 +18,42 @@ from worker.services.feeds import variance_feed
 from worker.services.ingest import decide_variance, ingest_file
 
 
-@app.task(base=TlogTask, bind=True, name="tlogsync.broker_order", retry_policy_name="routing_retry",
-          soft_time_limit=60, time_limit=90)
+@app.task(
+    base=TlogTask,
+    bind=True,
+    name="tlogsync.broker_order",
+    retry_policy_name="routing_retry",
+    soft_time_limit=60,
+    time_limit=90,
+)
 def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool = False) -> dict[str, Any]:
     """Allocate an order's ship-to-home lines waiting in _NA_ (and UNFILLABLE_PARKING when parked)."""
     retailer = runtime.retailer(retailer_id)
     run_id = self.request.id or f"run-{uuid.uuid4()}"
     runtime.inventory().start_followup(order_id, BROKERING, runtime.settings.max_attempts)
-    with forgiven_on_transient(order_id, BROKERING), \
-            runtime.inventory().brokering_unit(retailer_id, order_id, parked) as unit:
+    with (
+        forgiven_on_transient(order_id, BROKERING),
+        runtime.inventory().brokering_unit(retailer_id, order_id, parked) as unit,
+    ):
         plan = broker_order_core(unit, retailer.brokering_rules, run_id)
     if plan is None:
         return {"retailer": retailer_id, "order_id": order_id, "allocated": 0, "note": "nothing waiting"}
-    return {"retailer": retailer_id, "order_id": order_id,
-            "allocated": [(a.item_seq, a.facility_id, a.rule) for a in plan.allocations],
-            "unfillable": [(u.item_seq, u.reason) for u in plan.unfillable]}
+    return {
+        "retailer": retailer_id,
+        "order_id": order_id,
+        "allocated": [(a.item_seq, a.facility_id, a.rule) for a in plan.allocations],
+        "unfillable": [(u.item_seq, u.reason) for u in plan.unfillable],
+    }
 
 
-@app.task(base=TlogTask, bind=True, name="tlogsync.apply_sale_to_inventory", retry_policy_name="routing_retry",
-          soft_time_limit=60, time_limit=90)
+@app.task(
+    base=TlogTask,
+    bind=True,
+    name="tlogsync.apply_sale_to_inventory",
+    retry_policy_name="routing_retry",
+    soft_time_limit=60,
+    time_limit=90,
+)
 def apply_sale_to_inventory(self: TlogTask, retailer_id: str, order_id: int) -> dict[str, Any]:
     """Lower the selling store's inventory for an in-store sale, once, one POS_SALE variance per line."""
     runtime.retailer(retailer_id)
@@ -50,18 +67,30 @@ def apply_sale_to_inventory(self: TlogTask, retailer_id: str, order_id: int) -> 
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.apply_variance_file", soft_time_limit=120, time_limit=180)
-def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_name: str | None = None
-                        ) -> dict[str, Any]:
+def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_name: str | None = None) -> dict[str, Any]:
     """One inventory variance file (CSV or JSON array), applied in one transaction, once."""
     retailer = runtime.retailer(retailer_id)
     feed = variance_feed(retailer)
     if feed is None:
         raise NotFound(f"retailer {retailer_id!r} has no variance feed configured")
     with forgiven_on_transient(file_id), runtime.sftp(retailer) as source:
-        result = ingest_file(file_id, feed, source, runtime.ledger(), runtime.settings.max_file_bytes,
-                             decide_variance, runtime.settings.max_attempts)
-    return {"retailer": retailer_id, "file": result.file_name, "status": result.status,
-            "applied": result.records_applied, "rejected": result.records_rejected, "error": result.error}
+        result = ingest_file(
+            file_id,
+            feed,
+            source,
+            runtime.ledger(),
+            runtime.settings.max_file_bytes,
+            decide_variance,
+            runtime.settings.max_attempts,
+        )
+    return {
+        "retailer": retailer_id,
+        "file": result.file_name,
+        "status": result.status,
+        "applied": result.records_applied,
+        "rejected": result.records_rejected,
+        "error": result.error,
+    }
 
 
 @contextmanager

@@ -17,10 +17,17 @@ from worker.services.scan import ScanResult, scan_feed
 FILE_TASKS = {ORDERS_FEED: ingest_tlog}
 
 
-@app.task(base=TlogTask, bind=True, name="tlogsync.scan_retailer", retry_policy_name="scan_retry",
-          soft_time_limit=300, time_limit=360)
-def scan_retailer(self: TlogTask, retailer_id: str, scan_id: str | None = None,
-                  requested_by: str = "manual") -> dict[str, Any]:
+@app.task(
+    base=TlogTask,
+    bind=True,
+    name="tlogsync.scan_retailer",
+    retry_policy_name="scan_retry",
+    soft_time_limit=300,
+    time_limit=360,
+)
+def scan_retailer(
+    self: TlogTask, retailer_id: str, scan_id: str | None = None, requested_by: str = "manual"
+) -> dict[str, Any]:
     run_id = scan_id or self.request.id
     retailer = runtime.retailer(retailer_id)
     ledger = runtime.ledger()
@@ -37,20 +44,39 @@ def scan_retailer(self: TlogTask, retailer_id: str, scan_id: str | None = None,
     try:
         with runtime.sftp(retailer) as source:
             for feed in feeds(retailer):
-                result = scan_feed(retailer, feed, source, ledger, settings.max_in_flight_per_retailer,
-                                   timedelta(seconds=settings.redispatch_after_seconds))
+                result = scan_feed(
+                    retailer,
+                    feed,
+                    source,
+                    ledger,
+                    settings.max_in_flight_per_retailer,
+                    timedelta(seconds=settings.redispatch_after_seconds),
+                )
                 dispatch_files(retailer_id, feed.name, result.dispatch)
                 total = result if total is None else total.merge(result)
     except Exception as exc:
         will_retry = isinstance(exc, TransientError) and self.request.retries < self.retry_policy.max_retries
-        ledger.record_scan(run_id, retailer_id, requested_by, started, total, error=f"{type(exc).__name__}: {exc}",
-                           will_retry=will_retry)
+        ledger.record_scan(
+            run_id,
+            retailer_id,
+            requested_by,
+            started,
+            total,
+            error=f"{type(exc).__name__}: {exc}",
+            will_retry=will_retry,
+        )
         raise
     assert total is not None
     ledger.record_scan(run_id, retailer_id, requested_by, started, total)
-    return {"retailer": retailer_id, "listed": total.listed, "dispatched": len(total.dispatch),
-            "in_flight": len(total.watch), "too_young": total.too_young, "deferred": total.deferred,
-            "followups_resent": len(resent)}
+    return {
+        "retailer": retailer_id,
+        "listed": total.listed,
+        "dispatched": len(total.dispatch),
+        "in_flight": len(total.watch),
+        "too_young": total.too_young,
+        "deferred": total.deferred,
+        "followups_resent": len(resent),
+    }
 
 
 def dispatch_files(retailer_id: str, feed: str, files: list[tuple[int, str]]) -> int:

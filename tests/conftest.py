@@ -98,8 +98,11 @@ def broker_url() -> Iterator[str]:
     need(port_open("127.0.0.1", 5672), "RabbitMQ on 127.0.0.1:5672")
     need(shutil.which("rabbitmqctl") is not None, "rabbitmqctl (to make a test vhost)")
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", VHOST], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
     yield os.environ["TLOGSYNC_BROKER_URL"]
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", VHOST], capture_output=True)
 
@@ -110,8 +113,11 @@ def vhost_env(suffix: str, **extra: str) -> Iterator[dict[str, str]]:
     consumers of their queues (the session's shared worker lives in another vhost)."""
     vhost = f"tlogsync_{SESSION}_{suffix}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield dict(os.environ, TLOGSYNC_BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost}", **extra)
     finally:
@@ -159,14 +165,28 @@ _RETAILERS: dict[str, RetailerDirs] = {}
 def render_retailers(sshd: Sshd) -> str:
     out = []
     for r in _RETAILERS.values():
-        opts = {"product_store_id": "DV_STORE", "currency": "USD", "order_master": True, "may_split": True,
-                **({} if "schedule" in r.options else {"poll_seconds": 3600}), **r.options}
+        opts = {
+            "product_store_id": "DV_STORE",
+            "currency": "USD",
+            "order_master": True,
+            "may_split": True,
+            **({} if "schedule" in r.options else {"poll_seconds": 3600}),
+            **r.options,
+        }
         lines = [f"[retailers.{r.retailer_id}]"]
         lines += [f"{k} = {_toml(v)}" for k, v in opts.items() if k not in ("sftp", "brokering")]
-        lines += [f"[retailers.{r.retailer_id}.sftp]", f'host = "{sshd.host}"', f"port = {sshd.port}",
-                  f'username = "{sshd.username}"', f'private_key = "{sshd.private_key}"',
-                  f'known_hosts = "{sshd.known_hosts}"', f'orders_dir = "{r.inbound}"',
-                  f'archive_dir = "{r.archive}"', f'error_dir = "{r.error}"', "min_age_seconds = 2"]
+        lines += [
+            f"[retailers.{r.retailer_id}.sftp]",
+            f'host = "{sshd.host}"',
+            f"port = {sshd.port}",
+            f'username = "{sshd.username}"',
+            f'private_key = "{sshd.private_key}"',
+            f'known_hosts = "{sshd.known_hosts}"',
+            f'orders_dir = "{r.inbound}"',
+            f'archive_dir = "{r.archive}"',
+            f'error_dir = "{r.error}"',
+            "min_age_seconds = 2",
+        ]
         lines += [f"{k} = {_toml(v)}" for k, v in dict(r.options.get("sftp", {})).items()]  # type: ignore[call-overload]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
@@ -220,19 +240,46 @@ class WorkerProcess:
             self.log_handle.close()  # type: ignore[attr-defined]
 
 
-def start_worker(name: str, queues: str | None = None, concurrency: int = 2,
-                 extra: list[str] | None = None, env: dict[str, str] | None = None,
-                 app: str = "worker") -> WorkerProcess:
+def start_worker(
+    name: str,
+    queues: str | None = None,
+    concurrency: int = 2,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    app: str = "worker",
+) -> WorkerProcess:
     """A real worker; app is the module `celery -A` loads (the fault suite's has the fault plugin)."""
     from worker.adapters.queues import WORK_QUEUES
 
     log = SESSION_DIR / f"worker-{name}.log"
-    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues or ",".join(WORK_QUEUES),
-           "-c", str(concurrency), "--hostname", f"{name}@{SESSION}", "-l", "INFO", "--without-mingle",
-           "--without-gossip", *(extra or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "-Q",
+        queues or ",".join(WORK_QUEUES),
+        "-c",
+        str(concurrency),
+        "--hostname",
+        f"{name}@{SESSION}",
+        "-l",
+        "INFO",
+        "--without-mingle",
+        "--without-gossip",
+        *(extra or []),
+    ]
     handle = open(log, "wb")  # noqa: SIM115 - closed by WorkerProcess.stop
-    proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env or os.environ,
-                            start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        cmd,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=env or os.environ,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     wp = WorkerProcess(name, proc, log, handle)
     try:
         _wait_ready(wp, broker=(env or os.environ)["TLOGSYNC_BROKER_URL"])
@@ -295,5 +342,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("fault injection")
     terminalreporter.write_line(f"{'fault':<44} {'files':>6} {'orders':>7} {'dupes':>6} {'losses':>7} {'drain s':>8}")
     for r in rows:
-        terminalreporter.write_line(f"{r['fault']:<44} {r['files']:>6} {r['orders']:>7} {r['duplicates']:>6}"
-                                    f" {r['losses']:>7} {r['drain_s']:>8}")
+        terminalreporter.write_line(
+            f"{r['fault']:<44} {r['files']:>6} {r['orders']:>7} {r['duplicates']:>6} {r['losses']:>7} {r['drain_s']:>8}"
+        )

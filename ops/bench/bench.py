@@ -72,8 +72,11 @@ class Bench:
         ensure_database(self.dsn, recreate=True)
         migrate(self.dsn)
         subprocess.run(["rabbitmqctl", "-q", "add_vhost", self.vhost], check=True, capture_output=True)
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
 
     def teardown(self) -> None:
         for proc in self.procs:
@@ -83,8 +86,14 @@ class Bench:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.vhost], capture_output=True)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return dict(os.environ, TLOGSYNC_DATABASE_URL=self.dsn, TLOGSYNC_BROKER_URL=self.broker,
-                    TLOGSYNC_RETAILERS=str(self.retailers_file), TLOGSYNC_LOG_LEVEL="WARNING", **extra)
+        return dict(
+            os.environ,
+            TLOGSYNC_DATABASE_URL=self.dsn,
+            TLOGSYNC_BROKER_URL=self.broker,
+            TLOGSYNC_RETAILERS=str(self.retailers_file),
+            TLOGSYNC_LOG_LEVEL="WARNING",
+            **extra,
+        )
 
     def add_retailer(self, rid: str, poll_seconds: int = 3600, min_age: float = 0.0) -> Path:
         assert self.sshd
@@ -130,22 +139,62 @@ min_age_seconds = {min_age}
         return [name for name, _ in files]
 
     # ------------------------------------------------------------ processes
-    def worker(self, name: str, concurrency: int, stats: Path, pool: str = "prefork", events: bool = False,
-               **extra: str) -> subprocess.Popen[bytes]:
+    def worker(
+        self, name: str, concurrency: int, stats: Path, pool: str = "prefork", events: bool = False, **extra: str
+    ) -> subprocess.Popen[bytes]:
         logfile = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         # ops.bench.countingapp: tlogsync's app with the counting plugin (SQL statements, SFTP requests, RSS)
-        cmd = [sys.executable, "-m", "celery", "-A", "ops.bench.countingapp", "worker", "-Q", ",".join(WORK_QUEUES),
-               "-c", str(concurrency), "--hostname", f"{name}@bench", "-l", "WARNING", "--without-mingle",
-               "--without-gossip", "-P", pool] + (["-E"] if events else [])
-        proc = subprocess.Popen(cmd, env=self.env(TLOGSYNC_STATS_DIR=str(stats), **extra), stdout=logfile,
-                                stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "ops.bench.countingapp",
+            "worker",
+            "-Q",
+            ",".join(WORK_QUEUES),
+            "-c",
+            str(concurrency),
+            "--hostname",
+            f"{name}@bench",
+            "-l",
+            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "-P",
+            pool,
+        ] + (["-E"] if events else [])
+        proc = subprocess.Popen(
+            cmd,
+            env=self.env(TLOGSYNC_STATS_DIR=str(stats), **extra),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
     def beat(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "WARNING", "-s",
-                                 str(self.work / f"beat-{secrets.token_hex(2)}")], env=self.env(), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "beat",
+                "-l",
+                "WARNING",
+                "-s",
+                str(self.work / f"beat-{secrets.token_hex(2)}"),
+            ],
+            env=self.env(),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -153,10 +202,16 @@ min_age_seconds = {min_age}
         # ready when the pool children exist and the worker is connected: poll the queue consumers
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", self.vhost, "name", "consumers"],
-                                 capture_output=True, text=True).stdout
-            if any(line.split()[0] == "tlog.ingest" and int(line.split()[1]) > 0
-                   for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()):
+            out = subprocess.run(
+                ["rabbitmqctl", "-q", "list_queues", "-p", self.vhost, "name", "consumers"],
+                capture_output=True,
+                text=True,
+            ).stdout
+            if any(
+                line.split()[0] == "tlog.ingest" and int(line.split()[1]) > 0
+                for line in out.splitlines()
+                if len(line.split()) == 2 and line.split()[1].isdigit()
+            ):
                 return
             if proc.poll() is not None:
                 raise SystemExit(f"worker exited: see {self.work}")
@@ -175,7 +230,8 @@ min_age_seconds = {min_age}
                 "SELECT (SELECT count(*) FROM tlog_files WHERE retailer_id = %(r)s AND status <> 'claimed'"
                 " AND moved_at IS NOT NULL),"
                 " (SELECT count(*) FROM order_followups WHERE retailer_id = %(r)s AND status = 'pending')",
-                {"r": rid}).fetchone()
+                {"r": rid},
+            ).fetchone()
         assert row
         return int(row[0]), int(row[1])
 
@@ -222,10 +278,32 @@ min_age_seconds = {min_age}
         self.write_files(inbound, count, "BASE")
         log(f"baseline: {count} files")
         done = subprocess.run(
-            [sys.executable, str(BASELINE), "--host", "127.0.0.1", "--port", str(self.sshd.port), "--user",
-             self.sshd.username, "--key", str(self.sshd.private_key), "--known-hosts", str(self.sshd.known_hosts),
-             "--dir", str(inbound), "--archive-dir", f"{inbound}/archive", "--error-dir", f"{inbound}/error",
-             "--dsn", self.dsn], capture_output=True, text=True, check=True)
+            [
+                sys.executable,
+                str(BASELINE),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.sshd.port),
+                "--user",
+                self.sshd.username,
+                "--key",
+                str(self.sshd.private_key),
+                "--known-hosts",
+                str(self.sshd.known_hosts),
+                "--dir",
+                str(inbound),
+                "--archive-dir",
+                f"{inbound}/archive",
+                "--error-dir",
+                f"{inbound}/error",
+                "--dsn",
+                self.dsn,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(done.stdout.strip().splitlines()[-1])
         log(f"baseline: {result}")
         return {"name": "baseline", "processes": 1, **result}
@@ -238,24 +316,31 @@ min_age_seconds = {min_age}
         proc = self.worker(name, concurrency, stats)
         self.wait_ready(proc)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            xact0 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-                                 ).fetchone()[0]
+            xact0 = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            ).fetchone()[0]
         log(f"{name}: {count} files, {concurrency} process(es)")
         started = time.monotonic()
         self.scan(rid)
         seconds = self.wait_done(rid, count, timeout=self.args.timeout)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            xact1 = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-                                 ).fetchone()[0]
+            xact1 = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            ).fetchone()[0]
         stop_group(proc)
         counted = self.stats(stats)
-        result = {"name": name, "processes": concurrency, "files": count, "seconds": round(seconds, 3),
-                  "files_per_s": round(count / seconds, 1),
-                  "sql_statements_per_file": round(counted["sql_statements"] / count, 1),
-                  "transactions_per_file": round((xact1 - xact0) / count, 1),
-                  "sftp_requests_per_file": round(counted["sftp_requests"] / count, 1),
-                  "peak_rss_mib_per_process": round(counted["peak_rss_kib"] / 1024, 1),
-                  "wall_from_scan_s": round(time.monotonic() - started, 3)}
+        result = {
+            "name": name,
+            "processes": concurrency,
+            "files": count,
+            "seconds": round(seconds, 3),
+            "files_per_s": round(count / seconds, 1),
+            "sql_statements_per_file": round(counted["sql_statements"] / count, 1),
+            "transactions_per_file": round((xact1 - xact0) / count, 1),
+            "sftp_requests_per_file": round(counted["sftp_requests"] / count, 1),
+            "peak_rss_mib_per_process": round(counted["peak_rss_kib"] / 1024, 1),
+            "wall_from_scan_s": round(time.monotonic() - started, 3),
+        }
         log(f"{name}: {result}")
         return result
 
@@ -282,12 +367,21 @@ min_age_seconds = {min_age}
             written[json.loads(data)["orderId"]] = time.time()
         self.wait_done(rid, total, timeout=self.args.timeout)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            stored = dict(conn.execute("SELECT external_id, extract(epoch FROM created_at) FROM orders"
-                                       " WHERE retailer_id = %s", (rid,)).fetchall())
+            stored = dict(
+                conn.execute(
+                    "SELECT external_id, extract(epoch FROM created_at) FROM orders WHERE retailer_id = %s", (rid,)
+                ).fetchall()
+            )
         lat = sorted(float(stored[o]) - t for o, t in written.items() if o in stored)
-        result = {"name": "latency", "rate_per_s": rate, "files": total, "scan_interval_s": 1,
-                  "p50_s": round(statistics.median(lat), 3), "p95_s": round(lat[int(len(lat) * 0.95) - 1], 3),
-                  "max_s": round(lat[-1], 3)}
+        result = {
+            "name": "latency",
+            "rate_per_s": rate,
+            "files": total,
+            "scan_interval_s": 1,
+            "p50_s": round(statistics.median(lat), 3),
+            "p95_s": round(lat[int(len(lat) * 0.95) - 1], 3),
+            "max_s": round(lat[-1], 3),
+        }
         stop_group(proc)
         log(f"latency: {result}")
         return result
@@ -297,8 +391,9 @@ min_age_seconds = {min_age}
         inbound = self.add_retailer(rid)
         self.write_files(inbound, count, "SOAK")
         stats = self.work / "stats-soak"
-        proc = self.worker("soak", os.cpu_count() or 2, stats, TLOGSYNC_MAX_TASKS_PER_CHILD="0",
-                           TLOGSYNC_MAX_IN_FLIGHT=str(count))
+        proc = self.worker(
+            "soak", os.cpu_count() or 2, stats, TLOGSYNC_MAX_TASKS_PER_CHILD="0", TLOGSYNC_MAX_IN_FLIGHT=str(count)
+        )
         self.wait_ready(proc)
         samples: dict[str, list[int]] = {}
         first_mark, last_mark = 1000, count - 1000
@@ -316,9 +411,15 @@ min_age_seconds = {min_age}
         firsts, lasts = samples.get("first") or [0], samples.get("last") or [0]
         first, last = sum(firsts) / len(firsts), sum(lasts) / len(lasts)
         growth = (last - first) / first * 100 if first else 0.0
-        result = {"name": "soak", "files": count, "processes": len(lasts), "files_per_s": round(count / seconds, 1),
-                  "rss_mib_per_process_after_first_1000": round(first / 1024, 1),
-                  "rss_mib_per_process_at_last_1000": round(last / 1024, 1), "rss_growth_pct": round(growth, 1)}
+        result = {
+            "name": "soak",
+            "files": count,
+            "processes": len(lasts),
+            "files_per_s": round(count / seconds, 1),
+            "rss_mib_per_process_after_first_1000": round(first / 1024, 1),
+            "rss_mib_per_process_at_last_1000": round(last / 1024, 1),
+            "rss_growth_pct": round(growth, 1),
+        }
         log(f"soak: {result}")
         return result
 
@@ -326,8 +427,9 @@ min_age_seconds = {min_age}
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=int(os.environ.get("BENCH_FILES", 2000)))
-    ap.add_argument("--soak", type=int, default=int(os.environ.get("BENCH_SOAK", 10000)),
-                    help="files of the soak run (0: skip)")
+    ap.add_argument(
+        "--soak", type=int, default=int(os.environ.get("BENCH_SOAK", 10000)), help="files of the soak run (0: skip)"
+    )
     ap.add_argument("--rate", type=float, default=100.0, help="files/s written during the latency phase")
     ap.add_argument("--rate-seconds", type=float, default=15.0)
     ap.add_argument("--pool", default="prefork")
@@ -352,8 +454,12 @@ def main() -> int:
     base = float(results[0]["files_per_s"])  # type: ignore[arg-type]
     for r in results[1:3]:
         r["ratio_to_baseline"] = round(float(r["files_per_s"]) / base, 2)  # type: ignore[arg-type]
-    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-              "bench_seconds": round(time.monotonic() - started, 1), "results": results}
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "bench_seconds": round(time.monotonic() - started, 1),
+        "results": results,
+    }
     Path(args.out).write_text(json.dumps(report, indent=1))
     print_table(report)
     print(f"results written to {args.out}")
@@ -361,10 +467,17 @@ def main() -> int:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "?"
+    )
     return f"{os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, Python {platform.python_version()}"
 
 
@@ -372,13 +485,17 @@ def print_table(report: dict[str, object]) -> None:
     results = report["results"]
     assert isinstance(results, list)
     print(f"\ntlogsync benchmark, {report['date']}, {report['machine']}")
-    print(f"{'run':<12} {'procs':>5} {'files':>6} {'files/s':>8} {'x base':>7} {'SQL/file':>9} {'xact/file':>9}"
-          f" {'SFTP req/file':>13} {'peak RSS MiB':>12}")
+    print(
+        f"{'run':<12} {'procs':>5} {'files':>6} {'files/s':>8} {'x base':>7} {'SQL/file':>9} {'xact/file':>9}"
+        f" {'SFTP req/file':>13} {'peak RSS MiB':>12}"
+    )
     for r in results[:3]:
-        print(f"{r['name']:<12} {r['processes']:>5} {r['files']:>6} {r['files_per_s']:>8} "
-              f"{r.get('ratio_to_baseline', 1.0):>7} {r.get('sql_statements_per_file', '-'):>9} "
-              f"{r.get('transactions_per_file', '-'):>9} {r.get('sftp_requests_per_file', '-'):>13} "
-              f"{r.get('peak_rss_mib_per_process', '-'):>12}")
+        print(
+            f"{r['name']:<12} {r['processes']:>5} {r['files']:>6} {r['files_per_s']:>8} "
+            f"{r.get('ratio_to_baseline', 1.0):>7} {r.get('sql_statements_per_file', '-'):>9} "
+            f"{r.get('transactions_per_file', '-'):>9} {r.get('sftp_requests_per_file', '-'):>13} "
+            f"{r.get('peak_rss_mib_per_process', '-'):>12}"
+        )
     for r in results[3:]:
         print("  " + ", ".join(f"{k}={v}" for k, v in r.items()))
     print(f"bench took {report['bench_seconds']} s")

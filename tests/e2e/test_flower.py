@@ -35,8 +35,9 @@ class Flower:
 
     def request(self, path: str, body: object = None, auth: bool = True) -> tuple[int, object]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method="POST" if data else "GET", headers={"Content-Type": "application/json"}
+        )
         if auth:
             token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
@@ -48,8 +49,9 @@ class Flower:
             return exc.code, exc.read().decode()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
-                              timeout=120, env=self.env)
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, timeout=120, env=self.env
+        )
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +66,24 @@ def _flower(env: dict[str, str]) -> Iterator[Flower]:
     worker = start_worker(f"flower-{secrets.token_hex(2)}", extra=["-E"], env=env)
     port = free_port()
     log = open(SESSION_DIR / "flower.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "flower", "--port", str(port), "--address",
-                             "127.0.0.1", "--db", str(SESSION_DIR / "flower.db")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "flower",
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+            "--db",
+            str(SESSION_DIR / "flower.db"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while not port_open("127.0.0.1", port):
@@ -90,8 +107,12 @@ def test_flower_refuses_to_start_without_credentials(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     done = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], env=env, capture_output=True, text=True)
     assert done.returncode == 2 and "FLOWER_USER" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "flower", "--insecure-local", "--address", "0.0.0.0"],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "flower", "--insecure-local", "--address", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "loopback" in done.stdout
 
 
@@ -121,17 +142,24 @@ def test_a_dead_lettered_file_is_replayed_through_flowers_api(flower, make_retai
 
     with ledger.scan_transaction(r.retailer_id, "orders") as tx:
         [row] = tx.claim([Claim("flower.json", str(r.inbound / "flower.json"), 1, 1.0)])
-    status, sent = flower.request("/api/task/async-apply/tlogsync.ingest_tlog",
-                                  {"args": [r.retailer_id, row.id, "flower.json"]})
+    status, sent = flower.request(
+        "/api/task/async-apply/tlogsync.ingest_tlog", {"args": [r.retailer_id, row.id, "flower.json"]}
+    )
     assert status == 200, sent
     eventually(lambda: r.retailer_id in flower.cli("dlq", "list", "tlog.ingest", "--json").stdout, "the dead letter")
     conftest._RETAILERS[r.retailer_id] = options
     conftest.write_retailers(sshd)
-    status, sent = flower.request("/api/task/async-apply/tlogsync.ops.replay_dead_letters",
-                                  {"kwargs": {"queue": "tlog.ingest", "all": True}})
+    status, sent = flower.request(
+        "/api/task/async-apply/tlogsync.ops.replay_dead_letters", {"kwargs": {"queue": "tlog.ingest", "all": True}}
+    )
     assert status == 200, sent
-    eventually(lambda: db.execute("SELECT status FROM tlog_files WHERE id = %s AND moved_at IS NOT NULL",
-                            (row.id,)).fetchone() == ("processed",), "the replayed file processed")
+    eventually(
+        lambda: (
+            db.execute("SELECT status FROM tlog_files WHERE id = %s AND moved_at IS NOT NULL", (row.id,)).fetchone()
+            == ("processed",)
+        ),
+        "the replayed file processed",
+    )
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone() == (1,)
     assert r.retailer_id not in flower.cli("dlq", "list", "tlog.ingest", "--json").stdout
     # and a fixed file from error_dir, replayed the same way
@@ -141,18 +169,24 @@ def test_a_dead_lettered_file_is_replayed_through_flowers_api(flower, make_retai
     r.put("fixme.json", dumps(broken))
     assert flower.cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
     (r.error / "fixme.json").write_bytes(good)
-    status, sent = flower.request("/api/task/async-apply/tlogsync.ops.replay_file",
-                                  {"args": [r.retailer_id, "fixme.json"]})
+    status, sent = flower.request(
+        "/api/task/async-apply/tlogsync.ops.replay_file", {"args": [r.retailer_id, "fixme.json"]}
+    )
     assert status == 200, sent
-    eventually(lambda: db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()
-         == (2,), "the fixed file stored")
+    eventually(
+        lambda: db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone() == (2,),
+        "the fixed file stored",
+    )
 
 
 def test_the_dashboard_in_headless_chromium_lists_workers_and_tasks(flower, make_retailer, db):
     if not CHROMIUM.exists():
         need(False, "Chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api") if not IN_CI else __import__(
-        "playwright.sync_api", fromlist=["sync_playwright"])
+    sync_api = (
+        pytest.importorskip("playwright.sync_api")
+        if not IN_CI
+        else __import__("playwright.sync_api", fromlist=["sync_playwright"])
+    )
     r = make_retailer()
     names = []
     for seq in range(5):
@@ -162,9 +196,19 @@ def test_the_dashboard_in_headless_chromium_lists_workers_and_tasks(flower, make
     assert flower.cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
     profile = SESSION_DIR / f"chromium-{secrets.token_hex(2)}"
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         try:
             context = browser.new_context(http_credentials={"username": flower.user, "password": flower.password})
             page = context.new_page()

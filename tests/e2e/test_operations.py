@@ -24,31 +24,48 @@ pytestmark = pytest.mark.e2e
 
 
 def done_lines(log_text: str, retailer_id: str) -> list[str]:
-    return [line for line in log_text.splitlines() if "tlogsync.ingest_tlog" in line and retailer_id in line
-            and ": processed in" in line]
+    return [
+        line
+        for line in log_text.splitlines()
+        if "tlogsync.ingest_tlog" in line and retailer_id in line and ": processed in" in line
+    ]
 
 
 def test_two_more_workers_on_other_hostnames_share_a_batch_without_duplicates(celery_worker, make_retailer, db):
     r = make_retailer()
     for name, data in mix(200, seed=21, order_prefix=f"H{uuid.uuid4().hex[:4].upper()}"):
         r.put(name, data)
-    extra = [start_worker(f"scale{i}-{secrets.token_hex(2)}", queues="tlog.ingest", concurrency=1)
-             for i in range(2)]
+    extra = [start_worker(f"scale{i}-{secrets.token_hex(2)}", queues="tlog.ingest", concurrency=1) for i in range(2)]
     try:
         assert cli("scan", r.retailer_id, "--wait", "--timeout", "120").returncode == 0
     finally:
         for wp in extra:
             wp.stop()
     assert wait_final(db, r.retailer_id, 200) == {"processed": 200}
-    per_worker = {wp.name: len([line for line in wp.log.read_text().splitlines()
-                                if "tlogsync.ingest_tlog" in line and r.retailer_id in line]) for wp in extra}
-    per_worker["main"] = len([line for line in celery_worker.log.read_text().splitlines()
-                              if "tlogsync.ingest_tlog" in line and r.retailer_id in line and " in " in line])
+    per_worker = {
+        wp.name: len(
+            [
+                line
+                for line in wp.log.read_text().splitlines()
+                if "tlogsync.ingest_tlog" in line and r.retailer_id in line
+            ]
+        )
+        for wp in extra
+    }
+    per_worker["main"] = len(
+        [
+            line
+            for line in celery_worker.log.read_text().splitlines()
+            if "tlogsync.ingest_tlog" in line and r.retailer_id in line and " in " in line
+        ]
+    )
     assert sum(1 for n in per_worker.values() if n > 0) >= 2, per_worker  # the work was shared
-    assert db.execute("SELECT max(attempts), count(*) FROM tlog_files WHERE retailer_id = %s",
-                      (r.retailer_id,)).fetchone() == (1, 200)  # each file started exactly once
-    assert db.execute("SELECT count(*), count(DISTINCT external_id) FROM orders WHERE retailer_id = %s",
-                      (r.retailer_id,)).fetchone() == (200, 200)
+    assert db.execute(
+        "SELECT max(attempts), count(*) FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchone() == (1, 200)  # each file started exactly once
+    assert db.execute(
+        "SELECT count(*), count(DISTINCT external_id) FROM orders WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchone() == (200, 200)
 
 
 def test_prometheus_metrics_per_retailer(celery_worker, make_retailer, db):
@@ -58,13 +75,18 @@ def test_prometheus_metrics_per_retailer(celery_worker, make_retailer, db):
     r.put("unstocked.json", dumps(make_sale(2, "IN_STORE", lines=1, order_prefix=f"M{uuid.uuid4().hex[:4].upper()}")))
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
     deadline = time.monotonic() + 30
-    while db.execute("SELECT count(*) FROM order_followups WHERE retailer_id = %s AND status = 'pending'",
-                     (r.retailer_id,)).fetchone()[0]:
+    while db.execute(
+        "SELECT count(*) FROM order_followups WHERE retailer_id = %s AND status = 'pending'", (r.retailer_id,)
+    ).fetchone()[0]:
         assert time.monotonic() < deadline, "follow-ups not done"
         time.sleep(0.2)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "metrics", "--port", str(port), "--address",
-                             "127.0.0.1"], env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "metrics", "--port", str(port), "--address", "127.0.0.1"],
+        env=os.environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not port_open("127.0.0.1", port):
@@ -94,8 +116,13 @@ def test_json_logs_carry_retailer_file_task_outcome_and_duration(make_retailer, 
     with vhost_env("json", TLOGSYNC_LOG_FORMAT="json") as env:
         wp = start_worker(f"json-{secrets.token_hex(2)}", queues="tlog.scan,tlog.ingest", concurrency=1, env=env)
         try:
-            done = subprocess.run([sys.executable, "-m", "worker.cli", "scan", r.retailer_id, "--wait"], env=env,
-                                  capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [sys.executable, "-m", "worker.cli", "scan", r.retailer_id, "--wait"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert done.returncode == 0, done.stdout
         finally:
             wp.stop()
@@ -132,10 +159,21 @@ def test_the_audit_task_runs_on_a_worker_and_stores_its_report(celery_worker, ma
     r.put("day.json", dumps(make_sale(1, "IN_STORE", order_prefix=f"A{uuid.uuid4().hex[:4].upper()}")))
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
     app.send_task("tlogsync.ops.audit_retailer", (r.retailer_id,), {"business_date": "2024-01-12"})
-    eventually(lambda: db.execute("SELECT consistent FROM audit_reports WHERE retailer_id = %s"
-                                  " AND business_date = '2024-01-12'", (r.retailer_id,)).fetchone() == (True,),
-               "the audit report")
+    eventually(
+        lambda: (
+            db.execute(
+                "SELECT consistent FROM audit_reports WHERE retailer_id = %s AND business_date = '2024-01-12'",
+                (r.retailer_id,),
+            ).fetchone()
+            == (True,)
+        ),
+        "the audit report",
+    )
     # due_only before the retailer's audit time (none set: 00:00, so yesterday is due and not yet reported)
     app.send_task("tlogsync.ops.audit_retailer", (r.retailer_id,), {"due_only": True})
-    eventually(lambda: db.execute("SELECT count(*) FROM audit_reports WHERE retailer_id = %s",
-                                  (r.retailer_id,)).fetchone()[0] == 2, "the due audit")
+    eventually(
+        lambda: (
+            db.execute("SELECT count(*) FROM audit_reports WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0] == 2
+        ),
+        "the due audit",
+    )

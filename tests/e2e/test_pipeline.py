@@ -20,7 +20,9 @@ def wait_final(db, retailer_id: str, expected: int, timeout: float = 60) -> dict
     while True:
         rows = db.execute(
             "SELECT status, count(*) FROM tlog_files WHERE retailer_id = %s AND status <> 'claimed'"
-            " AND moved_at IS NOT NULL GROUP BY status", (retailer_id,)).fetchall()
+            " AND moved_at IS NOT NULL GROUP BY status",
+            (retailer_id,),
+        ).fetchall()
         counts = dict(rows)
         if sum(counts.values()) >= expected:
             return counts
@@ -30,8 +32,9 @@ def wait_final(db, retailer_id: str, expected: int, timeout: float = 60) -> dict
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=os.environ)
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, timeout=timeout, env=os.environ
+    )
 
 
 def test_a_batch_with_samples_and_bad_files_ends_with_every_file_final(celery_worker, make_retailer, db):
@@ -39,7 +42,7 @@ def test_a_batch_with_samples_and_bad_files_ends_with_every_file_final(celery_wo
     r.put("dv_OrderTLog_instore.json", sample_bytes("inStoreOrdersSample.json"))
     r.put("dv_OrderTLog_sendsale.json", sample_bytes("sendSaleOrdersSample.json"))
     r.put("dv_OrderTLog_empty.json", b"")
-    r.put("dv_OrderTLog_latin1.json", "{\"orderId\": \"caf\xe9\"}".encode("latin-1"))
+    r.put("dv_OrderTLog_latin1.json", '{"orderId": "caf\xe9"}'.encode("latin-1"))
     r.put("dv_OrderTLog_truncated.json", sample_bytes("inStoreOrdersSample.json")[:500])
     r.put("dv_OrderTLog_oversize.json", b" " * (5 * 1024 * 1024 + 1))
     bad_total = make_sale(77, "IN_STORE")
@@ -60,26 +63,33 @@ def test_a_batch_with_samples_and_bad_files_ends_with_every_file_final(celery_wo
     assert outcome["files"] == 29
     assert outcome["statuses"] == {"processed": 22, "failed": 6, "duplicate": 1}
 
-    rows = dict(db.execute("SELECT file_name, error FROM tlog_files WHERE retailer_id = %s AND status = 'failed'",
-                           (r.retailer_id,)).fetchall())
+    rows = dict(
+        db.execute(
+            "SELECT file_name, error FROM tlog_files WHERE retailer_id = %s AND status = 'failed'", (r.retailer_id,)
+        ).fetchall()
+    )
     assert rows["dv_OrderTLog_empty.json"] == "empty file (0 bytes)"
     assert rows["dv_OrderTLog_latin1.json"].startswith("not UTF-8: byte 0xe9 at offset")
     assert rows["dv_OrderTLog_truncated.json"].startswith("invalid JSON at line")
     assert "over the 5242880-byte limit" in rows["dv_OrderTLog_oversize.json"]
-    assert "totalAmount" in rows["dv_OrderTLog_badtotal.json"] and "does not reconcile" in rows[
-        "dv_OrderTLog_badtotal.json"]
+    assert (
+        "totalAmount" in rows["dv_OrderTLog_badtotal.json"]
+        and "does not reconcile" in rows["dv_OrderTLog_badtotal.json"]
+    )
     assert "file name" in rows["dv_OrderTLog_tricky\\..\\name.json"]
 
     assert r.inbound_names() == ["dv_OrderTLog_young.json", "notes.txt"]
     errors = sorted(p.name for p in r.error.iterdir())
     assert "dv_OrderTLog_empty.json" in errors and "dv_OrderTLog_empty.json.error.txt" in errors
     assert "dv_OrderTLog_tricky_.._name.json" in errors
-    assert (r.error / "dv_OrderTLog_badtotal.json.error.txt").read_text().startswith(
-        "dv_OrderTLog_badtotal.json: order")
+    assert (
+        (r.error / "dv_OrderTLog_badtotal.json.error.txt").read_text().startswith("dv_OrderTLog_badtotal.json: order")
+    )
     assert len([p for p in r.archive.iterdir()]) == 23
 
-    orders = db.execute("SELECT external_id, order_type, status_id FROM orders WHERE retailer_id = %s",
-                        (r.retailer_id,)).fetchall()
+    orders = db.execute(
+        "SELECT external_id, order_type, status_id FROM orders WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchall()
     assert len(orders) == 22
     kinds = {external: (kind, status) for external, kind, status in orders}
     assert kinds["PS00000283"] == ("IN_STORE", "ORDER_COMPLETED")
@@ -95,12 +105,14 @@ def test_concurrent_scans_dispatch_each_file_once(celery_worker, make_retailer, 
     for i in range(6):  # two beats and manual scans at the same moment
         scan_retailer.apply_async((r.retailer_id,), {"scan_id": f"{r.retailer_id}-{i}", "requested_by": "test"})
     assert wait_final(db, r.retailer_id, 60) == {"processed": 60}
-    dispatched = db.execute("SELECT sum(dispatched), count(*) FROM scan_runs WHERE retailer_id = %s",
-                            (r.retailer_id,)).fetchone()
+    dispatched = db.execute(
+        "SELECT sum(dispatched), count(*) FROM scan_runs WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchone()
     assert dispatched == (60, 6)
     assert db.execute("SELECT count(*) FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0] == 60
-    assert db.execute("SELECT max(attempts) FROM tlog_files WHERE retailer_id = %s",
-                      (r.retailer_id,)).fetchone()[0] == 1
+    assert (
+        db.execute("SELECT max(attempts) FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0] == 1
+    )
 
 
 def test_redelivered_ingest_messages_create_no_duplicates(celery_worker, make_retailer, db):
@@ -115,11 +127,13 @@ def test_redelivered_ingest_messages_create_no_duplicates(celery_worker, make_re
         ingest_tlog.apply_async((r.retailer_id, file_id, name))
         ingest_tlog.apply_async((r.retailer_id, file_id, name))
     time.sleep(3)
-    orders = db.execute("SELECT count(*), count(DISTINCT external_id) FROM orders WHERE retailer_id = %s",
-                        (r.retailer_id,)).fetchone()
+    orders = db.execute(
+        "SELECT count(*), count(DISTINCT external_id) FROM orders WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchone()
     assert orders == (10, 10)
-    statuses = db.execute("SELECT status, count(*) FROM tlog_files WHERE retailer_id = %s GROUP BY 1",
-                          (r.retailer_id,)).fetchall()
+    statuses = db.execute(
+        "SELECT status, count(*) FROM tlog_files WHERE retailer_id = %s GROUP BY 1", (r.retailer_id,)
+    ).fetchall()
     assert statuses == [("processed", 10)]
 
 
@@ -131,11 +145,14 @@ def test_a_file_that_reappears_under_a_processed_name_is_archived_as_duplicate(c
     r.put("again.json", data)
     done = cli("scan", r.retailer_id, "--wait", "--timeout", "60")
     assert done.returncode == 0 and "duplicate" in done.stdout
-    rows = db.execute("SELECT status, moved_to FROM tlog_files WHERE retailer_id = %s ORDER BY id",
-                      (r.retailer_id,)).fetchall()
+    rows = db.execute(
+        "SELECT status, moved_to FROM tlog_files WHERE retailer_id = %s ORDER BY id", (r.retailer_id,)
+    ).fetchall()
     assert [s for s, _ in rows] == ["processed", "duplicate"]
-    assert rows[1][1].endswith(".duplicate-" + str(db.execute(
-        "SELECT max(id) FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0]))
+    assert rows[1][1].endswith(
+        ".duplicate-"
+        + str(db.execute("SELECT max(id) FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0])
+    )
     assert r.inbound_names() == []
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0] == 1
 
@@ -145,8 +162,9 @@ def test_in_store_sales_are_skipped_for_a_retailer_that_is_not_order_master(cele
     r.put("instore.json", dumps(make_sale(1, "IN_STORE", order_prefix=f"S{uuid.uuid4().hex[:4].upper()}")))
     r.put("mixed.json", dumps(make_sale(2, "MIXED", lines=2, order_prefix=f"S{uuid.uuid4().hex[:4].upper()}")))
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
-    rows = dict(db.execute("SELECT file_name, status FROM tlog_files WHERE retailer_id = %s",
-                           (r.retailer_id,)).fetchall())
+    rows = dict(
+        db.execute("SELECT file_name, status FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchall()
+    )
     assert rows == {"instore.json": "skipped", "mixed.json": "processed"}
 
 
@@ -156,8 +174,12 @@ def test_beat_scans_each_retailer_on_its_own_schedule(celery_worker, make_retail
     fast.put("a.json", dumps(make_sale(1, "IN_STORE", order_prefix=f"F{uuid.uuid4().hex[:4].upper()}")))
     slow.put("b.json", dumps(make_sale(2, "IN_STORE", order_prefix=f"F{uuid.uuid4().hex[:4].upper()}")))
     log = open(tmp_path / "beat.log", "wb")  # noqa: SIM115 - closed below
-    beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO",
-                             "-s", str(tmp_path / "schedule")], env=os.environ, stdout=log, stderr=subprocess.STDOUT)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO", "-s", str(tmp_path / "schedule")],
+        env=os.environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         assert wait_final(db, fast.retailer_id, 1, timeout=30) == {"processed": 1}
         fast.put("c.json", dumps(make_sale(3, "IN_STORE", order_prefix=f"F{uuid.uuid4().hex[:4].upper()}")))
@@ -170,19 +192,42 @@ def test_beat_scans_each_retailer_on_its_own_schedule(celery_worker, make_retail
         beat.wait(timeout=20)
         log.close()
     assert slow.inbound_names() == ["b.json"]
-    assert db.execute("SELECT count(*) FROM scan_runs WHERE retailer_id = %s AND requested_by = 'beat'",
-                      (fast.retailer_id,)).fetchone()[0] >= 2
+    assert (
+        db.execute(
+            "SELECT count(*) FROM scan_runs WHERE retailer_id = %s AND requested_by = 'beat'", (fast.retailer_id,)
+        ).fetchone()[0]
+        >= 2
+    )
 
 
 def test_a_bad_retailers_file_stops_the_worker_with_a_clear_message(tmp_path, pg_dsn, broker_url):
     bad = tmp_path / "retailers.toml"
-    bad.write_text('[retailers.acme]\nproduct_store_id = "A"\ncurrency = "usd"\norder_master = true\n'
-                   'poll_seconds = 5\n[retailers.acme.sftp]\nhost = "h"\nusername = "u"\nprivate_key = "/k"\n'
-                   'known_hosts = "/kh"\norders_dir = "/o"\narchive_dir = "/a"\nerror_dir = "/e"\n')
+    bad.write_text(
+        '[retailers.acme]\nproduct_store_id = "A"\ncurrency = "usd"\norder_master = true\n'
+        'poll_seconds = 5\n[retailers.acme.sftp]\nhost = "h"\nusername = "u"\nprivate_key = "/k"\n'
+        'known_hosts = "/kh"\norders_dir = "/o"\narchive_dir = "/a"\nerror_dir = "/e"\n'
+    )
     env = dict(os.environ, TLOGSYNC_RETAILERS=str(bad))
-    done = subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "tlog.ingest",
-                           "--pool", "solo", "--hostname", f"bad-{uuid.uuid4().hex[:6]}@x"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "-Q",
+            "tlog.ingest",
+            "--pool",
+            "solo",
+            "--hostname",
+            f"bad-{uuid.uuid4().hex[:6]}@x",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "retailer 'acme': currency: must be ISO 4217" in done.stderr + done.stdout
 

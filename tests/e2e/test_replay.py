@@ -21,8 +21,9 @@ def dead_letters_of(retailer_id):
     return [d for d in json.loads(listed.stdout) if retailer_id in d["args"]]
 
 
-def test_dead_letters_are_listed_with_reasons_and_replayed_without_duplicates(celery_worker, make_retailer, db,
-                                                                              ledger, sshd):
+def test_dead_letters_are_listed_with_reasons_and_replayed_without_duplicates(
+    celery_worker, make_retailer, db, ledger, sshd
+):
     from tasks.ingest import ingest_tlog
     from worker.services.ports import Claim
 
@@ -56,10 +57,13 @@ def test_dead_letters_are_listed_with_reasons_and_replayed_without_duplicates(ce
     assert done.returncode == 0 and "replayed" in done.stdout
     assert wait_final(db, r.retailer_id, 3) == {"processed": 3}
     assert dead_letters_of(r.retailer_id) == []
-    assert db.execute("SELECT count(*), count(DISTINCT external_id) FROM orders WHERE retailer_id = %s",
-                      (r.retailer_id,)).fetchone() == (3, 3)
-    replayed = db.execute("SELECT count(*) FROM dead_letters WHERE task_id = ANY(%s) AND replayed_at IS NOT NULL",
-                          ([d["task_id"] for d in letters],)).fetchone()[0]
+    assert db.execute(
+        "SELECT count(*), count(DISTINCT external_id) FROM orders WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchone() == (3, 3)
+    replayed = db.execute(
+        "SELECT count(*) FROM dead_letters WHERE task_id = ANY(%s) AND replayed_at IS NOT NULL",
+        ([d["task_id"] for d in letters],),
+    ).fetchone()[0]
     assert replayed == 3
 
 
@@ -73,8 +77,9 @@ def test_a_fixed_file_is_replayed_from_error_dir_through_the_normal_path(celery_
     (r.error / "fixme.json").write_bytes(dumps(sale))  # someone fixed it in place
     done = cli("replay-file", r.retailer_id, "fixme.json", "--wait", "--timeout", "60")
     assert done.returncode == 0, done.stdout
-    rows = db.execute("SELECT id, status, replayed_by FROM tlog_files WHERE retailer_id = %s ORDER BY id",
-                      (r.retailer_id,)).fetchall()
+    rows = db.execute(
+        "SELECT id, status, replayed_by FROM tlog_files WHERE retailer_id = %s ORDER BY id", (r.retailer_id,)
+    ).fetchall()
     assert [(s, rb is not None) for _, s, rb in rows] == [("failed", True), ("processed", False)]
     assert rows[0][2] == rows[1][0]
     assert (r.archive / "fixme.json").exists() and not (r.error / "fixme.json").exists()
@@ -94,7 +99,15 @@ def test_replay_file_as_a_celery_task_as_flower_calls_it(celery_worker, make_ret
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
     (r.error / "task.json").write_bytes(dumps(sale))
     app.send_task("tlogsync.ops.replay_file", (r.retailer_id, "task.json"))
-    eventually(lambda: db.execute("SELECT count(*) FROM tlog_files WHERE retailer_id = %s AND status = 'processed'"
-                                " AND moved_at IS NOT NULL", (r.retailer_id,)).fetchone()[0] == 1,
-             what="the replayed file processed")
+    eventually(
+        lambda: (
+            db.execute(
+                "SELECT count(*) FROM tlog_files WHERE retailer_id = %s AND status = 'processed'"
+                " AND moved_at IS NOT NULL",
+                (r.retailer_id,),
+            ).fetchone()[0]
+            == 1
+        ),
+        what="the replayed file processed",
+    )
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone() == (1,)

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.e2e
 def wait_followups(db, retailer_id, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
-        pending = db.execute("SELECT count(*) FROM order_followups WHERE retailer_id = %s AND status = 'pending'",
-                             (retailer_id,)).fetchone()[0]
+        pending = db.execute(
+            "SELECT count(*) FROM order_followups WHERE retailer_id = %s AND status = 'pending'", (retailer_id,)
+        ).fetchone()[0]
         if pending == 0:
             return
         if time.monotonic() > deadline:
@@ -34,8 +35,10 @@ def load_network(r, tmp_path, stock):
     assert cli("facilities", "load", r.retailer_id, str(facilities)).returncode == 0
     by_gtin = {p.gtin: p for p in CATALOG}
     inventory = tmp_path / "inventory.csv"
-    inventory.write_text("facility_id,product_id,gtin,quantity_on_hand\n" + "".join(
-        f"{f},{by_gtin[g].product_id},{g},{q}\n" for (f, g), q in stock.items()))
+    inventory.write_text(
+        "facility_id,product_id,gtin,quantity_on_hand\n"
+        + "".join(f"{f},{by_gtin[g].product_id},{g},{q}\n" for (f, g), q in stock.items())
+    )
     done = cli("inventory", "load", r.retailer_id, str(inventory))
     assert done.returncode == 0, done.stdout
 
@@ -64,40 +67,56 @@ def test_each_order_type_reaches_inventory_and_brokering(celery_worker, make_ret
     wait_followups(db, r.retailer_id)
     orders = dict(db.execute("SELECT order_type, id FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchall())
     assert set(orders) == {"IN_STORE", "SEND_SALE", "MIXED"}
-    kinds = db.execute("SELECT o.order_type, f.kind FROM order_followups f JOIN orders o ON o.id = f.order_id"
-                       " WHERE f.retailer_id = %s ORDER BY 1, 2", (r.retailer_id,)).fetchall()
-    assert kinds == [("IN_STORE", "inventory"), ("MIXED", "brokering"), ("MIXED", "inventory"),
-                     ("SEND_SALE", "brokering")]
+    kinds = db.execute(
+        "SELECT o.order_type, f.kind FROM order_followups f JOIN orders o ON o.id = f.order_id"
+        " WHERE f.retailer_id = %s ORDER BY 1, 2",
+        (r.retailer_id,),
+    ).fetchall()
+    assert kinds == [
+        ("IN_STORE", "inventory"),
+        ("MIXED", "brokering"),
+        ("MIXED", "inventory"),
+        ("SEND_SALE", "brokering"),
+    ]
     mixed_in_store = mixed["orderProductList"][0]
     expected_254 = 10 - sold - (mixed_in_store["quantity"] if mixed_in_store["gtin"] == LAKOTA.gtin else 0)
     assert atp(db, r.retailer_id, "254")[0] == expected_254
     # the send-sale ships to Chula Vista: the default rule picks the nearest facility allowing brokering
-    placed = db.execute("SELECT facility_id, quantity FROM order_items WHERE order_id = %s",
-                        (orders["SEND_SALE"],)).fetchall()
+    placed = db.execute(
+        "SELECT facility_id, quantity FROM order_items WHERE order_id = %s", (orders["SEND_SALE"],)
+    ).fetchall()
     assert placed == [("301", 2)]
     assert atp(db, r.retailer_id, "301") == (10, 2)
-    mixed_items = dict(db.execute("SELECT fulfillment, facility_id FROM order_items WHERE order_id = %s",
-                                  (orders["MIXED"],)).fetchall())
+    mixed_items = dict(
+        db.execute(
+            "SELECT fulfillment, facility_id FROM order_items WHERE order_id = %s", (orders["MIXED"],)
+        ).fetchall()
+    )
     assert mixed_items == {"IN_STORE": "254", "SHIP_TO_HOME": "301"}
 
 
-def test_not_order_master_mixed_cart_is_brokered_but_leaves_store_inventory_alone(celery_worker, make_retailer, db,
-                                                                                   tmp_path):
+def test_not_order_master_mixed_cart_is_brokered_but_leaves_store_inventory_alone(
+    celery_worker, make_retailer, db, tmp_path
+):
     r = make_retailer(order_master=False)
     load_network(r, tmp_path, {(f, g.gtin): 10 for f in ("254", "301") for g in CATALOG})
     r.put("mixed.json", dumps(make_sale(4, "MIXED", store_id="254", lines=2, order_prefix=prefix())))
     r.put("instore.json", dumps(in_store(5)))
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
     wait_followups(db, r.retailer_id)
-    assert db.execute("SELECT count(*) FROM inventory_variances WHERE retailer_id = %s",
-                      (r.retailer_id,)).fetchone() == (0,)
-    assert db.execute("SELECT sum(quantity_on_hand) FROM inventory WHERE retailer_id = %s AND facility_id = '254'",
-                      (r.retailer_id,)).fetchone() == (70,)
-    statuses = dict(db.execute("SELECT file_name, status FROM tlog_files WHERE retailer_id = %s",
-                               (r.retailer_id,)).fetchall())
+    assert db.execute(
+        "SELECT count(*) FROM inventory_variances WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchone() == (0,)
+    assert db.execute(
+        "SELECT sum(quantity_on_hand) FROM inventory WHERE retailer_id = %s AND facility_id = '254'", (r.retailer_id,)
+    ).fetchone() == (70,)
+    statuses = dict(
+        db.execute("SELECT file_name, status FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchall()
+    )
     assert statuses == {"mixed.json": "processed", "instore.json": "skipped"}
-    assert db.execute("SELECT count(*) FROM order_facility_changes WHERE retailer_id = %s AND reason = 'BROKERED'",
-                      (r.retailer_id,)).fetchone() == (1,)
+    assert db.execute(
+        "SELECT count(*) FROM order_facility_changes WHERE retailer_id = %s AND reason = 'BROKERED'", (r.retailer_id,)
+    ).fetchone() == (1,)
 
 
 def test_an_inventory_message_delivered_twice_lowers_stock_once(celery_worker, make_retailer, db, tmp_path):
@@ -114,8 +133,9 @@ def test_an_inventory_message_delivered_twice_lowers_stock_once(celery_worker, m
         apply_sale_to_inventory.apply_async((r.retailer_id, order_id))
     time.sleep(2)
     assert atp(db, r.retailer_id, "254") == (10 - sale["orderProductList"][0]["quantity"], 0)
-    assert db.execute("SELECT count(*) FROM inventory_variances WHERE retailer_id = %s",
-                      (r.retailer_id,)).fetchone() == (1,)
+    assert db.execute(
+        "SELECT count(*) FROM inventory_variances WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchone() == (1,)
 
 
 def test_the_variance_feed_is_scanned_and_applied(celery_worker, make_retailer, db, tmp_path, sshd):
@@ -123,25 +143,36 @@ def test_the_variance_feed_is_scanned_and_applied(celery_worker, make_retailer, 
     variance_dir = r.root / "variance"
     for sub in ("archive", "error"):
         (variance_dir / sub).mkdir(parents=True)
-    r.options["sftp"] = {"variance_dir": f'{variance_dir}', "variance_archive_dir": f"{variance_dir}/archive",
-                         "variance_error_dir": f"{variance_dir}/error"}
+    r.options["sftp"] = {
+        "variance_dir": f"{variance_dir}",
+        "variance_archive_dir": f"{variance_dir}/archive",
+        "variance_error_dir": f"{variance_dir}/error",
+    }
     write_retailers(sshd)
     load_network(r, tmp_path, {("254", LAKOTA.gtin): 10})
     good = variance_dir / "acme_InventoryUpdate_1.json"
-    good.write_bytes(b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
-                     b"254,UPCA,197076109628,-3,TLTLTLLL01,VAR_INTEGR,POS in-store sale\n"
-                     b"999,UPCA,197076109628,-1,,VAR_LOST,unknown store\n")
+    good.write_bytes(
+        b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
+        b"254,UPCA,197076109628,-3,TLTLTLLL01,VAR_INTEGR,POS in-store sale\n"
+        b"999,UPCA,197076109628,-1,,VAR_LOST,unknown store\n"
+    )
     bad = variance_dir / "acme_InventoryUpdate_2.json"
-    bad.write_bytes(b'[{"facilityId": "nowhere", "idType": "UPCA", "idValue": "197076109628", "availableDelta": 1,'
-                    b' "varianceReasonId": "VAR_FOUND"}]')
+    bad.write_bytes(
+        b'[{"facilityId": "nowhere", "idType": "UPCA", "idValue": "197076109628", "availableDelta": 1,'
+        b' "varianceReasonId": "VAR_FOUND"}]'
+    )
     for path in (good, bad):
         os.utime(path, (time.time() - 60, time.time() - 60))
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
-    rows = {name: (status, applied, rejected) for name, status, applied, rejected in db.execute(
-        "SELECT file_name, status, records_applied, records_rejected FROM tlog_files WHERE retailer_id = %s"
-        " AND feed = 'variance'", (r.retailer_id,))}
-    assert rows == {"acme_InventoryUpdate_1.json": ("processed", 1, 1),
-                    "acme_InventoryUpdate_2.json": ("failed", 0, 1)}
+    rows = {
+        name: (status, applied, rejected)
+        for name, status, applied, rejected in db.execute(
+            "SELECT file_name, status, records_applied, records_rejected FROM tlog_files WHERE retailer_id = %s"
+            " AND feed = 'variance'",
+            (r.retailer_id,),
+        )
+    }
+    assert rows == {"acme_InventoryUpdate_1.json": ("processed", 1, 1), "acme_InventoryUpdate_2.json": ("failed", 0, 1)}
     assert atp(db, r.retailer_id, "254") == (7, 0)
     assert sorted(p.name for p in (variance_dir / "archive").iterdir()) == ["acme_InventoryUpdate_1.json"]
     assert "acme_InventoryUpdate_2.json.error.txt" in {p.name for p in (variance_dir / "error").iterdir()}
@@ -155,7 +186,8 @@ def test_rebrokering_from_the_command_line_after_stock_arrives(celery_worker, ma
     wait_followups(db, r.retailer_id)
     (order_id,) = db.execute("SELECT id FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()
     assert db.execute("SELECT facility_id FROM order_items WHERE order_id = %s", (order_id,)).fetchone() == (
-        "UNFILLABLE_PARKING",)
+        "UNFILLABLE_PARKING",
+    )
     load_network(r, tmp_path, {("DC1", LAKOTA.gtin): 5})
     done = cli("broker", r.retailer_id)
     assert done.returncode == 0 and "enqueued for 0 orders" in done.stdout
@@ -180,11 +212,18 @@ def test_parallel_brokering_on_several_workers_never_oversells(celery_worker, ma
     finally:
         second.stop()
     assert wait_final(db, r.retailer_id, 30) == {"processed": 30}
-    reserved = dict(db.execute("SELECT facility_id, reserved FROM inventory WHERE retailer_id = %s",
-                               (r.retailer_id,)).fetchall())
+    reserved = dict(
+        db.execute("SELECT facility_id, reserved FROM inventory WHERE retailer_id = %s", (r.retailer_id,)).fetchall()
+    )
     assert reserved == {"301": 4, "254": 3, "DC1": 5}
-    placed = dict(db.execute("SELECT i.facility_id, count(*) FROM order_items i JOIN orders o ON o.id = i.order_id"
-                             " WHERE o.retailer_id = %s GROUP BY 1", (r.retailer_id,)).fetchall())
+    placed = dict(
+        db.execute(
+            "SELECT i.facility_id, count(*) FROM order_items i JOIN orders o ON o.id = i.order_id"
+            " WHERE o.retailer_id = %s GROUP BY 1",
+            (r.retailer_id,),
+        ).fetchall()
+    )
     assert placed == {"301": 4, "254": 3, "DC1": 5, "UNFILLABLE_PARKING": 18}
-    assert db.execute("SELECT count(*) FROM order_facility_changes WHERE retailer_id = %s",
-                      (r.retailer_id,)).fetchone() == (30,)
+    assert db.execute(
+        "SELECT count(*) FROM order_facility_changes WHERE retailer_id = %s", (r.retailer_id,)
+    ).fetchone() == (30,)

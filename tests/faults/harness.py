@@ -38,21 +38,30 @@ class Batch:
     started: float = 0.0
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
-                              timeout=timeout, env=self.env)
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, timeout=timeout, env=self.env
+        )
 
     def worker(self, name: str, concurrency: int = 2, extra_env: dict[str, str] | None = None) -> WorkerProcess:
         # tests.support.faultapp: the fault plugin is installed (TLOGSYNC_FAULT_CRASH_FILES in extra_env arms it)
-        wp = start_worker(f"{name}-{secrets.token_hex(2)}", concurrency=concurrency,
-                          env={**self.env, **(extra_env or {})}, app="tests.support.faultapp")
+        wp = start_worker(
+            f"{name}-{secrets.token_hex(2)}",
+            concurrency=concurrency,
+            env={**self.env, **(extra_env or {})},
+            app="tests.support.faultapp",
+        )
         self.workers.append(wp)
         return wp
 
     def beat(self) -> subprocess.Popen[bytes]:
         schedule = SESSION_DIR / f"beat-{secrets.token_hex(3)}"
-        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "WARNING",
-                                 "-s", str(schedule)], env=self.env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "WARNING", "-s", str(schedule)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.beats.append(proc)
         return proc
 
@@ -65,8 +74,14 @@ class Batch:
             wp.stop()
 
 
-def make_batch(make_retailer: Any, inventory: Any, fault_env: dict[str, str], count: int = 300,
-               bad_every: int = 30, extra: dict[str, bytes] | None = None) -> Batch:
+def make_batch(
+    make_retailer: Any,
+    inventory: Any,
+    fault_env: dict[str, str],
+    count: int = 300,
+    bad_every: int = 30,
+    extra: dict[str, bytes] | None = None,
+) -> Batch:
     r = make_retailer(poll_seconds=1)
     inventory.load_facilities(r.retailer_id, parse_facilities_csv(FACILITIES))
     rows = ["facility_id,product_id,gtin,quantity_on_hand"]
@@ -88,9 +103,13 @@ def make_batch(make_retailer: Any, inventory: Any, fault_env: dict[str, str], co
 
 
 def progress(db: Any, batch: Batch) -> int:
-    return int(db.execute(
-        "SELECT count(*) FROM tlog_files WHERE retailer_id = %s AND status <> 'claimed' AND moved_at IS NOT NULL"
-        " AND replayed_by IS NULL", (batch.retailer.retailer_id,)).fetchone()[0])
+    return int(
+        db.execute(
+            "SELECT count(*) FROM tlog_files WHERE retailer_id = %s AND status <> 'claimed' AND moved_at IS NOT NULL"
+            " AND replayed_by IS NULL",
+            (batch.retailer.retailer_id,),
+        ).fetchone()[0]
+    )
 
 
 def wait_until(db: Any, batch: Batch, final_files: int, timeout: float = 120) -> None:
@@ -107,23 +126,29 @@ def drain(db: Any, batch: Batch, timeout: float = 240) -> float:
     rid = batch.retailer.retailer_id
     while True:
         files = progress(db, batch)
-        pending = db.execute("SELECT count(*) FROM order_followups WHERE retailer_id = %s AND status = 'pending'",
-                             (rid,)).fetchone()[0]
+        pending = db.execute(
+            "SELECT count(*) FROM order_followups WHERE retailer_id = %s AND status = 'pending'", (rid,)
+        ).fetchone()[0]
         if files >= len(batch.names) and pending == 0:
             return time.monotonic() - batch.started
         if time.monotonic() > deadline:
-            raise AssertionError(f"not drained: {files} of {len(batch.names)} files final, {pending} follow-ups "
-                                 f"pending")
+            raise AssertionError(
+                f"not drained: {files} of {len(batch.names)} files final, {pending} follow-ups pending"
+            )
         time.sleep(0.2)
 
 
-def check_invariants(db: Any, batch: Batch, fault: str, drained: float,
-                     expected_statuses: dict[str, str] | None = None) -> dict[str, Any]:
+def check_invariants(
+    db: Any, batch: Batch, fault: str, drained: float, expected_statuses: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Every file final exactly once, orders = distinct valid sales, allocations and variances once,
     inventory equal to the arithmetic. Returns the report row (and asserts it is clean)."""
     rid = batch.retailer.retailer_id
-    rows = db.execute("SELECT file_name, status, moved_at IS NOT NULL FROM tlog_files WHERE retailer_id = %s"
-                      " AND feed = 'orders' AND replayed_by IS NULL AND status <> 'duplicate'", (rid,)).fetchall()
+    rows = db.execute(
+        "SELECT file_name, status, moved_at IS NOT NULL FROM tlog_files WHERE retailer_id = %s"
+        " AND feed = 'orders' AND replayed_by IS NULL AND status <> 'duplicate'",
+        (rid,),
+    ).fetchall()
     per_name = Counter(name for name, _, _ in rows)
     final = {name: status for name, status, moved in rows if status != "claimed" and moved}
     losses = [n for n in batch.names if n not in final]
@@ -132,17 +157,20 @@ def check_invariants(db: Any, batch: Batch, fault: str, drained: float,
     wrong += [n for n in batch.bad if final.get(n) != (expected_statuses or {}).get(n, "failed")]
     left = batch.retailer.inbound_names()
 
-    orders = dict(db.execute("SELECT external_id, count(*) FROM orders WHERE retailer_id = %s GROUP BY 1",
-                             (rid,)).fetchall())
+    orders = dict(
+        db.execute("SELECT external_id, count(*) FROM orders WHERE retailer_id = %s GROUP BY 1", (rid,)).fetchall()
+    )
     expected_ids = {doc["orderId"] for doc in batch.valid.values()}
     losses += sorted(expected_ids - set(orders))
     duplicates += sum(c - 1 for c in orders.values()) + len(set(orders) - expected_ids)
     duplicates += db.execute(
         "SELECT count(*) FROM (SELECT order_id, item_seq FROM order_facility_changes WHERE retailer_id = %s"
-        " AND reason = 'BROKERED' GROUP BY 1, 2 HAVING count(*) > 1) d", (rid,)).fetchone()[0]
+        " AND reason = 'BROKERED' GROUP BY 1, 2 HAVING count(*) > 1) d",
+        (rid,),
+    ).fetchone()[0]
     duplicates += db.execute(
-        "SELECT count(*) - count(DISTINCT source) FROM inventory_variances WHERE retailer_id = %s",
-        (rid,)).fetchone()[0]
+        "SELECT count(*) - count(DISTINCT source) FROM inventory_variances WHERE retailer_id = %s", (rid,)
+    ).fetchone()[0]
 
     sold: Counter[tuple[str, str]] = Counter()
     shipped: Counter[str] = Counter()
@@ -152,20 +180,35 @@ def check_invariants(db: Any, batch: Batch, fault: str, drained: float,
                 sold[(doc["storeId"], line["gtin"])] += int(line["quantity"])
             else:
                 shipped[line["gtin"]] += int(line["quantity"])
-    stock = {(f, g): (q, r) for f, g, q, r in db.execute(
-        "SELECT facility_id, gtin, quantity_on_hand, reserved FROM inventory WHERE retailer_id = %s", (rid,))}
+    stock = {
+        (f, g): (q, r)
+        for f, g, q, r in db.execute(
+            "SELECT facility_id, gtin, quantity_on_hand, reserved FROM inventory WHERE retailer_id = %s", (rid,)
+        )
+    }
     inventory_errors = [
         f"{store}/{p.gtin}: on hand {stock[(store, p.gtin)][0]} != {INITIAL_STOCK - sold[(store, p.gtin)]}"
-        for store in STORES for p in CATALOG if stock[(store, p.gtin)][0] != INITIAL_STOCK - sold[(store, p.gtin)]]
+        for store in STORES
+        for p in CATALOG
+        if stock[(store, p.gtin)][0] != INITIAL_STOCK - sold[(store, p.gtin)]
+    ]
     for p in CATALOG:
         reserved = sum(r for (f, g), (_, r) in stock.items() if g == p.gtin)
         if reserved != shipped[p.gtin]:
             inventory_errors.append(f"{p.gtin}: reserved {reserved} != shipped {shipped[p.gtin]}")
-    waiting = db.execute("SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id"
-                         " WHERE o.retailer_id = %s AND i.facility_id IN ('_NA_', 'UNFILLABLE_PARKING')",
-                         (rid,)).fetchone()[0]
-    row = {"fault": fault, "files": len(batch.names), "orders": len(orders), "duplicates": duplicates,
-           "losses": len(losses), "drain_s": round(drained, 1)}
+    waiting = db.execute(
+        "SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id"
+        " WHERE o.retailer_id = %s AND i.facility_id IN ('_NA_', 'UNFILLABLE_PARKING')",
+        (rid,),
+    ).fetchone()[0]
+    row = {
+        "fault": fault,
+        "files": len(batch.names),
+        "orders": len(orders),
+        "duplicates": duplicates,
+        "losses": len(losses),
+        "drain_s": round(drained, 1),
+    }
     REPORT.append(row)
     REPORT_PATH.write_text(json.dumps(REPORT, indent=1))
     assert left == [], f"left in the inbound folder: {left[:5]}"

@@ -73,11 +73,13 @@ def test_rabbitmq_connections_closed_mid_batch(batch, db):
     b.worker("amqp")
     start(b)
     wait_until(db, b, len(b.names) // 4)
-    subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "tlogsync fault test"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "tlogsync fault test"], check=True, capture_output=True
+    )
     wait_until(db, b, len(b.names) // 2)
-    subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "tlogsync fault test"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "tlogsync fault test"], check=True, capture_output=True
+    )
     check_invariants(db, b, "RabbitMQ connections closed (twice)", drain(db, b))
 
 
@@ -91,7 +93,8 @@ def test_postgresql_connections_terminated_mid_batch(batch, db, pg_dsn):
             wait_until(db, b, len(b.names) // fraction)
             killed += admin.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name LIKE 'tlogsync-worker-%'").fetchone()[0]
+                " WHERE datname = current_database() AND application_name LIKE 'tlogsync-worker-%'"
+            ).fetchone()[0]
     assert killed > 0
     check_invariants(db, b, f"PostgreSQL backends terminated ({killed})", drain(db, b))
 
@@ -113,17 +116,26 @@ def test_two_beats_and_two_manual_scans_at_once(batch, db):
     b.started = time.monotonic()
     b.beat()
     b.beat()
-    scans = [subprocess.Popen([sys.executable, "-m", "worker.cli", "scan", b.retailer.retailer_id], env=b.env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    scans = [
+        subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "scan", b.retailer.retailer_id],
+            env=b.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
     for proc in scans:
         proc.wait(timeout=60)
     drained = drain(db, b)
     row = check_invariants(db, b, "two beats + two manual scans", drained)
-    dispatched = db.execute("SELECT sum(dispatched) FROM scan_runs WHERE retailer_id = %s",
-                            (b.retailer.retailer_id,)).fetchone()[0]
+    dispatched = db.execute(
+        "SELECT sum(dispatched) FROM scan_runs WHERE retailer_id = %s", (b.retailer.retailer_id,)
+    ).fetchone()[0]
     assert dispatched == row["files"]  # each file dispatched once, whoever scanned
-    attempts = db.execute("SELECT max(attempts) FROM tlog_files WHERE retailer_id = %s",
-                          (b.retailer.retailer_id,)).fetchone()[0]
+    attempts = db.execute(
+        "SELECT max(attempts) FROM tlog_files WHERE retailer_id = %s", (b.retailer.retailer_id,)
+    ).fetchone()[0]
     assert attempts == 1
 
 
@@ -134,8 +146,10 @@ def test_a_poison_file_that_crashes_its_worker_every_time_is_failed_and_dead_let
     start(b)
     drained = drain(db, b, timeout=300)
     check_invariants(db, b, "poison file kills its worker every time", drained)
-    status, error = db.execute("SELECT status, error FROM tlog_files WHERE retailer_id = %s AND file_name = %s",
-                               (b.retailer.retailer_id, poison)).fetchone()
+    status, error = db.execute(
+        "SELECT status, error FROM tlog_files WHERE retailer_id = %s AND file_name = %s",
+        (b.retailer.retailer_id, poison),
+    ).fetchone()
     assert status == "failed" and error.startswith("gave up after 3 attempts")
     assert (b.retailer.error / f"{poison}.error.txt").exists()
     listed = b.cli("dlq", "list", "tlog.ingest", "--json")

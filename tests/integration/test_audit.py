@@ -34,8 +34,10 @@ def rid():
 
 
 def qoh(db, retailer_id, store, gtin):
-    row = db.execute("SELECT quantity_on_hand FROM inventory WHERE retailer_id = %s AND facility_id = %s"
-                     " AND gtin = %s", (retailer_id, store, gtin)).fetchone()
+    row = db.execute(
+        "SELECT quantity_on_hand FROM inventory WHERE retailer_id = %s AND facility_id = %s AND gtin = %s",
+        (retailer_id, store, gtin),
+    ).fetchone()
     return row[0] if row else None
 
 
@@ -48,14 +50,19 @@ def test_a_return_against_a_known_order_is_linked_and_restocked(ledger, database
     order_id = record(ledger, r, sale)
     inventory.apply_sale(r.retailer_id, order_id)
     return_id = record(ledger, r, make_return(1, sale, order_prefix=f"KR{secrets.token_hex(2).upper()}"))
-    linked = db.execute("SELECT original_order_id, original_external_id, refund_total FROM returns WHERE id = %s",
-                        (return_id,)).fetchone()
+    linked = db.execute(
+        "SELECT original_order_id, original_external_id, refund_total FROM returns WHERE id = %s", (return_id,)
+    ).fetchone()
     assert linked[:2] == (order_id, sale["orderId"])
     assert linked[2] == line["subTotal"] + line["tax"]
     # an exchange is its sale plus its return: sold then put back
     assert qoh(db, r.retailer_id, "254", line["gtin"]) == 10 - line["quantity"] + line["quantity"]
-    reasons = [row[0] for row in db.execute("SELECT reason_id FROM inventory_variances WHERE retailer_id = %s"
-                                            " ORDER BY id", (r.retailer_id,))]
+    reasons = [
+        row[0]
+        for row in db.execute(
+            "SELECT reason_id FROM inventory_variances WHERE retailer_id = %s ORDER BY id", (r.retailer_id,)
+        )
+    ]
     assert reasons == ["POS_SALE", "POS_RETURN"]
 
 
@@ -67,11 +74,15 @@ def test_a_return_to_a_store_without_a_stock_row_restocks_the_product_another_fa
     doc = make_return(6, order_prefix=f"N{secrets.token_hex(2).upper()}")
     line = doc["returnProductList"][0]
     load(inventory, r.retailer_id, {})
-    inventory.load_inventory(r.retailer_id, parse_inventory_csv(
-        f"facility_id,product_id,gtin,quantity_on_hand\nDC1,DC-ONLY-ID,{line['gtin']},3\n"))
+    inventory.load_inventory(
+        r.retailer_id,
+        parse_inventory_csv(f"facility_id,product_id,gtin,quantity_on_hand\nDC1,DC-ONLY-ID,{line['gtin']},3\n"),
+    )
     record(ledger, r, doc)
-    restocked = db.execute("SELECT product_id, quantity_on_hand FROM inventory WHERE retailer_id = %s"
-                           " AND facility_id = '254'", (r.retailer_id,)).fetchall()
+    restocked = db.execute(
+        "SELECT product_id, quantity_on_hand FROM inventory WHERE retailer_id = %s AND facility_id = '254'",
+        (r.retailer_id,),
+    ).fetchall()
     assert restocked == [("DC-ONLY-ID", line["quantity"])]
 
 
@@ -80,8 +91,9 @@ def test_a_return_of_an_unknown_order_is_stored_standalone(ledger, db):
     doc = make_return(2, order_prefix=f"U{secrets.token_hex(2).upper()}")
     doc["originalOrderId"] = "NEVER-SEEN-1"
     return_id = record(ledger, r, doc)
-    row = db.execute("SELECT original_order_id, original_external_id FROM returns WHERE id = %s",
-                     (return_id,)).fetchone()
+    row = db.execute(
+        "SELECT original_order_id, original_external_id FROM returns WHERE id = %s", (return_id,)
+    ).fetchone()
     assert row == (None, "NEVER-SEEN-1")
     items = db.execute("SELECT restock, reason FROM return_items WHERE return_id = %s", (return_id,)).fetchall()
     assert items == [(True, "DID_NOT_FIT")]
@@ -105,14 +117,18 @@ def audit_retailer(retailer_id):
 def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, database, db, tmp_path):
     r = audit_retailer(rid())
     prefix = f"T{secrets.token_hex(2).upper()}"
-    late = make_sale(1, "IN_STORE", store_id="301", order_prefix=prefix,
-                     created=datetime(2024, 3, 10, 23, 30, tzinfo=UTC))  # creationDate is store-local
-    next_day = make_sale(2, "SEND_SALE", store_id="301", order_prefix=prefix,
-                         created=datetime(2024, 3, 11, 0, 10, tzinfo=UTC))
-    morning = make_sale(3, "MIXED", store_id="254", lines=2, order_prefix=prefix,
-                        created=datetime(2024, 3, 10, 8, 0, tzinfo=UTC))
-    returned = make_return(4, morning, store_id="254", order_prefix=f"{prefix}R",
-                           created=datetime(2024, 3, 10, 18, 0, tzinfo=UTC))
+    late = make_sale(
+        1, "IN_STORE", store_id="301", order_prefix=prefix, created=datetime(2024, 3, 10, 23, 30, tzinfo=UTC)
+    )  # creationDate is store-local
+    next_day = make_sale(
+        2, "SEND_SALE", store_id="301", order_prefix=prefix, created=datetime(2024, 3, 11, 0, 10, tzinfo=UTC)
+    )
+    morning = make_sale(
+        3, "MIXED", store_id="254", lines=2, order_prefix=prefix, created=datetime(2024, 3, 10, 8, 0, tzinfo=UTC)
+    )
+    returned = make_return(
+        4, morning, store_id="254", order_prefix=f"{prefix}R", created=datetime(2024, 3, 10, 18, 0, tzinfo=UTC)
+    )
     for doc in (late, next_day, morning, returned):
         record(ledger, r, doc)
     document, orders, written = run_audit(r, date(2024, 3, 10), PgAudit(database), None, tmp_path)
@@ -124,8 +140,11 @@ def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, databas
     assert document["consistent"] and document["inconsistent_orders"] == []
     assert {p.suffix for p in written} == {".csv", ".json"}
     assert (tmp_path / r.retailer_id / f"{r.retailer_id}_audit_2024-03-10.csv").read_text().startswith("store,type")
-    stored = db.execute("SELECT consistent, report->'totals'->>'IN_STORE' FROM audit_reports WHERE retailer_id = %s"
-                        " AND business_date = '2024-03-10'", (r.retailer_id,)).fetchone()
+    stored = db.execute(
+        "SELECT consistent, report->'totals'->>'IN_STORE' FROM audit_reports WHERE retailer_id = %s"
+        " AND business_date = '2024-03-10'",
+        (r.retailer_id,),
+    ).fetchone()
     assert stored == (True, str(late["totalAmount"]))
     following, _, _ = run_audit(r, date(2024, 3, 11), PgAudit(database), None, tmp_path)
     assert [(row["store"], row["type"]) for row in following["rows"]] == [("301", "SEND_SALE")]
@@ -143,21 +162,23 @@ def test_reconciliation_from_the_command_line_finds_a_seeded_mismatch(ledger, db
     r = make_retailer()
     cfg = retailer_for(r.retailer_id)
     prefix = f"E{secrets.token_hex(2).upper()}"
-    docs = [make_sale(i, "IN_STORE", order_prefix=prefix, created=datetime(2024, 5, 1, 12, i, tzinfo=UTC))
-            for i in range(3)]
+    docs = [
+        make_sale(i, "IN_STORE", order_prefix=prefix, created=datetime(2024, 5, 1, 12, i, tzinfo=UTC)) for i in range(3)
+    ]
     for doc in docs:
         record(ledger, cfg, doc)
     erp = tmp_path / "erp.csv"
-    lines = ["order_id,store,type,total"] + [f"{d['orderId']},{d['storeId']},IN_STORE,{d['totalAmount']}"
-                                            for d in docs]
+    lines = ["order_id,store,type,total"] + [f"{d['orderId']},{d['storeId']},IN_STORE,{d['totalAmount']}" for d in docs]
     erp.write_text("\n".join(lines) + "\n")
     env = dict(os.environ, TLOGSYNC_AUDIT_DIR=str(tmp_path / "reports"))
     cmd = [sys.executable, "-m", "worker.cli", "audit", r.retailer_id, "--date", "2024-05-01", "--compare", str(erp)]
     good = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=env, timeout=60)
     assert good.returncode == 0, good.stdout + good.stderr
     assert json.loads(good.stdout)["reconciliation"]["matches"] is True
-    seeded = lines[:2] + [f"{docs[1]['orderId']},{docs[1]['storeId']},IN_STORE,{docs[1]['totalAmount'] - 1}",
-                          "ERP-ONLY-1,254,IN_STORE,12.00"]
+    seeded = lines[:2] + [
+        f"{docs[1]['orderId']},{docs[1]['storeId']},IN_STORE,{docs[1]['totalAmount'] - 1}",
+        "ERP-ONLY-1,254,IN_STORE,12.00",
+    ]
     erp.write_text("\n".join(seeded) + "\n")
     bad = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 1
@@ -174,11 +195,28 @@ def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, database,
     audit_dir = sshd.root / f"audit-{secrets.token_hex(3)}"
     audit_dir.mkdir()
     r = audit_retailer(rid())
-    sftp = SftpConfig(sshd.host, sshd.port, sshd.username, str(sshd.known_hosts), "/in", "/in/a", "/in/e",
-                      private_key=str(sshd.private_key), audit_dir=str(audit_dir))
+    sftp = SftpConfig(
+        sshd.host,
+        sshd.port,
+        sshd.username,
+        str(sshd.known_hosts),
+        "/in",
+        "/in/a",
+        "/in/e",
+        private_key=str(sshd.private_key),
+        audit_dir=str(audit_dir),
+    )
     r = dataclasses.replace(r, sftp=sftp)
-    record(ledger, r, make_sale(1, "IN_STORE", order_prefix=f"S{secrets.token_hex(2).upper()}",
-                                created=datetime(2024, 6, 1, 12, 0, tzinfo=UTC)))
+    record(
+        ledger,
+        r,
+        make_sale(
+            1,
+            "IN_STORE",
+            order_prefix=f"S{secrets.token_hex(2).upper()}",
+            created=datetime(2024, 6, 1, 12, 0, tzinfo=UTC),
+        ),
+    )
     source = SftpSource(sftp)
     try:
         run_audit(r, date(2024, 6, 1), PgAudit(database), source, tmp_path / "local")

@@ -19,9 +19,15 @@ from worker.core.retailers import Retailer
 
 def sshd_retailer(sshd, folder: Path) -> Retailer:
     r = retailer()
-    sftp = dataclasses.replace(r.sftp, host=sshd.host, port=sshd.port, username=sshd.username,
-                               private_key=str(sshd.private_key), known_hosts=str(sshd.known_hosts),
-                               orders_dir=str(folder))
+    sftp = dataclasses.replace(
+        r.sftp,
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        private_key=str(sshd.private_key),
+        known_hosts=str(sshd.known_hosts),
+        orders_dir=str(folder),
+    )
     return dataclasses.replace(r, sftp=sftp)
 
 
@@ -60,7 +66,8 @@ def test_the_fault_plugin_wraps_sources_only_when_armed(sshd, folder, pg_dsn):
 
 
 def test_the_counting_plugin_counts_statements_and_sftp_requests_and_writes_them_at_shutdown(
-        sshd, folder, pg_dsn, tmp_path, monkeypatch):
+    sshd, folder, pg_dsn, tmp_path, monkeypatch
+):
     monkeypatch.setattr(counting, "COUNTS", {"sql_statements": 0, "sftp_requests": 0})
     rt = Runtime(Settings(database_url=pg_dsn))
     counting.install(rt, folder=str(tmp_path / "stats"))

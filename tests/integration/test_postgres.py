@@ -38,16 +38,51 @@ def test_migrations_are_idempotent(pg_dsn):
 
 def test_documented_columns_exist(db):
     expected = {
-        "tlog_files": {"id", "retailer_id", "file_name", "remote_path", "size", "sha256", "status", "error",
-                       "attempts", "claimed_at", "finished_at"},
-        "orders": {"id", "retailer_id", "external_id", "order_type", "status_id", "store_id", "order_date",
-                   "currency", "grand_total", "oms_payload", "tlog_file_id", "created_at"},
-        "order_items": {"order_id", "item_seq", "product_id", "gtin", "quantity", "unit_price", "tax", "line_total",
-                        "fulfillment", "status_id", "facility_id"},
+        "tlog_files": {
+            "id",
+            "retailer_id",
+            "file_name",
+            "remote_path",
+            "size",
+            "sha256",
+            "status",
+            "error",
+            "attempts",
+            "claimed_at",
+            "finished_at",
+        },
+        "orders": {
+            "id",
+            "retailer_id",
+            "external_id",
+            "order_type",
+            "status_id",
+            "store_id",
+            "order_date",
+            "currency",
+            "grand_total",
+            "oms_payload",
+            "tlog_file_id",
+            "created_at",
+        },
+        "order_items": {
+            "order_id",
+            "item_seq",
+            "product_id",
+            "gtin",
+            "quantity",
+            "unit_price",
+            "tax",
+            "line_total",
+            "fulfillment",
+            "status_id",
+            "facility_id",
+        },
     }
     for table, columns in expected.items():
-        rows = db.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s",
-                          (table,)).fetchall()
+        rows = db.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s", (table,)
+        ).fetchall()
         assert columns <= {name for name, _ in rows}, table
         assert not any(kind in ("real", "double precision") for _, kind in rows), f"{table} stores money as float"
 
@@ -122,27 +157,42 @@ def test_order_lines_payments_and_adjustments_are_stored_exactly(ledger, db):
     r = unique_retailer("stored")
     row = claim_one(ledger, r.retailer_id, "a.json")
     recorded = ledger.record(row.id, decide(sample_bytes("sendSaleOrdersSample.json"), r))
-    order = db.execute("SELECT external_id, order_type, status_id, store_id, order_date::text, currency,"
-                       " grand_total::text, oms_payload, tlog_file_id, ordered_at IS NOT NULL FROM orders"
-                       " WHERE id = %s", (recorded.order_id,)).fetchone()
+    order = db.execute(
+        "SELECT external_id, order_type, status_id, store_id, order_date::text, currency,"
+        " grand_total::text, oms_payload, tlog_file_id, ordered_at IS NOT NULL FROM orders"
+        " WHERE id = %s",
+        (recorded.order_id,),
+    ).fetchone()
     assert order[:7] == ("PS00000284", "SEND_SALE", "ORDER_APPROVED", "254", "2024-01-12 16:47:01", "USD", "454.14")
     assert order[7][0]["dataList"][0]["data"]["order"]["grandTotal"] == 454.14
     assert order[8] == row.id and order[9]
-    items = db.execute("SELECT item_seq, gtin, quantity, unit_price::text, tax::text, fulfillment, status_id,"
-                       " facility_id FROM order_items WHERE order_id = %s ORDER BY item_seq",
-                       (recorded.order_id,)).fetchall()
+    items = db.execute(
+        "SELECT item_seq, gtin, quantity, unit_price::text, tax::text, fulfillment, status_id,"
+        " facility_id FROM order_items WHERE order_id = %s ORDER BY item_seq",
+        (recorded.order_id,),
+    ).fetchall()
     assert items[0] == (1, "197076109628", 1, "130.0000", "11.3800", "SHIP_TO_HOME", "ITEM_APPROVED", "_NA_")
     assert [i[0] for i in items] == [1, 2, 3]
-    pays = db.execute("SELECT payment_method_type_id, amount::text FROM order_payments WHERE order_id = %s",
-                      (recorded.order_id,)).fetchall()
+    pays = db.execute(
+        "SELECT payment_method_type_id, amount::text FROM order_payments WHERE order_id = %s", (recorded.order_id,)
+    ).fetchall()
     assert pays == [("EXT_MISC", "454.14")]
-    adj = db.execute("SELECT item_seq, adjustment_type, amount FROM order_adjustments WHERE order_id = %s"
-                     " ORDER BY seq", (recorded.order_id,)).fetchall()
-    assert [(a[0], a[1]) for a in adj] == [(1, "SALES_TAX"), (2, "SALES_TAX"), (3, "SALES_TAX"),
-                                           (None, "SHIPPING_CHARGES"), (None, "SHIPPING_SALES_TAX")]
+    adj = db.execute(
+        "SELECT item_seq, adjustment_type, amount FROM order_adjustments WHERE order_id = %s ORDER BY seq",
+        (recorded.order_id,),
+    ).fetchall()
+    assert [(a[0], a[1]) for a in adj] == [
+        (1, "SALES_TAX"),
+        (2, "SALES_TAX"),
+        (3, "SALES_TAX"),
+        (None, "SHIPPING_CHARGES"),
+        (None, "SHIPPING_SALES_TAX"),
+    ]
     parts = db.execute(
         "SELECT (SELECT sum(unit_price * quantity) FROM order_items WHERE order_id = %(o)s)"
-        " + (SELECT sum(amount) FROM order_adjustments WHERE order_id = %(o)s)", {"o": recorded.order_id}).fetchone()
+        " + (SELECT sum(amount) FROM order_adjustments WHERE order_id = %(o)s)",
+        {"o": recorded.order_id},
+    ).fetchone()
     assert parts[0] == recorded_total(db, recorded.order_id)
 
 

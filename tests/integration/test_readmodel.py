@@ -69,10 +69,15 @@ def test_files_pending_files_and_failures_per_retailer(ledger, reads, rid):
         again = tx.claim_again(tx.latest("a.json"), a.remote_path)
 
     assert mine(reads.files_by_status(), rid) == [
-        FileCount(rid, "orders", "claimed", 2), FileCount(rid, "orders", "failed", 1),
-        FileCount(rid, "orders", "processed", 1), FileCount(rid, "variance", "claimed", 1)]
+        FileCount(rid, "orders", "claimed", 2),
+        FileCount(rid, "orders", "failed", 1),
+        FileCount(rid, "orders", "processed", 1),
+        FileCount(rid, "variance", "claimed", 1),
+    ]
     assert sorted(mine(reads.files_discovered(), rid), key=lambda f: f.feed) == [
-        FeedCount(rid, "orders", 5), FeedCount(rid, "variance", 1)]  # replayed rows too
+        FeedCount(rid, "orders", 5),
+        FeedCount(rid, "variance", 1),
+    ]  # replayed rows too
     [pending] = mine(reads.pending_files(), rid)
     assert pending.files == 3  # the replayed a, c and v; the failed and processed files were moved
     assert pending.oldest == datetime.fromtimestamp(100.0, UTC) and pending.oldest_age_seconds > 0
@@ -81,7 +86,10 @@ def test_files_pending_files_and_failures_per_retailer(ledger, reads, rid):
     assert isinstance(failures[0], FailedFile) and failures[0].finished_at is not None
     progress = reads.files_progress([again.id, b.id, c.id, d.id])
     assert sorted(progress, key=lambda p: p.status) == [
-        StatusProgress("claimed", 0, 2), StatusProgress("failed", 1, 1), StatusProgress("processed", 1, 1)]
+        StatusProgress("claimed", 0, 2),
+        StatusProgress("failed", 1, 1),
+        StatusProgress("processed", 1, 1),
+    ]
     assert reads.now().tzinfo is not None
 
 
@@ -92,7 +100,12 @@ def test_scan_runs_the_last_one_per_retailer_and_what_scan_wait_reads(ledger, re
     ledger.record_scan(second, rid, "cli", started, error="SftpError: host down", will_retry=True)
     [last] = mine(reads.last_scans(), rid)
     assert (last.requested_by, last.listed, last.dispatched, last.deferred, last.error) == (
-        "cli", 0, 0, 0, "SftpError: host down")
+        "cli",
+        0,
+        0,
+        0,
+        "SftpError: host down",
+    )
     assert last.age_seconds >= 0 and last.finished_at.tzinfo is not None
     assert reads.scan_run(first) == ScanRun([7], None, False)
     assert reads.scan_run(second) == ScanRun([], "SftpError: host down", True)
@@ -108,8 +121,10 @@ def test_the_metrics_figures_orders_followups_brokering_variances_and_negative_s
     store_order(ledger, r, send_sale(3, quantity=1))  # not brokered yet: its follow-up is pending
     run_brokering(inventory, rid, placed, NEARBY)
     run_brokering(inventory, rid, parked, NEARBY)
-    data = (b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
-            b"301,UPCA,197076109628,-3,,VAR_DAMAGED,\n")
+    data = (
+        b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
+        b"301,UPCA,197076109628,-3,,VAR_DAMAGED,\n"
+    )
     row = claim(ledger, rid, "inv.json", 1.0, feed="variance")
     assert ledger.record(row.id, decide_variance(data)).records_applied == 1
 
@@ -118,8 +133,10 @@ def test_the_metrics_figures_orders_followups_brokering_variances_and_negative_s
     assert mine(reads.unfillable_lines(), rid) == [RetailerCount(rid, 1)]
     assert mine(reads.variances_by_reason(), rid) == [ReasonCount(rid, "VAR_DAMAGED", 1)]
     assert mine(reads.negative_stock_rows(), rid) == [RetailerCount(rid, 1)]  # 1 on hand, 1 reserved, 3 damaged
-    assert mine(reads.followups(), rid) == [FollowupCount(rid, "brokering", "done", 2),
-                                            FollowupCount(rid, "brokering", "pending", 1)]
+    assert mine(reads.followups(), rid) == [
+        FollowupCount(rid, "brokering", "done", 2),
+        FollowupCount(rid, "brokering", "pending", 1),
+    ]
 
 
 def test_the_demo_summary_and_progress(ledger, database, db, reads, rid):
@@ -131,8 +148,13 @@ def test_the_demo_summary_and_progress(ledger, database, db, reads, rid):
     bad = claim(ledger, rid, "bad.json", 1.0)
     ledger.record(bad.id, Outcome("failed", error="empty file (0 bytes)"))
     variance = claim(ledger, rid, f"{rid}.json", 1.0, feed="variance")
-    ledger.record(variance.id, decide_variance(b"facilityId,idType,idValue,availableDelta,locationSeqId,"
-                                               b"varianceReasonId,comments\n999,UPCA,1,1,,VAR_FOUND,\n"))
+    ledger.record(
+        variance.id,
+        decide_variance(
+            b"facilityId,idType,idValue,availableDelta,locationSeqId,"
+            b"varianceReasonId,comments\n999,UPCA,1,1,,VAR_FOUND,\n"
+        ),
+    )
 
     summary = reads.demo_summary(stock_of=rid)
     assert [(f.status, f.files) for f in mine(summary.files, rid)] == [("failed", 2), ("processed", 1)]
@@ -143,7 +165,8 @@ def test_the_demo_summary_and_progress(ledger, database, db, reads, rid):
     shown = [rank.index(n.status) for n in summary.not_imported]
     assert 0 < len(shown) <= 12 and shown == sorted(shown)  # failed first, then duplicates, then skipped
     assert [(b.rule, b.facility_id, b.lines, b.units) for b in mine(summary.brokered, rid)] == [
-        ("nearby stores", "301", 1, 1)]
+        ("nearby stores", "301", 1, 1)
+    ]
     assert summary.facilities == ["254", "301", "302", "DC1"]
     assert {(c.facility_id, c.quantity_on_hand, c.reserved) for c in summary.stock} == {("301", 2, 1), ("DC1", 4, 0)}
     [mine_file] = [v for v in summary.variance_files if v.file_name == f"{rid}.json"]
@@ -153,5 +176,6 @@ def test_the_demo_summary_and_progress(ledger, database, db, reads, rid):
     progress = reads.progress()
     files, final, pending = db.execute(
         "SELECT count(*), count(*) FILTER (WHERE status <> 'claimed' AND moved_at IS NOT NULL),"
-        " (SELECT count(*) FROM order_followups WHERE status = 'pending') FROM tlog_files").fetchone()
+        " (SELECT count(*) FROM order_followups WHERE status = 'pending') FROM tlog_files"
+    ).fetchone()
     assert (progress.files, progress.final, progress.pending_followups) == (files, final, pending)

@@ -71,8 +71,16 @@ def send_sale(seq, store="254", gtin=LAKOTA.gtin, quantity=1, postal="91911"):
     product = next(p for p in CATALOG if p.gtin == gtin)
     sub = product.price * quantity
     tax = line["tax"] * 0
-    line.update(gtin=gtin, productId=product.product_id, price=product.price, quantity=quantity, subTotal=sub,
-                tax=tax, productTax={"totalTax": tax}, total=sub)
+    line.update(
+        gtin=gtin,
+        productId=product.product_id,
+        price=product.price,
+        quantity=quantity,
+        subTotal=sub,
+        tax=tax,
+        productTax={"totalTax": tax},
+        total=sub,
+    )
     doc["orderSubTotal"], doc["taxSubTotal"] = sub, tax
     doc["totalAmount"] = sub + doc["shippingSubTotal"]
     doc["tenders"][0]["amountAuthorized"] = doc["totalAmount"]
@@ -81,8 +89,10 @@ def send_sale(seq, store="254", gtin=LAKOTA.gtin, quantity=1, postal="91911"):
 
 
 def atp(db, rid, facility, gtin=LAKOTA.gtin):
-    return db.execute("SELECT quantity_on_hand, reserved FROM inventory WHERE retailer_id = %s AND facility_id = %s"
-                      " AND gtin = %s", (rid, facility, gtin)).fetchone()
+    return db.execute(
+        "SELECT quantity_on_hand, reserved FROM inventory WHERE retailer_id = %s AND facility_id = %s AND gtin = %s",
+        (rid, facility, gtin),
+    ).fetchone()
 
 
 def run_brokering(inventory, rid, order_id, rules, parked=False):
@@ -90,8 +100,10 @@ def run_brokering(inventory, rid, order_id, rules, parked=False):
         return broker_order(unit, rules, f"test-{uuid.uuid4().hex[:8]}")
 
 
-NEARBY = (Rule("nearby stores", facility_group="STORES", max_distance_km=1500, allow_split=False),
-          Rule("distribution centers", facility_group="DC", allow_split=True))
+NEARBY = (
+    Rule("nearby stores", facility_group="STORES", max_distance_km=1500, allow_split=False),
+    Rule("distribution centers", facility_group="DC", allow_split=True),
+)
 
 
 def test_send_sale_is_allocated_to_the_nearest_store_with_stock_reserved(inventory, ledger, db, rid):
@@ -101,13 +113,17 @@ def test_send_sale_is_allocated_to_the_nearest_store_with_stock_reserved(invento
     plan = run_brokering(inventory, rid, order_id, NEARBY)
     assert [(a.facility_id, a.rule) for a in plan.allocations] == [("301", "nearby stores")]
     assert atp(db, rid, "301") == (2, 2)
-    change = db.execute("SELECT from_facility_id, facility_id, quantity, reason, rule, run_id IS NOT NULL, note"
-                        " FROM order_facility_changes WHERE order_id = %s", (order_id,)).fetchone()
+    change = db.execute(
+        "SELECT from_facility_id, facility_id, quantity, reason, rule, run_id IS NOT NULL, note"
+        " FROM order_facility_changes WHERE order_id = %s",
+        (order_id,),
+    ).fetchone()
     assert change[:6] == ("_NA_", "301", 2, "BROKERED", "nearby stores", True)
     assert "km" in change[6]
     assert db.execute("SELECT facility_id FROM order_items WHERE order_id = %s", (order_id,)).fetchone() == ("301",)
-    follow = db.execute("SELECT status FROM order_followups WHERE order_id = %s AND kind = 'brokering'",
-                        (order_id,)).fetchone()
+    follow = db.execute(
+        "SELECT status FROM order_followups WHERE order_id = %s AND kind = 'brokering'", (order_id,)
+    ).fetchone()
     assert follow == ("done",)
 
 
@@ -147,15 +163,18 @@ def test_what_no_rule_can_place_is_parked_with_the_reason_and_rebrokered_later(i
     plan = run_brokering(inventory, rid, order_id, NEARBY, parked=True)
     assert [(a.facility_id, a.quantity) for a in plan.allocations] == [("DC1", 2)]
     assert atp(db, rid, "DC1") == (4, 2)
-    frm = db.execute("SELECT from_facility_id FROM order_facility_changes WHERE order_id = %s AND reason = 'BROKERED'",
-                     (order_id,)).fetchone()
+    frm = db.execute(
+        "SELECT from_facility_id FROM order_facility_changes WHERE order_id = %s AND reason = 'BROKERED'", (order_id,)
+    ).fetchone()
     assert frm == ("UNFILLABLE_PARKING",)
 
 
 def test_daily_order_limit_is_respected(inventory, ledger, db, rid):
     r = retailer_for(rid)
-    limited = FACILITIES.replace("301,LOS ANGELES,RETAIL_STORE,90012,34.0614,-118.2385,true,,STORES,1",
-                                 "301,LOS ANGELES,RETAIL_STORE,90012,34.0614,-118.2385,true,2,STORES,1")
+    limited = FACILITIES.replace(
+        "301,LOS ANGELES,RETAIL_STORE,90012,34.0614,-118.2385,true,,STORES,1",
+        "301,LOS ANGELES,RETAIL_STORE,90012,34.0614,-118.2385,true,2,STORES,1",
+    )
     load(inventory, rid, {("301", LAKOTA.gtin): 10, ("DC1", LAKOTA.gtin): 10}, limited)
     placed = []
     for seq in range(4):
@@ -185,8 +204,9 @@ def test_concurrent_brokering_never_allocates_more_than_available(inventory, led
         t.join()
     assert errors == []
     assert atp(db, rid, "301") == (3, 3) and atp(db, rid, "DC1") == (4, 4)
-    placed = db.execute("SELECT facility_id, count(*) FROM order_items WHERE order_id = ANY(%s) GROUP BY 1",
-                        (orders,)).fetchall()
+    placed = db.execute(
+        "SELECT facility_id, count(*) FROM order_items WHERE order_id = ANY(%s) GROUP BY 1", (orders,)
+    ).fetchall()
     assert dict(placed) == {"301": 3, "DC1": 4, "UNFILLABLE_PARKING": 9}
 
 
@@ -200,8 +220,9 @@ def test_in_store_sale_lowers_store_inventory_exactly_once(inventory, ledger, db
     assert inventory.apply_sale(rid, order_id)[0] == 1
     assert inventory.apply_sale(rid, order_id)[0] == 0  # delivered twice
     assert atp(db, rid, "254") == (5 - quantity, 0)
-    variance = db.execute("SELECT reason_id, available_delta, id_type FROM inventory_variances WHERE retailer_id = %s",
-                          (rid,)).fetchall()
+    variance = db.execute(
+        "SELECT reason_id, available_delta, id_type FROM inventory_variances WHERE retailer_id = %s", (rid,)
+    ).fetchall()
     assert variance == [("POS_SALE", -quantity, "UPCA")]
 
 
@@ -218,22 +239,28 @@ def test_in_store_sale_of_an_unstocked_product_creates_negative_stock(inventory,
 
 def test_variance_file_applies_good_records_and_reports_the_rest(inventory, ledger, db, rid):
     load(inventory, rid, {("254", LAKOTA.gtin): 5, ("301", CATALOG[6].gtin): 2})
-    data = (b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
-            b"254,UPCA,197076109628,-1,TLTLTLLL01,VAR_INTEGR,POS in-store sale\n"
-            b"301,SKU,VSOCK0000001,3,,VAR_FOUND,\n"
-            b"999,UPCA,197076109628,-1,,VAR_LOST,unknown store\n"
-            b"254,UPCA,000000000000,-1,,VAR_LOST,unknown product\n"
-            b"254,UPCA,197076109628,abc,,VAR_LOST,bad number\n")
+    data = (
+        b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
+        b"254,UPCA,197076109628,-1,TLTLTLLL01,VAR_INTEGR,POS in-store sale\n"
+        b"301,SKU,VSOCK0000001,3,,VAR_FOUND,\n"
+        b"999,UPCA,197076109628,-1,,VAR_LOST,unknown store\n"
+        b"254,UPCA,000000000000,-1,,VAR_LOST,unknown product\n"
+        b"254,UPCA,197076109628,abc,,VAR_LOST,bad number\n"
+    )
     with ledger.scan_transaction(rid, "variance") as tx:
         [row] = tx.claim([Claim("inv.json", "/v/inv.json", len(data), 1.0)])
     recorded = ledger.record(row.id, decide_variance(data))
     assert recorded.row.status == "processed"
     assert (recorded.records_applied, recorded.records_rejected) == (2, 3)
-    assert "3 of 5 records rejected" in recorded.row.error and "line 4: facilityId: unknown facility '999'" in \
-        recorded.row.error
+    assert (
+        "3 of 5 records rejected" in recorded.row.error
+        and "line 4: facilityId: unknown facility '999'" in recorded.row.error
+    )
     assert atp(db, rid, "254") == (4, 0) and atp(db, rid, "301", CATALOG[6].gtin) == (5, 0)
-    lines = [line for line, in db.execute("SELECT line FROM variance_rejections WHERE tlog_file_id = %s ORDER BY 1",
-                                          (row.id,))]
+    lines = [
+        line
+        for (line,) in db.execute("SELECT line FROM variance_rejections WHERE tlog_file_id = %s ORDER BY 1", (row.id,))
+    ]
     assert lines == [4, 5, 6]
     again = ledger.record(row.id, decide_variance(data))  # a second delivery changes nothing
     assert again.row.status == "processed" and atp(db, rid, "254") == (4, 0)
@@ -241,8 +268,10 @@ def test_variance_file_applies_good_records_and_reports_the_rest(inventory, ledg
 
 def test_variance_file_with_every_record_rejected_fails(inventory, ledger, db, rid):
     load(inventory, rid, {})
-    data = (b'[{"facilityId": "nope", "idType": "UPCA", "idValue": "1", "availableDelta": 1,'
-            b' "varianceReasonId": "VAR_FOUND"}]')
+    data = (
+        b'[{"facilityId": "nope", "idType": "UPCA", "idValue": "1", "availableDelta": 1,'
+        b' "varianceReasonId": "VAR_FOUND"}]'
+    )
     with ledger.scan_transaction(rid, "variance") as tx:
         [row] = tx.claim([Claim("inv.json", "/v/inv.json", len(data), 1.0)])
     recorded = ledger.record(row.id, decide_variance(data))
@@ -250,8 +279,9 @@ def test_variance_file_with_every_record_rejected_fails(inventory, ledger, db, r
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, timeout=60,
-                          env=os.environ)
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, timeout=60, env=os.environ
+    )
 
 
 def test_loads_from_the_command_line_are_all_or_nothing(make_retailer, db, tmp_path):
@@ -263,8 +293,7 @@ def test_loads_from_the_command_line_are_all_or_nothing(make_retailer, db, tmp_p
     stock.write_text("facility_id,product_id,gtin,quantity_on_hand\n254,VLAKOTA0001050,197076109628,7\n")
     assert cli("inventory", "load", r.retailer_id, str(stock)).returncode == 0
     db.execute("UPDATE inventory SET reserved = 2 WHERE retailer_id = %s", (r.retailer_id,))
-    stock.write_text("facility_id,product_id,gtin,quantity_on_hand\n254,VLAKOTA0001050,197076109628,9\n"
-                     "255,VX,12,x\n")
+    stock.write_text("facility_id,product_id,gtin,quantity_on_hand\n254,VLAKOTA0001050,197076109628,9\n255,VX,12,x\n")
     bad = cli("inventory", "load", r.retailer_id, str(stock))
     assert bad.returncode == 1 and "line 3" in bad.stdout and "nothing loaded" in bad.stdout
     assert atp(db, r.retailer_id, "254") == (7, 2)

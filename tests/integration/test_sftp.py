@@ -25,8 +25,16 @@ def folder(sshd, tmp_path_factory):
 
 
 def config(sshd, folder, **changes) -> SftpConfig:
-    cfg = SftpConfig(sshd.host, sshd.port, sshd.username, str(sshd.known_hosts), f"{folder}/in",
-                     f"{folder}/in/archive", f"{folder}/in/error", private_key=str(sshd.private_key))
+    cfg = SftpConfig(
+        sshd.host,
+        sshd.port,
+        sshd.username,
+        str(sshd.known_hosts),
+        f"{folder}/in",
+        f"{folder}/in/archive",
+        f"{folder}/in/error",
+        private_key=str(sshd.private_key),
+    )
     return dataclasses.replace(cfg, **changes)
 
 
@@ -162,6 +170,7 @@ def test_reads_with_and_without_the_listed_size_return_the_whole_file(sshd, fold
 
 # ------------------------------------------------------------ the fast path (paramiko internals) and its fallback
 
+
 @pytest.fixture(params=[True, False], ids=["fast-path", "public-api"])
 def fast(request, monkeypatch) -> bool:
     monkeypatch.setattr(sftp_fastpath, "FAST", request.param)
@@ -208,8 +217,10 @@ def test_the_fast_path_reads_a_listed_file_in_one_request_and_does_not_wait_for_
 
 
 def test_the_fast_path_is_on_for_the_paramiko_version_pinned_in_pyproject():
-    pin = re.search(r'"paramiko>=([0-9]+)\.([0-9]+),<([0-9]+)\.([0-9]+)"',
-                    (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    pin = re.search(
+        r'"paramiko>=([0-9]+)\.([0-9]+),<([0-9]+)\.([0-9]+)"',
+        (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(),
+    )
     assert pin, "paramiko must be pinned to one minor version, e.g. paramiko>=5.1,<5.2"
     assert (int(pin[1]), int(pin[2])) == sftp_fastpath.TESTED
     assert (int(pin[3]), int(pin[4])) == (sftp_fastpath.TESTED[0], sftp_fastpath.TESTED[1] + 1)

@@ -75,12 +75,27 @@ class FakeLedger:
     def claim(self, claims):  # type: ignore[no-untyped-def]
         inserted = []
         for c in claims:
-            if c.status == CLAIMED and any(r.file_name == c.file_name and r.status != "duplicate"
-                                           and r.id not in self.replayed for r in self.rows.values()):
+            if c.status == CLAIMED and any(
+                r.file_name == c.file_name and r.status != "duplicate" and r.id not in self.replayed
+                for r in self.rows.values()
+            ):
                 continue
-            row = LedgerRow(next(self._ids), "acme", "orders", c.file_name, c.remote_path, c.size,
-                            datetime.fromtimestamp(c.mtime, UTC), c.status, c.error, 0, None,
-                            None if c.status == CLAIMED else self.clock, None, None)
+            row = LedgerRow(
+                next(self._ids),
+                "acme",
+                "orders",
+                c.file_name,
+                c.remote_path,
+                c.size,
+                datetime.fromtimestamp(c.mtime, UTC),
+                c.status,
+                c.error,
+                0,
+                None,
+                None if c.status == CLAIMED else self.clock,
+                None,
+                None,
+            )
             self.rows[row.id] = row
             inserted.append(row)
         return inserted
@@ -112,8 +127,22 @@ class FakeLedger:
         return max(rows, key=lambda r: r.id) if rows else None
 
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
-        row = LedgerRow(next(self._ids), old.retailer_id, old.feed, old.file_name, remote_path, old.size, old.mtime,
-                        CLAIMED, None, 0, self.clock, None, None, None)
+        row = LedgerRow(
+            next(self._ids),
+            old.retailer_id,
+            old.feed,
+            old.file_name,
+            remote_path,
+            old.size,
+            old.mtime,
+            CLAIMED,
+            None,
+            0,
+            self.clock,
+            None,
+            None,
+            None,
+        )
         self.rows[row.id] = row
         self.replayed[old.id] = row.id
         return row

@@ -15,10 +15,20 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "hotwax"
 
 def retailer(**overrides: Any) -> Retailer:
     table: dict[str, Any] = {
-        "product_store_id": "DV_STORE", "currency": "USD", "order_master": True, "may_split": True,
+        "product_store_id": "DV_STORE",
+        "currency": "USD",
+        "order_master": True,
+        "may_split": True,
         "poll_seconds": 60,
-        "sftp": {"host": "127.0.0.1", "username": "acme", "private_key": "/k", "known_hosts": "/kh",
-                 "orders_dir": "/in", "archive_dir": "/in/archive", "error_dir": "/in/error"},
+        "sftp": {
+            "host": "127.0.0.1",
+            "username": "acme",
+            "private_key": "/k",
+            "known_hosts": "/kh",
+            "orders_dir": "/in",
+            "archive_dir": "/in/archive",
+            "error_dir": "/in/error",
+        },
     }
     table.update(overrides)
     return parse_retailers({"retailers": {"acme": table}})["acme"]

@@ -30,8 +30,16 @@ NOWHERE = (None, None)
 
 
 def facility(facility_id, at=NEWARK, group=None, allow=True, max_orders=None, today=0, sequence=None):
-    return Facility(facility_id=facility_id, facility_group=group, latitude=at[0], longitude=at[1],
-                    allow_brokering=allow, max_orders_per_day=max_orders, orders_today=today, sequence=sequence)
+    return Facility(
+        facility_id=facility_id,
+        facility_group=group,
+        latitude=at[0],
+        longitude=at[1],
+        allow_brokering=allow,
+        max_orders_per_day=max_orders,
+        orders_today=today,
+        sequence=sequence,
+    )
 
 
 def line(item_seq, gtin="G1", quantity=1):
@@ -39,8 +47,14 @@ def line(item_seq, gtin="G1", quantity=1):
 
 
 def ship_group(*lines, may_split=False, excluded=None, to=NEW_YORK):
-    return ShipGroup(order_id=1, lines=tuple(lines), may_split=may_split, excluded_facility_id=excluded,
-                     latitude=to[0], longitude=to[1])
+    return ShipGroup(
+        order_id=1,
+        lines=tuple(lines),
+        may_split=may_split,
+        excluded_facility_id=excluded,
+        latitude=to[0],
+        longitude=to[1],
+    )
 
 
 def placed(plan):
@@ -109,11 +123,16 @@ def test_a_split_rule_places_each_line_at_the_first_facility_in_sort_order_that_
 
 @pytest.mark.parametrize(("may_split", "allow_split"), [(True, False), (False, True), (False, False)])
 def test_without_both_permissions_a_group_is_placed_whole_by_a_rule_or_not_at_all(may_split, allow_split):
-    facilities = [facility("A", NEWARK, group="STORES"), facility("B", NEWARK, group="STORES"),
-                  facility("WH", LOS_ANGELES, group="WAREHOUSES")]
+    facilities = [
+        facility("A", NEWARK, group="STORES"),
+        facility("B", NEWARK, group="STORES"),
+        facility("WH", LOS_ANGELES, group="WAREHOUSES"),
+    ]
     stock = {("A", "G1"): 5, ("B", "G2"): 5, ("WH", "G1"): 5, ("WH", "G2"): 5}
-    rules = [Rule("stores", facility_group="STORES", allow_split=allow_split),
-             Rule("warehouses", facility_group="WAREHOUSES", allow_split=allow_split)]
+    rules = [
+        Rule("stores", facility_group="STORES", allow_split=allow_split),
+        Rule("warehouses", facility_group="WAREHOUSES", allow_split=allow_split),
+    ]
     group = ship_group(line(1, "G1"), line(2, "G2"), may_split=may_split)
     plan = broker(group, facilities, stock, rules)
     assert placed(plan) == {1: "WH", 2: "WH"}
@@ -122,8 +141,11 @@ def test_without_both_permissions_a_group_is_placed_whole_by_a_rule_or_not_at_al
 
 
 def test_when_both_permit_it_the_same_group_is_split_by_the_first_rule():
-    facilities = [facility("A", NEWARK, group="STORES"), facility("B", NEWARK, group="STORES"),
-                  facility("WH", LOS_ANGELES, group="WAREHOUSES")]
+    facilities = [
+        facility("A", NEWARK, group="STORES"),
+        facility("B", NEWARK, group="STORES"),
+        facility("WH", LOS_ANGELES, group="WAREHOUSES"),
+    ]
     stock = {("A", "G1"): 5, ("B", "G2"): 5, ("WH", "G1"): 5, ("WH", "G2"): 5}
     rules = [Rule("stores", facility_group="STORES", allow_split=True), Rule("warehouses", facility_group="WAREHOUSES")]
     plan = broker(ship_group(line(1, "G1"), line(2, "G2"), may_split=True), facilities, stock, rules)
@@ -137,12 +159,18 @@ def test_a_split_rule_places_part_and_the_next_rule_places_the_rest():
     rules = [Rule("stores", facility_group="STORES", allow_split=True), Rule("warehouses", facility_group="WAREHOUSES")]
     plan = broker(ship_group(line(1, "G1"), line(2, "G2"), line(3, "G3"), may_split=True), facilities, stock, rules)
     assert [(a.item_seq, a.facility_id, a.rule) for a in plan.allocations] == [
-        (1, "ST", "stores"), (2, "WH", "warehouses"), (3, "WH", "warehouses")]
+        (1, "ST", "stores"),
+        (2, "WH", "warehouses"),
+        (3, "WH", "warehouses"),
+    ]
 
 
 def test_the_next_rule_places_the_rest_whole_or_not_at_all_when_it_does_not_split():
-    facilities = [facility("ST", NEWARK, group="STORES"), facility("W1", LOS_ANGELES, group="WAREHOUSES"),
-                  facility("W2", LOS_ANGELES, group="WAREHOUSES")]
+    facilities = [
+        facility("ST", NEWARK, group="STORES"),
+        facility("W1", LOS_ANGELES, group="WAREHOUSES"),
+        facility("W2", LOS_ANGELES, group="WAREHOUSES"),
+    ]
     stock = {("ST", "G1"): 5, ("W1", "G2"): 5, ("W2", "G3"): 5}
     rules = [Rule("stores", facility_group="STORES", allow_split=True), Rule("warehouses", facility_group="WAREHOUSES")]
     plan = broker(ship_group(line(1, "G1"), line(2, "G2"), line(3, "G3"), may_split=True), facilities, stock, rules)
@@ -207,7 +235,9 @@ def test_a_facility_already_shipping_part_of_this_order_is_not_counted_twice():
     rules = [Rule("cautious", safety_stock=1, allow_split=True), Rule("last units")]
     plan = broker(ship_group(line(1, "G1"), line(2, "G2"), may_split=True), facilities, stock, rules)
     assert [(a.item_seq, a.facility_id, a.rule) for a in plan.allocations] == [
-        (1, "ST", "cautious"), (2, "ST", "last units")]
+        (1, "ST", "cautious"),
+        (2, "ST", "last units"),
+    ]
 
 
 def test_a_split_may_put_several_lines_at_a_facility_with_room_for_one_more_order():
@@ -262,8 +292,9 @@ def test_the_distance_sort_puts_a_facility_without_coordinates_last():
 
 def test_an_allocation_records_that_its_facility_has_no_coordinates():
     plan = broker(ship_group(line(1)), [facility("255", NOWHERE)], {("255", "G1"): 5})
-    assert plan.allocations == (Allocation(1, "255", 1, "default: nearest facility",
-                                           "distance unknown: facility 255 has no coordinates"),)
+    assert plan.allocations == (
+        Allocation(1, "255", 1, "default: nearest facility", "distance unknown: facility 255 has no coordinates"),
+    )
 
 
 def test_an_allocation_records_its_distance_when_known():
@@ -289,14 +320,18 @@ def test_the_inventory_sort_prefers_the_facility_with_the_most_units_of_these_pr
 def test_the_inventory_sort_counts_units_net_of_what_earlier_rules_allocated():
     facilities = [facility("A", group="STORES"), facility("B", group="WAREHOUSES")]
     stock = {("A", "G1"): 5, ("B", "G1"): 4}
-    rules = [Rule("stores", facility_group="STORES", safety_stock=2, allow_split=True),
-             Rule("most stock", sort=("inventory",))]
+    rules = [
+        Rule("stores", facility_group="STORES", safety_stock=2, allow_split=True),
+        Rule("most stock", sort=("inventory",)),
+    ]
     # The stores rule ships 3 from A and, keeping 2 back, cannot ship the second line; of A's 5 only 2 are
     # left for the next rule, so B's 4 come first.
     group = ship_group(line(1, "G1", 3), line(2, "G1", 1), may_split=True)
     plan = broker(group, facilities, stock, rules)
     assert [(a.item_seq, a.facility_id, a.rule) for a in plan.allocations] == [
-        (1, "A", "stores"), (2, "B", "most stock")]
+        (1, "A", "stores"),
+        (2, "B", "most stock"),
+    ]
 
 
 def test_the_sequence_sort_puts_lower_sequences_first_and_none_last():
@@ -311,8 +346,11 @@ def test_the_sequence_sort_puts_lower_sequences_first_and_none_last():
 
 
 def test_sort_keys_break_ties_in_the_order_the_rule_lists_them():
-    facilities = [facility("NEAR", NEWARK, sequence=2), facility("MID", PHILADELPHIA, sequence=1),
-                  facility("FAR", LOS_ANGELES, sequence=1)]
+    facilities = [
+        facility("NEAR", NEWARK, sequence=2),
+        facility("MID", PHILADELPHIA, sequence=1),
+        facility("FAR", LOS_ANGELES, sequence=1),
+    ]
     stock = {("NEAR", "G1"): 5, ("MID", "G1"): 5, ("FAR", "G1"): 5}
     by_sequence = broker(ship_group(line(1)), facilities, stock, [Rule("s", sort=("sequence", "distance"))])
     assert placed(by_sequence) == {1: "MID"}
@@ -339,8 +377,9 @@ def test_an_unknown_sort_key_is_a_value_error():
 def test_the_unfillable_reason_names_the_quantity_the_product_and_the_rules_tried():
     rules = [Rule("a"), Rule("b", safety_stock=1)]
     plan = broker(ship_group(line(1, "197076109628", 2)), [facility("A")], {("A", "197076109628"): 1}, rules)
-    assert plan == BrokeringPlan((), (Unfillable(
-        1, "no facility has 2 of 197076109628 available under any rule (rules tried: a, b)"),))
+    assert plan == BrokeringPlan(
+        (), (Unfillable(1, "no facility has 2 of 197076109628 available under any rule (rules tried: a, b)"),)
+    )
 
 
 def test_the_unfillable_reason_says_when_a_line_was_available_only_apart_from_the_rest():
@@ -348,10 +387,16 @@ def test_the_unfillable_reason_says_when_a_line_was_available_only_apart_from_th
     stock = {("A", "G1"): 5, ("B", "G2"): 5}
     plan = broker(ship_group(line(1, "G1"), line(2, "G2"), line(3, "G3")), facilities, stock)
     assert plan.unfillable == (
-        Unfillable(1, "1 of G1 was available only apart from the rest of the ship group, and no rule could split it"
-                      " off (rules tried: default: nearest facility)"),
-        Unfillable(2, "1 of G2 was available only apart from the rest of the ship group, and no rule could split it"
-                      " off (rules tried: default: nearest facility)"),
+        Unfillable(
+            1,
+            "1 of G1 was available only apart from the rest of the ship group, and no rule could split it"
+            " off (rules tried: default: nearest facility)",
+        ),
+        Unfillable(
+            2,
+            "1 of G2 was available only apart from the rest of the ship group, and no rule could split it"
+            " off (rules tried: default: nearest facility)",
+        ),
         Unfillable(3, "no facility has 1 of G3 available under any rule (rules tried: default: nearest facility)"),
     )
 
@@ -364,8 +409,10 @@ def test_with_no_rules_every_line_is_unfillable():
 def test_allocations_and_unfillable_lines_come_in_item_seq_order():
     facilities = [facility("ST", NEWARK, group="STORES"), facility("WH", LOS_ANGELES, group="WAREHOUSES")]
     stock = {("ST", "G2"): 5, ("WH", "G4"): 5, ("WH", "G1"): 5}
-    rules = [Rule("stores", facility_group="STORES", allow_split=True),
-             Rule("warehouses", facility_group="WAREHOUSES", allow_split=True)]
+    rules = [
+        Rule("stores", facility_group="STORES", allow_split=True),
+        Rule("warehouses", facility_group="WAREHOUSES", allow_split=True),
+    ]
     group = ship_group(line(5, "G5"), line(4, "G4"), line(3, "G3"), line(2, "G2"), line(1, "G1"), may_split=True)
     plan = broker(group, facilities, stock, rules)
     assert [(a.item_seq, a.facility_id) for a in plan.allocations] == [(1, "WH"), (2, "ST"), (4, "WH")]
@@ -416,22 +463,40 @@ places = st.one_of(st.just(NOWHERE), st.sampled_from([NEW_YORK, NEWARK, PHILADEL
 @st.composite
 def scenarios(draw):
     facilities = [
-        Facility(facility_id=fid, facility_group=draw(st.sampled_from([None, "STORES", "WAREHOUSES"])),
-                 latitude=(at := draw(places))[0], longitude=at[1], allow_brokering=draw(st.booleans()),
-                 max_orders_per_day=draw(st.one_of(st.none(), st.integers(0, 3))), orders_today=draw(st.integers(0, 3)),
-                 sequence=draw(st.one_of(st.none(), st.integers(0, 3))))
-        for fid in FACILITY_IDS]
+        Facility(
+            facility_id=fid,
+            facility_group=draw(st.sampled_from([None, "STORES", "WAREHOUSES"])),
+            latitude=(at := draw(places))[0],
+            longitude=at[1],
+            allow_brokering=draw(st.booleans()),
+            max_orders_per_day=draw(st.one_of(st.none(), st.integers(0, 3))),
+            orders_today=draw(st.integers(0, 3)),
+            sequence=draw(st.one_of(st.none(), st.integers(0, 3))),
+        )
+        for fid in FACILITY_IDS
+    ]
     stock = draw(st.dictionaries(st.tuples(st.sampled_from(FACILITY_IDS), st.sampled_from(GTINS)), st.integers(0, 6)))
     item_seqs = draw(st.lists(st.integers(1, 20), unique=True, max_size=6))
     lines = tuple(LineToPlace(seq, draw(st.sampled_from(GTINS)), draw(st.integers(1, 4))) for seq in item_seqs)
-    group = ShipGroup(order_id=1, lines=lines, may_split=draw(st.booleans()),
-                      excluded_facility_id=draw(st.one_of(st.none(), st.sampled_from(FACILITY_IDS))),
-                      latitude=(to := draw(places))[0], longitude=to[1])
-    rules = [Rule(f"r{index}", facility_group=draw(st.sampled_from([None, "STORES", "WAREHOUSES"])),
-                  max_distance_km=draw(st.sampled_from([None, 50.0, 500.0])), safety_stock=draw(st.integers(0, 2)),
-                  allow_split=draw(st.booleans()),
-                  sort=tuple(draw(st.permutations(SORT_KEYS)))[: draw(st.integers(0, 3))])
-             for index in range(draw(st.integers(0, 3)))]
+    group = ShipGroup(
+        order_id=1,
+        lines=lines,
+        may_split=draw(st.booleans()),
+        excluded_facility_id=draw(st.one_of(st.none(), st.sampled_from(FACILITY_IDS))),
+        latitude=(to := draw(places))[0],
+        longitude=to[1],
+    )
+    rules = [
+        Rule(
+            f"r{index}",
+            facility_group=draw(st.sampled_from([None, "STORES", "WAREHOUSES"])),
+            max_distance_km=draw(st.sampled_from([None, 50.0, 500.0])),
+            safety_stock=draw(st.integers(0, 2)),
+            allow_split=draw(st.booleans()),
+            sort=tuple(draw(st.permutations(SORT_KEYS)))[: draw(st.integers(0, 3))],
+        )
+        for index in range(draw(st.integers(0, 3)))
+    ]
     return group, facilities, stock, rules
 
 

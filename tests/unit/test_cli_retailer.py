@@ -22,14 +22,18 @@ error_dir = "/in/error"
 """
 
 
-@pytest.mark.parametrize("argv", [
-    ["scan", "nobody"],
-    ["broker", "nobody"],
-    ["facilities", "load", "nobody", "facilities.csv"],
-    ["inventory", "load", "nobody", "inventory.csv"],
-    ["replay-file", "nobody", "a.json"],
-    ["audit", "nobody", "--date", "2024-01-01"],
-], ids=lambda argv: argv[0])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["scan", "nobody"],
+        ["broker", "nobody"],
+        ["facilities", "load", "nobody", "facilities.csv"],
+        ["inventory", "load", "nobody", "inventory.csv"],
+        ["replay-file", "nobody", "a.json"],
+        ["audit", "nobody", "--date", "2024-01-01"],
+    ],
+    ids=lambda argv: argv[0],
+)
 def test_an_unknown_retailer_is_refused_naming_the_known_ones(argv, tmp_path, monkeypatch, capsys):
     path = tmp_path / "retailers.toml"
     path.write_text(RETAILERS)

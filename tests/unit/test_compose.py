@@ -23,7 +23,8 @@ def compose():
 
 def test_the_stack_has_every_service(compose):
     assert {"postgres", "rabbitmq", "sftp", "migrate", "worker", "beat", "flower", "metrics"} <= set(
-        compose["services"])
+        compose["services"]
+    )
     assert "management" in compose["services"]["rabbitmq"]["image"]
 
 
@@ -66,6 +67,11 @@ def test_docker_compose_config_accepts_it_where_available():
     docker = shutil.which("docker")
     if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("docker compose is not installed here; the file is checked by parsing above")
-    done = subprocess.run([docker, "compose", "config", "--quiet"], cwd=ROOT, capture_output=True, text=True,
-                          env={"FLOWER_PASSWORD": "x", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [docker, "compose", "config", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"FLOWER_PASSWORD": "x", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr

@@ -41,8 +41,13 @@ def old_source(files):
 
 
 def test_candidates_skip_directories_other_patterns_and_young_files():
-    entries = [RemoteFile("a.json", 10, 100.0), RemoteFile("b.txt", 10, 100.0), RemoteFile("archive", 0, 0, False),
-               RemoteFile("young.json", 10, 198.0), RemoteFile("old.json", 10, 50.0)]
+    entries = [
+        RemoteFile("a.json", 10, 100.0),
+        RemoteFile("b.txt", 10, 100.0),
+        RemoteFile("archive", 0, 0, False),
+        RemoteFile("young.json", 10, 198.0),
+        RemoteFile("old.json", 10, 50.0),
+    ]
     chosen, young, ignored = select_candidates(entries, "*.json", 5, listed_at=200.0)
     assert [e.name for e in chosen] == ["old.json", "a.json"]  # oldest first
     assert (young, ignored) == (1, 2)
@@ -111,8 +116,9 @@ def test_listing_older_than_the_move_is_not_a_reappearance():
     ledger.clock += HOUR
     ledger.mark_moved(row.id, "/in/archive/a.json")
     stale_listing_time = ledger.clock - timedelta(seconds=1)
-    plan = plan_claims([RemoteFile("a.json", 1, 0.0)], {"a.json": ledger.rows[row.id]}, FEED,
-                       stale_listing_time, 0, 10, HOUR)
+    plan = plan_claims(
+        [RemoteFile("a.json", 1, 0.0)], {"a.json": ledger.rows[row.id]}, FEED, stale_listing_time, 0, 10, HOUR
+    )
     assert plan.claims == () and plan.redispatch == ()
 
 
@@ -214,8 +220,9 @@ def test_a_failed_file_uploaded_again_under_its_name_is_read_again():
 
 def test_a_file_whose_bytes_were_stored_before_is_a_duplicate_of_that_row():
     processed, skipped, failed = Outcome(PROCESSED), Outcome(SKIPPED, error="not ours"), Outcome(FAILED, error="bad")
-    assert content_checked(processed, 7) == FinalStatus(DUPLICATE, "same content as ledger row 7; not imported again",
-                                                        7)
+    assert content_checked(processed, 7) == FinalStatus(
+        DUPLICATE, "same content as ledger row 7; not imported again", 7
+    )
     assert content_checked(skipped, 7).status == DUPLICATE
     assert content_checked(failed, 7) == FinalStatus(FAILED, "bad")
     assert content_checked(skipped, None) == FinalStatus(SKIPPED, "not ours")
@@ -224,7 +231,8 @@ def test_a_file_whose_bytes_were_stored_before_is_a_duplicate_of_that_row():
 def test_a_return_stored_before_and_a_variance_file_get_their_final_status():
     ret = to_return(make_return(1), retailer())
     assert return_stored_before(ret, 3) == FinalStatus(
-        DUPLICATE, f"return {ret.external_id} already stored from ledger row 3", 3)
+        DUPLICATE, f"return {ret.external_id} already stored from ledger row 3", 3
+    )
     none_applied = VarianceFileApplied(0, (Rejected(2, "line 2: x"),), True, "1 of 1 records rejected: line 2: x")
     assert variance_file_final(none_applied) == FinalStatus(FAILED, "1 of 1 records rejected: line 2: x")
     assert variance_file_final(VarianceFileApplied(2, (), False, None)) == FinalStatus(PROCESSED)

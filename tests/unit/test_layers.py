@@ -17,10 +17,20 @@ DRIVERS = ("celery", "kombu", "paramiko", "psycopg", "psycopg_pool", "asyncssh")
 NOT_PRODUCTION = ("tests", "ops", "worker.demo")
 # Forbidden per layer, besides NOT_PRODUCTION.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "core": (*DRIVERS, "tasks", "worker.app", "worker.services", "worker.adapters", "worker.cli",
-             "worker.monitoring"),
-    "services": ("celery", "kombu", "paramiko", "psycopg", "psycopg_pool", "asyncssh", "tasks", "worker.app",
-                 "worker.adapters", "worker.cli", "worker.monitoring"),
+    "core": (*DRIVERS, "tasks", "worker.app", "worker.services", "worker.adapters", "worker.cli", "worker.monitoring"),
+    "services": (
+        "celery",
+        "kombu",
+        "paramiko",
+        "psycopg",
+        "psycopg_pool",
+        "asyncssh",
+        "tasks",
+        "worker.app",
+        "worker.adapters",
+        "worker.cli",
+        "worker.monitoring",
+    ),
     "adapters": ("tasks", "worker.app", "worker.cli", "worker.monitoring"),
 }
 # The `tlogsync demo` command runs the demo: the one production import of worker.demo.
@@ -86,8 +96,10 @@ def test_production_imports_follow_the_layers():
 
 
 def test_the_check_sees_the_imports_it_must_refuse():
-    source = ("import paramiko.client\nfrom tests.support import faults\nfrom ..adapters import sftp\n"
-              "def f():\n    from ops.bench import counting\n    from worker import demo\n")
+    source = (
+        "import paramiko.client\nfrom tests.support import faults\nfrom ..adapters import sftp\n"
+        "def f():\n    from ops.bench import counting\n    from worker import demo\n"
+    )
     found = {m for m in imports(source, "worker.core") if matches(m, NOT_PRODUCTION + FORBIDDEN["core"])}
     assert found == {"paramiko.client", "tests.support", "worker.adapters", "ops.bench", "worker.demo"}
     assert not any(matches(m, FORBIDDEN["core"]) for m in imports("from worker.core import errors\n", "worker.core"))
@@ -95,11 +107,18 @@ def test_the_check_sees_the_imports_it_must_refuse():
 
 def reads_environment(path: Path) -> bool:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb") \
-                and isinstance(node.value, ast.Name) and node.value.id == "os":
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("environ", "getenv", "environb")
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
             return True
-        if isinstance(node, ast.ImportFrom) and node.module == "os" \
-                and any(a.name in ("environ", "getenv", "environb") for a in node.names):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and any(a.name in ("environ", "getenv", "environb") for a in node.names)
+        ):
             return True
     return False
 

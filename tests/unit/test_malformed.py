@@ -18,25 +18,70 @@ from worker.services.ingest import decide
 from worker.services.ports import FAILED, PROCESSED
 
 RETAILER = retailer()
-TEMPLATES = [load_sample("inStoreOrdersSample.json"), load_sample("sendSaleOrdersSample.json"),
-             make_sale(1, "MIXED", lines=3)]
+TEMPLATES = [
+    load_sample("inStoreOrdersSample.json"),
+    load_sample("sendSaleOrdersSample.json"),
+    make_sale(1, "MIXED", lines=3),
+]
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
     # decimals a JSON number written through a float keeps exactly (the factory's dumps refuses the others)
-    st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-10**12, max_value=10**12)
-    .filter(lambda d: d == d.to_integral_value() or Decimal(repr(float(d))) == d),
-    st.text(max_size=50), st.just(""), st.just("\u0000"), st.just("\ud7ff\ue000\U0010ffff"),
-    st.just("é" * 3), st.just("🛍️"), st.just("-1"), st.just("1e309"),
+    st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-(10**12), max_value=10**12).filter(
+        lambda d: d == d.to_integral_value() or Decimal(repr(float(d))) == d
+    ),
+    st.text(max_size=50),
+    st.just(""),
+    st.just("\u0000"),
+    st.just("\ud7ff\ue000\U0010ffff"),
+    st.just("é" * 3),
+    st.just("🛍️"),
+    st.just("-1"),
+    st.just("1e309"),
 )
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)), max_leaves=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 
-FIELDS = ["orderId", "creationDate", "orderDate", "fulfillmentType", "storeId", "totalAmount", "orderSubTotal",
-          "discount", "taxSubTotal", "shippingSubTotal", "shippingTax", "shippingName", "customerProfile",
-          "billingAddress", "shippingAddress", "tenders", "orderProductList", "store"]
-LINE_FIELDS = ["orderItemId", "productId", "gtin", "name", "price", "quantity", "subTotal", "tax", "total",
-               "productTax", "fulfillmentType", "omniFulfillmentType", "priceAdjustments"]
+FIELDS = [
+    "orderId",
+    "creationDate",
+    "orderDate",
+    "fulfillmentType",
+    "storeId",
+    "totalAmount",
+    "orderSubTotal",
+    "discount",
+    "taxSubTotal",
+    "shippingSubTotal",
+    "shippingTax",
+    "shippingName",
+    "customerProfile",
+    "billingAddress",
+    "shippingAddress",
+    "tenders",
+    "orderProductList",
+    "store",
+]
+LINE_FIELDS = [
+    "orderItemId",
+    "productId",
+    "gtin",
+    "name",
+    "price",
+    "quantity",
+    "subTotal",
+    "tax",
+    "total",
+    "productTax",
+    "fulfillmentType",
+    "omniFulfillmentType",
+    "priceAdjustments",
+]
 
 
 def check(data: bytes) -> None:
@@ -53,8 +98,7 @@ def check(data: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(template=st.sampled_from(TEMPLATES), field=st.sampled_from(FIELDS), value=json_values,
-       delete=st.booleans())
+@given(template=st.sampled_from(TEMPLATES), field=st.sampled_from(FIELDS), value=json_values, delete=st.booleans())
 def test_a_mutated_header_field_is_accepted_consistently_or_rejected_clearly(template, field, value, delete):
     doc = copy.deepcopy(template)
     if delete:
@@ -65,8 +109,13 @@ def test_a_mutated_header_field_is_accepted_consistently_or_rejected_clearly(tem
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(template=st.sampled_from(TEMPLATES), field=st.sampled_from(LINE_FIELDS), value=json_values,
-       delete=st.booleans(), index=st.integers(0, 2))
+@given(
+    template=st.sampled_from(TEMPLATES),
+    field=st.sampled_from(LINE_FIELDS),
+    value=json_values,
+    delete=st.booleans(),
+    index=st.integers(0, 2),
+)
 def test_a_mutated_line_field_is_accepted_consistently_or_rejected_clearly(template, field, value, delete, index):
     doc = copy.deepcopy(template)
     lines = doc["orderProductList"]
@@ -135,5 +184,7 @@ def test_unicode_edge_cases_in_names_are_kept():
     doc["shippingAddress"]["firstName"] = "Zoë 🛍️ Ω\u200d"
     outcome = decide(dumps(doc), RETAILER)
     assert outcome.status == PROCESSED
-    assert "Zoë 🛍️" in outcome.order.payload[0]["dataList"][0]["data"]["order"]["shipGroup"][0]["shipTo"][
-        "postalAddress"]["name"]
+    assert (
+        "Zoë 🛍️"
+        in outcome.order.payload[0]["dataList"][0]["data"]["order"]["shipGroup"][0]["shipTo"]["postalAddress"]["name"]
+    )

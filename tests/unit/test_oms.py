@@ -72,8 +72,9 @@ def test_in_store_sample_is_a_completed_order_at_the_store():
     group = body["shipGroup"][0]
     assert group["facilityId"] == "254" and group["orderFacilityId"] == "254"
     assert {i["status"] for i in group["items"]} == {"ITEM_COMPLETED"}
-    assert body["orderPaymentPref"] == [{"statusId": "PAYMENT_SETTLED", "paymentMethodTypeId": "CASH",
-                                         "maxAmount": 424.62}]
+    assert body["orderPaymentPref"] == [
+        {"statusId": "PAYMENT_SETTLED", "paymentMethodTypeId": "CASH", "maxAmount": 424.62}
+    ]
     assert body["orderAdjustments"] == []
     assert order.order_type == "IN_STORE"
     assert [(x.facility_id, x.status_id) for x in order.lines] == [("254", "ITEM_COMPLETED")] * 3
@@ -148,8 +149,9 @@ def test_may_split_follows_the_retailer():
 
 
 def test_json_default_keeps_cents_exact():
-    assert json.dumps([Decimal("454.14"), Decimal("130"), Decimal("0.10")], default=json_default) \
-        == "[454.14, 130, 0.1]"
+    assert (
+        json.dumps([Decimal("454.14"), Decimal("130"), Decimal("0.10")], default=json_default) == "[454.14, 130, 0.1]"
+    )
 
 
 def test_every_generated_order_adds_up_to_its_grand_total():

@@ -39,16 +39,31 @@ KNOWN_METRICS = {
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 
 REQUIRED_ALERTS = {
-    "OldestFileTooOld", "DeadLettersPresent", "NoWorkers", "ScanFailing", "ScansStopped", "FollowupsStuck",
-    "IngestBacklog", "UnfillableLines",
+    "OldestFileTooOld",
+    "DeadLettersPresent",
+    "NoWorkers",
+    "ScanFailing",
+    "ScansStopped",
+    "FollowupsStuck",
+    "IngestBacklog",
+    "UnfillableLines",
 }
 REQUIRED_K8S_FILES = {
-    "namespace.yaml", "configmap-retailers.yaml", "secret-example.yaml", "worker-ingest.yaml", "worker-routing.yaml",
-    "beat.yaml", "flower.yaml", "metrics.yaml", "keda-scaledobjects.yaml", "migrate-job.yaml",
+    "namespace.yaml",
+    "configmap-retailers.yaml",
+    "secret-example.yaml",
+    "worker-ingest.yaml",
+    "worker-routing.yaml",
+    "beat.yaml",
+    "flower.yaml",
+    "metrics.yaml",
+    "keda-scaledobjects.yaml",
+    "migrate-job.yaml",
 }
 
 
 # -- loading -----------------------------------------------------------------------------------------------------
+
 
 def load_documents(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
@@ -87,8 +102,11 @@ def option(command: list[str], name: str) -> str:
 @pytest.fixture(scope="module")
 def workers(objects) -> dict[str, dict]:
     """Deployments running a Celery worker, by name."""
-    return {name: d for name, d in of_kind(objects, "Deployment").items()
-            if any(is_celery_worker(c["command"]) for c in containers(d))}
+    return {
+        name: d
+        for name, d in of_kind(objects, "Deployment").items()
+        if any(is_celery_worker(c["command"]) for c in containers(d))
+    }
 
 
 def worker_container(deployment: dict) -> dict:
@@ -154,6 +172,7 @@ def task_time_limits() -> dict[str, float]:
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------------------
+
 
 def test_every_expected_manifest_file_exists(k8s):
     assert set(k8s) >= REQUIRED_K8S_FILES
@@ -253,8 +272,11 @@ def test_scaled_deployments_leave_the_replica_count_to_keda(objects, workers):
 
 
 def test_beat_runs_exactly_one_replica_and_is_recreated_not_rolled(objects):
-    beats = {name: d for name, d in of_kind(objects, "Deployment").items()
-             if any(c["command"][:4] == ["celery", "-A", "worker", "beat"] for c in containers(d))}
+    beats = {
+        name: d
+        for name, d in of_kind(objects, "Deployment").items()
+        if any(c["command"][:4] == ["celery", "-A", "worker", "beat"] for c in containers(d))
+    }
     assert list(beats) == ["tlogsync-beat"]
     beat = beats["tlogsync-beat"]
     assert beat["spec"]["replicas"] == 1
@@ -433,6 +455,7 @@ def test_every_deployment_selector_matches_its_pod_labels(objects):
 
 # -- Prometheus ----------------------------------------------------------------------------------------------------
 
+
 def test_every_required_alert_is_defined_once(alerts):
     names = [rule["alert"] for rule in alerts]
     assert len(names) == len(set(names))
@@ -489,6 +512,7 @@ def test_every_yaml_file_under_ops_parses():
 
 # -- Grafana -------------------------------------------------------------------------------------------------------
 
+
 def dashboard_panels(dashboard: dict) -> list[dict]:
     panels = []
     for panel in dashboard["panels"]:
@@ -514,11 +538,15 @@ def test_the_dashboard_has_panels_with_prometheus_expressions(dashboard):
 def test_the_dashboard_covers_the_agreed_views(dashboard):
     used = {m for p in dashboard_panels(dashboard) for t in p["targets"] for m in METRIC_NAME.findall(t["expr"])}
     assert KNOWN_METRICS - {"tlogsync_files_discovered_total"} <= used
-    stat = [p for p in dashboard_panels(dashboard)
-            if p["type"] == "stat" and any("oldest_unprocessed" in t["expr"] for t in p["targets"])]
+    stat = [
+        p
+        for p in dashboard_panels(dashboard)
+        if p["type"] == "stat" and any("oldest_unprocessed" in t["expr"] for t in p["targets"])
+    ]
     assert stat and len(stat[0]["fieldConfig"]["defaults"]["thresholds"]["steps"]) >= 2
-    processed = [t["expr"] for p in dashboard_panels(dashboard) for t in p["targets"]
-                 if 'status="processed"' in t["expr"]]
+    processed = [
+        t["expr"] for p in dashboard_panels(dashboard) for t in p["targets"] if 'status="processed"' in t["expr"]
+    ]
     # tlogsync_files is a gauge of totals: its throughput is a slope, not rate() (which reads drops as resets)
     assert processed and all("rate(" not in e and ("deriv(" in e or "delta(" in e) for e in processed)
 
@@ -549,11 +577,18 @@ def test_the_dashboard_has_a_retailer_variable_and_a_prometheus_input(dashboard)
 
 # -- the runbook ---------------------------------------------------------------------------------------------------
 
+
 def test_the_runbook_has_a_section_for_every_alert_and_procedure(runbook_anchors):
     assert {a.lower() for a in REQUIRED_ALERTS} <= runbook_anchors
-    for section in ("replay", "pause-a-retailer", "rotate-a-retailers-sftp-key",
-                    "add-or-rotate-a-host-key-in-known_hosts", "deploy-and-upgrade-workers-without-losing-tasks",
-                    "scale-for-a-sale-event", "where-each-table-lives"):
+    for section in (
+        "replay",
+        "pause-a-retailer",
+        "rotate-a-retailers-sftp-key",
+        "add-or-rotate-a-host-key-in-known_hosts",
+        "deploy-and-upgrade-workers-without-losing-tasks",
+        "scale-for-a-sale-event",
+        "where-each-table-lives",
+    ):
         assert section in runbook_anchors, section
 
 

@@ -59,9 +59,21 @@ def test_the_example_in_the_configuration_docs_loads(tmp_path):
     ],
 )
 def test_a_bad_key_names_the_retailer_and_the_key(change, message):
-    table = {"product_store_id": "A", "currency": "USD", "order_master": True, "schedule": "*/5 * * * *",
-             "sftp": {"host": "h", "username": "u", "private_key": "/k", "known_hosts": "/kh", "orders_dir": "/o",
-                      "archive_dir": "/a", "error_dir": "/e"}}
+    table = {
+        "product_store_id": "A",
+        "currency": "USD",
+        "order_master": True,
+        "schedule": "*/5 * * * *",
+        "sftp": {
+            "host": "h",
+            "username": "u",
+            "private_key": "/k",
+            "known_hosts": "/kh",
+            "orders_dir": "/o",
+            "archive_dir": "/a",
+            "error_dir": "/e",
+        },
+    }
     table.update(change)
     with pytest.raises(ConfigError) as info:
         parse_retailers({"retailers": {"acme": table}})
@@ -69,9 +81,21 @@ def test_a_bad_key_names_the_retailer_and_the_key(change, message):
 
 
 def test_sftp_errors_name_the_nested_key():
-    table = {"product_store_id": "A", "currency": "USD", "order_master": True, "poll_seconds": 5,
-             "sftp": {"host": "h", "username": "u", "known_hosts": "/kh", "orders_dir": "relative",
-                      "archive_dir": "/a", "error_dir": "/e", "port": 70000}}
+    table = {
+        "product_store_id": "A",
+        "currency": "USD",
+        "order_master": True,
+        "poll_seconds": 5,
+        "sftp": {
+            "host": "h",
+            "username": "u",
+            "known_hosts": "/kh",
+            "orders_dir": "relative",
+            "archive_dir": "/a",
+            "error_dir": "/e",
+            "port": 70000,
+        },
+    }
     with pytest.raises(ConfigError) as info:
         parse_retailers({"retailers": {"acme": table}})
     text = str(info.value)
@@ -80,9 +104,20 @@ def test_sftp_errors_name_the_nested_key():
 
 
 def test_missing_credentials_are_named():
-    table = {"product_store_id": "A", "currency": "USD", "order_master": True, "poll_seconds": 5,
-             "sftp": {"host": "h", "username": "u", "known_hosts": "/kh", "orders_dir": "/o",
-                      "archive_dir": "/a", "error_dir": "/e"}}
+    table = {
+        "product_store_id": "A",
+        "currency": "USD",
+        "order_master": True,
+        "poll_seconds": 5,
+        "sftp": {
+            "host": "h",
+            "username": "u",
+            "known_hosts": "/kh",
+            "orders_dir": "/o",
+            "archive_dir": "/a",
+            "error_dir": "/e",
+        },
+    }
     with pytest.raises(ConfigError, match="sftp.private_key: set private_key or password_env"):
         parse_retailers({"retailers": {"acme": table}})
 

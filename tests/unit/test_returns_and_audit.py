@@ -83,16 +83,37 @@ def test_an_unmapped_refund_method_names_the_key_to_add():
 
 def order(x, store="254", kind="IN_STORE", total="10.00", parts=None, tenders=None, units=1):
     total = Decimal(total)
-    return AuditOrder(x, store, kind, units, total, Decimal(0), Decimal(0), Decimal(0), total,
-                      Decimal(parts) if parts else total, tenders or {"CASH": total})
+    return AuditOrder(
+        x,
+        store,
+        kind,
+        units,
+        total,
+        Decimal(0),
+        Decimal(0),
+        Decimal(0),
+        total,
+        Decimal(parts) if parts else total,
+        tenders or {"CASH": total},
+    )
 
 
 def test_summary_groups_by_store_and_type_with_exact_cents():
-    rows = summarize([order("A", total="0.10"), order("B", total="0.20"), order("C", kind="SEND_SALE"),
-                      order("R", kind="RETURN", total="-5.00", tenders={"CASH": Decimal("-5")}),
-                      order("D", store="255")])
+    rows = summarize(
+        [
+            order("A", total="0.10"),
+            order("B", total="0.20"),
+            order("C", kind="SEND_SALE"),
+            order("R", kind="RETURN", total="-5.00", tenders={"CASH": Decimal("-5")}),
+            order("D", store="255"),
+        ]
+    )
     assert [(r.store_id, r.order_type, r.orders) for r in rows] == [
-        ("254", "IN_STORE", 2), ("254", "SEND_SALE", 1), ("254", "RETURN", 1), ("255", "IN_STORE", 1)]
+        ("254", "IN_STORE", 2),
+        ("254", "SEND_SALE", 1),
+        ("254", "RETURN", 1),
+        ("255", "IN_STORE", 1),
+    ]
     assert rows[0].grand_total == Decimal("0.30") and rows[0].tenders["CASH"] == Decimal("0.30")
     document = report_document("acme", "2024-01-12", rows, [], [])
     assert document["totals"]["IN_STORE"] == "10.30" and document["totals"]["RETURN"] == "-5.00"
@@ -105,10 +126,11 @@ def test_orders_that_do_not_add_up_are_listed():
 
 
 def test_reconciliation_finds_missing_orders_and_differences():
-    erp = parse_erp_csv("order_id,store,type,total\nA,254,IN_STORE,10.00\nB,254,IN_STORE,9.50\n"
-                        "Z,254,IN_STORE,3.00\nR,254,RETURN,-5.00\n")
-    rec = reconcile([order("A"), order("B"), order("C"),
-                     order("R", kind="RETURN", total="-5.00")], erp)
+    erp = parse_erp_csv(
+        "order_id,store,type,total\nA,254,IN_STORE,10.00\nB,254,IN_STORE,9.50\n"
+        "Z,254,IN_STORE,3.00\nR,254,RETURN,-5.00\n"
+    )
+    rec = reconcile([order("A"), order("B"), order("C"), order("R", kind="RETURN", total="-5.00")], erp)
     assert [r.order_id for r in rec.missing_in_oms] == ["Z"]
     assert [o.external_id for o in rec.missing_in_erp] == ["C"]
     assert rec.total_differs == [("B", Decimal("10.00"), Decimal("9.50"))]
@@ -155,14 +177,19 @@ def test_make_return_does_not_touch_the_original():
     assert sale == before
 
 
-@pytest.mark.parametrize("text", ["=HYPERLINK(\"http://x\")", "+1+1", "-1+1", "@SUM(A1)", "\tx"])
+@pytest.mark.parametrize("text", ['=HYPERLINK("http://x")', "+1+1", "-1+1", "@SUM(A1)", "\tx"])
 def test_a_csv_cell_that_looks_like_a_formula_is_escaped(text):
     assert csv_cell(text) == "'" + text
 
 
 def test_amounts_and_plain_text_in_csv_cells_are_kept():
     assert [csv_cell(v) for v in ("-5.00", "12", "CASH=1.00", Decimal("-1.5"), 3)] == [
-        "-5.00", "12", "CASH=1.00", Decimal("-1.5"), 3]
+        "-5.00",
+        "12",
+        "CASH=1.00",
+        Decimal("-1.5"),
+        3,
+    ]
 
 
 def test_the_audit_csv_escapes_a_formula_looking_store_or_tender():
@@ -180,15 +207,36 @@ def test_run_audit_needs_only_its_ports_and_writes_where_it_is_told(tmp_path):
         saved: dict[str, object] = {}
 
         def day(self, retailer_id, business_date, time_zone):
-            sale = AuditOrder("S1", "254", "IN_STORE", 1, Decimal("10.00"), Decimal(0), Decimal("0.80"), Decimal(0),
-                              Decimal("10.80"), Decimal("10.80"), {"CASH": Decimal("10.80")})
+            sale = AuditOrder(
+                "S1",
+                "254",
+                "IN_STORE",
+                1,
+                Decimal("10.00"),
+                Decimal(0),
+                Decimal("0.80"),
+                Decimal(0),
+                Decimal("10.80"),
+                Decimal("10.80"),
+                {"CASH": Decimal("10.80")},
+            )
             return [sale], ["late.json (claimed)"]
 
         def save(self, retailer_id, business_date, document):
             self.saved[retailer_id] = document
 
-    r = retailer(sftp={"host": "h", "username": "u", "private_key": "/k", "known_hosts": "/kh", "orders_dir": "/in",
-                       "archive_dir": "/in/a", "error_dir": "/in/e", "audit_dir": "/audit"})
+    r = retailer(
+        sftp={
+            "host": "h",
+            "username": "u",
+            "private_key": "/k",
+            "known_hosts": "/kh",
+            "orders_dir": "/in",
+            "archive_dir": "/in/a",
+            "error_dir": "/in/e",
+            "audit_dir": "/audit",
+        }
+    )
     store, source = Store(), FakeSource()
     document, orders, written = run_audit(r, date(2024, 1, 12), store, source, tmp_path)
     assert [p.name for p in written] == ["acme_audit_2024-01-12.csv", "acme_audit_2024-01-12.json"]
@@ -206,7 +254,13 @@ def test_returned_merchandise_goes_back_on_the_product_the_stock_holds_else_the_
     assert stocked.product_id == "STOCKED-ID"
     v = stocked.variance
     assert (v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id, v.source) == (
-        ret.store_id, "UPCA", line.gtin, line.quantity, POS_RETURN, f"return:42:{line.item_seq}")
+        ret.store_id,
+        "UPCA",
+        line.gtin,
+        line.quantity,
+        POS_RETURN,
+        f"return:42:{line.item_seq}",
+    )
     assert v.product_id == line.product_id and v.comments == f"POS return {ret.external_id}"
     assert restock(ret, 42, line, None).product_id == line.product_id
     anonymous = dataclasses.replace(line, product_id=None)

@@ -149,8 +149,13 @@ def test_the_retry_policies_are_read_as_a_whole():
 
 def test_flower_settings_default_to_unset_and_never_show_the_password():
     assert FlowerSettings.from_env({}) == FlowerSettings(None, None, None)
-    flower = FlowerSettings.from_env({"FLOWER_USER": "ops", "FLOWER_PASSWORD": "s3cret-pw",
-                                      "TLOGSYNC_BROKER_API": "http://guest:guest@mq:15672/api/"})
+    flower = FlowerSettings.from_env(
+        {
+            "FLOWER_USER": "ops",
+            "FLOWER_PASSWORD": "s3cret-pw",
+            "TLOGSYNC_BROKER_API": "http://guest:guest@mq:15672/api/",
+        }
+    )
     assert (flower.user, flower.password, flower.broker_api) == ("ops", "s3cret-pw", "http://guest:guest@mq:15672/api/")
     assert "s3cret-pw" not in repr(flower) and "guest:guest" not in repr(flower)
     assert FlowerSettings.from_env({"FLOWER_USER": "", "FLOWER_PASSWORD": ""}).user is None
@@ -158,16 +163,27 @@ def test_flower_settings_default_to_unset_and_never_show_the_password():
 
 # ------------------------------------------------------------ the entry points stop with one line, exit 2
 
+
 def _run(*command: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
 
 
-@pytest.mark.parametrize("command", [
-    ("worker.cli", "retailers"),
-    ("celery", "-A", "worker", "worker", "--pool", "solo"),
-    ("celery", "-A", "worker", "beat"),
-], ids=["cli", "worker", "beat"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("worker.cli", "retailers"),
+        ("celery", "-A", "worker", "worker", "--pool", "solo"),
+        ("celery", "-A", "worker", "beat"),
+    ],
+    ids=["cli", "worker", "beat"],
+)
 def test_a_bad_value_stops_start_up_with_one_line_naming_the_variable(command: tuple[str, ...]):
     done = _run(*command, TLOGSYNC_MAX_ATTEMPTS="abc")
     assert done.returncode == 2, done.stdout + done.stderr
@@ -176,7 +192,15 @@ def test_a_bad_value_stops_start_up_with_one_line_naming_the_variable(command: t
 
 
 def test_a_bad_log_format_stops_the_worker_before_it_connects():
-    done = _run("celery", "-A", "worker", "worker", "--pool", "solo", TLOGSYNC_LOG_FORMAT="yaml",
-                TLOGSYNC_BROKER_URL="amqp://guest:guest@127.0.0.1:1//")
+    done = _run(
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "--pool",
+        "solo",
+        TLOGSYNC_LOG_FORMAT="yaml",
+        TLOGSYNC_BROKER_URL="amqp://guest:guest@127.0.0.1:1//",
+    )
     assert done.returncode == 2
     assert "tlogsync: TLOGSYNC_LOG_FORMAT='yaml': not one of text, json" in done.stderr

@@ -32,8 +32,10 @@ def test_every_work_queue_dead_letters_into_its_own_queue():
     assert set(queues) == set(WORK_QUEUES)
     for name, q in queues.items():
         assert q.durable
-        assert q.queue_arguments == {"x-dead-letter-exchange": "tlogsync.dead",
-                                     "x-dead-letter-routing-key": f"{name}.dead"}
+        assert q.queue_arguments == {
+            "x-dead-letter-exchange": "tlogsync.dead",
+            "x-dead-letter-routing-key": f"{name}.dead",
+        }
 
 
 def test_tasks_are_routed_to_their_queues():

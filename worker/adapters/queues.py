@@ -25,9 +25,14 @@ def dead_letter_queue(name: str) -> str:
 
 def work_queue(name: str) -> Queue:
     return Queue(
-        name, WORK_EXCHANGE, routing_key=name, durable=True,
-        queue_arguments={"x-dead-letter-exchange": DEAD_EXCHANGE.name,
-                         "x-dead-letter-routing-key": dead_letter_queue(name)},
+        name,
+        WORK_EXCHANGE,
+        routing_key=name,
+        durable=True,
+        queue_arguments={
+            "x-dead-letter-exchange": DEAD_EXCHANGE.name,
+            "x-dead-letter-routing-key": dead_letter_queue(name),
+        },
     )
 
 

@@ -69,9 +69,16 @@ def _describe(queue: str, message: Any, reasons: dict[str, DeadLetterReason]) ->
     task_id = str(headers.get("id") or message.properties.get("correlation_id") or "")
     died_at, deaths = _death(message)
     reason = reasons.get(task_id)
-    return DeadLetter(queue, task_id, str(headers.get("task") or "?"), str(headers.get("argsrepr") or ""),
-                      str(headers.get("kwargsrepr") or ""), died_at or (reason.created_at if reason else None),
-                      reason.reason if reason else None, deaths)
+    return DeadLetter(
+        queue,
+        task_id,
+        str(headers.get("task") or "?"),
+        str(headers.get("argsrepr") or ""),
+        str(headers.get("kwargsrepr") or ""),
+        died_at or (reason.created_at if reason else None),
+        reason.reason if reason else None,
+        deaths,
+    )
 
 
 def list_dead(app: Celery, queue_names: Sequence[str] | None, reasons_for: Any) -> list[DeadLetter]:
@@ -109,9 +116,15 @@ def replay(app: Celery, queue_names: Sequence[str] | None, task_ids: Sequence[st
                     headers["retries"] = 0
                     headers["eta"] = None
                     producer.publish(
-                        message.body, exchange=queues.WORK_EXCHANGE.name, routing_key=queue, headers=headers,
-                        content_type=message.content_type, content_encoding=message.content_encoding,
-                        delivery_mode=2, declare=[queues.work_queue(queue)], retry=True,
+                        message.body,
+                        exchange=queues.WORK_EXCHANGE.name,
+                        routing_key=queue,
+                        headers=headers,
+                        content_type=message.content_type,
+                        content_encoding=message.content_encoding,
+                        delivery_mode=2,
+                        declare=[queues.work_queue(queue)],
+                        retry=True,
                         correlation_id=message.properties.get("correlation_id"),
                     )
                     message.ack()  # only once the copy is published (confirmed): nothing is lost in between
@@ -122,5 +135,6 @@ def replay(app: Celery, queue_names: Sequence[str] | None, task_ids: Sequence[st
 
 
 def as_json(letters: Sequence[DeadLetter]) -> str:
-    return json.dumps([{**letter.__dict__, "died_at": letter.died_at.isoformat() if letter.died_at else None}
-                       for letter in letters])
+    return json.dumps(
+        [{**letter.__dict__, "died_at": letter.died_at.isoformat() if letter.died_at else None} for letter in letters]
+    )

@@ -40,8 +40,9 @@ def _private_key(path: str) -> paramiko.PKey:
         raise SftpConfigError(f"private_key {path}: not a usable private key ({type(exc).__name__})") from None
 
 
-def _connect(cfg: SftpConfig, timeout: float, on_connect: Sequence[ConnectHook] = ()
-             ) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+def _connect(
+    cfg: SftpConfig, timeout: float, on_connect: Sequence[ConnectHook] = ()
+) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
     client = paramiko.SSHClient()
     try:
         client.load_host_keys(cfg.known_hosts)
@@ -57,9 +58,19 @@ def _connect(cfg: SftpConfig, timeout: float, on_connect: Sequence[ConnectHook] 
     sock = socket.create_connection((cfg.host, cfg.port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SFTP is request/response: no Nagle delay
     try:
-        client.connect(cfg.host, port=cfg.port, username=cfg.username, pkey=pkey, password=password, sock=sock,
-                       look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout)
+        client.connect(
+            cfg.host,
+            port=cfg.port,
+            username=cfg.username,
+            pkey=pkey,
+            password=password,
+            sock=sock,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
         sftp = client.open_sftp()
     except paramiko.AuthenticationException:
         # wrong key or password: retrying cannot help, and the message must not carry the secret
@@ -134,16 +145,22 @@ class SftpSource:
         except FileNotFoundError:
             raise
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, socket.timeout) and exc.errno is not None \
-                    and exc.errno != errno.ECONNRESET:
+            if (
+                isinstance(exc, OSError)
+                and not isinstance(exc, socket.timeout)
+                and exc.errno is not None
+                and exc.errno != errno.ECONNRESET
+            ):
                 raise  # a real file-system answer (permission denied...), not a broken connection
             self.close()  # the session may be half-dead: start a fresh one next time
             raise TransientError(f"sftp {self.cfg.host}:{self.cfg.port}: {what}: {exc!r}") from exc
 
     def list(self, directory: str) -> Sequence[RemoteFile]:
         with self._io(f"list {directory}") as sftp:
-            return [RemoteFile(a.filename, a.st_size or 0, float(a.st_mtime or 0), stat.S_ISREG(a.st_mode or 0))
-                    for a in sftp.listdir_attr(directory)]
+            return [
+                RemoteFile(a.filename, a.st_size or 0, float(a.st_mtime or 0), stat.S_ISREG(a.st_mode or 0))
+                for a in sftp.listdir_attr(directory)
+            ]
 
     def read(self, path: str, max_bytes: int, size_hint: int | None = None) -> bytes:
         with self._io(f"read {path}") as sftp:

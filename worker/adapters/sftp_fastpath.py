@@ -41,16 +41,24 @@ def fast_path_available(version: str = paramiko.__version__) -> bool:
         return False
     offsets = BufferedFile()  # _pos and _realpos are instance attributes, set by BufferedFile.__init__
     # SFTPFile's own _read and _close (BufferedFile's _read is a stub), SFTPClient's own _async_request
-    return ("_read" in vars(paramiko.SFTPFile) and "_close" in vars(paramiko.SFTPFile)
-            and "_async_request" in vars(paramiko.SFTPClient)
-            and hasattr(offsets, "_pos") and hasattr(offsets, "_realpos"))
+    return (
+        "_read" in vars(paramiko.SFTPFile)
+        and "_close" in vars(paramiko.SFTPFile)
+        and "_async_request" in vars(paramiko.SFTPClient)
+        and hasattr(offsets, "_pos")
+        and hasattr(offsets, "_realpos")
+    )
 
 
 SUPPORTED = fast_path_available()
 FAST = SUPPORTED  # read_all and close_unanswered take the fast path (tests switch it off to test the other)
 if not SUPPORTED:
-    log.warning("paramiko %s is not the version the SFTP fast path was checked on (%d.%d): using its public API,"
-                " two round trips more per file", paramiko.__version__, *TESTED)
+    log.warning(
+        "paramiko %s is not the version the SFTP fast path was checked on (%d.%d): using its public API,"
+        " two round trips more per file",
+        paramiko.__version__,
+        *TESTED,
+    )
 
 
 def read_all(fh: paramiko.SFTPFile, max_bytes: int, size_hint: int | None) -> bytes:

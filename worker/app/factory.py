@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery("tlogsync", broker=settings.broker_url,
-                 include=["tasks.scan", "tasks.ingest", "tasks.routing", "tasks.ops", "tasks.audit"])
+    app = Celery(
+        "tlogsync",
+        broker=settings.broker_url,
+        include=["tasks.scan", "tasks.ingest", "tasks.routing", "tasks.ops", "tasks.audit"],
+    )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -93,8 +93,12 @@ class Runtime:
             if self._database is None:
                 pid = os.getpid()
                 self._database = open_pool(
-                    self.settings.database_url, max_size=self.settings.db_pool_max, name=f"tlogsync-{pid}",
-                    application_name=f"tlogsync-worker-{pid}", cursor_factory=self.cursor_factory)
+                    self.settings.database_url,
+                    max_size=self.settings.db_pool_max,
+                    name=f"tlogsync-{pid}",
+                    application_name=f"tlogsync-worker-{pid}",
+                    cursor_factory=self.cursor_factory,
+                )
                 self._ledger = PgFileLedger(self._database)
                 self._inventory = PgInventory(self._database)
                 self._dead_letters = PgDeadLetters(self._database)

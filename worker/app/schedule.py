@@ -25,8 +25,9 @@ def retailer_schedule(retailer: Retailer) -> Any:
     assert retailer.schedule is not None
     minute, hour, day_of_month, month_of_year, day_of_week = retailer.schedule.split()
     try:
-        return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-                       day_of_week=day_of_week)
+        return crontab(
+            minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year, day_of_week=day_of_week
+        )
     except ValueError as exc:
         raise ConfigError(f"retailer {retailer.retailer_id!r}: schedule: {exc}") from None
 

@@ -94,9 +94,11 @@ class _Env:
         return raw == "1"
 
     def retry(self, prefix: str, default: RetryPolicy) -> RetryPolicy:
-        return RetryPolicy(self.integer(f"{prefix}_MAX_RETRIES", default.max_retries),
-                           self.number(f"{prefix}_RETRY_BASE", default.base_seconds),
-                           self.number(f"{prefix}_RETRY_CAP", default.cap_seconds))
+        return RetryPolicy(
+            self.integer(f"{prefix}_MAX_RETRIES", default.max_retries),
+            self.number(f"{prefix}_RETRY_BASE", default.base_seconds),
+            self.number(f"{prefix}_RETRY_CAP", default.cap_seconds),
+        )
 
 
 @dataclass(frozen=True)
@@ -186,5 +188,8 @@ class FlowerSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FlowerSettings:
         env = _Env(os.environ if environ is None else environ)
-        return cls(user=env.text("FLOWER_USER"), password=env.text("FLOWER_PASSWORD"),
-                   broker_api=env.text("TLOGSYNC_BROKER_API"))
+        return cls(
+            user=env.text("FLOWER_USER"),
+            password=env.text("FLOWER_PASSWORD"),
+            broker_api=env.text("TLOGSYNC_BROKER_API"),
+        )

@@ -31,7 +31,7 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, ConnectionE
 
 def backoff_seconds(policy: RetryPolicy, retries: int, rng: random.Random | None = None) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**retries)], never below one second."""
-    ceiling = min(policy.cap_seconds, policy.base_seconds * (2 ** retries))
+    ceiling = min(policy.cap_seconds, policy.base_seconds * (2**retries))
     return max(1.0, (rng or random).uniform(0, ceiling))
 
 
@@ -74,12 +74,24 @@ class TlogTask(Task):  # type: ignore[misc]
         if not log.isEnabledFor(logging.INFO):
             return
         outcome = result if isinstance(result, dict) else {}
-        fields = {"task": self.name, "task_id": self.request.id, "retailer": args[0] if args else None,
-                  "file": outcome.get("file"), "order_id": outcome.get("order_id"),
-                  "outcome": outcome.get("status") or ("done" if result is not None else None),
-                  "error": outcome.get("error"), "duration_ms": round((time.perf_counter() - started) * 1000, 1)}
-        log.info("%s %s: %s in %.1f ms", self.name, fields["file"] or args, fields["outcome"], fields["duration_ms"],
-                 extra={k: v for k, v in fields.items() if v is not None})
+        fields = {
+            "task": self.name,
+            "task_id": self.request.id,
+            "retailer": args[0] if args else None,
+            "file": outcome.get("file"),
+            "order_id": outcome.get("order_id"),
+            "outcome": outcome.get("status") or ("done" if result is not None else None),
+            "error": outcome.get("error"),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        log.info(
+            "%s %s: %s in %.1f ms",
+            self.name,
+            fields["file"] or args,
+            fields["outcome"],
+            fields["duration_ms"],
+            extra={k: v for k, v in fields.items() if v is not None},
+        )
 
     def _retry_or_give_up(self, exc: TransientError, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception:
         policy = self.retry_policy
@@ -95,8 +107,15 @@ class TlogTask(Task):  # type: ignore[misc]
         log.error("%s %s: dead-lettered: %s", self.name, args, reason)
         queue = (self.request.delivery_info or {}).get("routing_key") or "unknown"
         try:
-            runtime.dead_letters().record(self.request.id or "", self.name, queue, args, kwargs, reason,
-                                          args[0] if args and isinstance(args[0], str) else None)
+            runtime.dead_letters().record(
+                self.request.id or "",
+                self.name,
+                queue,
+                args,
+                kwargs,
+                reason,
+                args[0] if args and isinstance(args[0], str) else None,
+            )
         except Exception:  # noqa: BLE001 - the dead letter itself must not be lost for want of its reason
             log.exception("could not record the reason of dead letter %s", self.request.id)
         return Reject(reason, requeue=False)

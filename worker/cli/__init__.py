@@ -49,8 +49,14 @@ def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in retailers.values():
         when = r.schedule if r.schedule else f"every {r.poll_seconds:g}s"
-        table.add_row(r.retailer_id, "yes" if r.enabled else "paused", when, "yes" if r.order_master else "no",
-                      f"{r.sftp.username}@{r.sftp.host}:{r.sftp.port}", r.sftp.orders_dir)
+        table.add_row(
+            r.retailer_id,
+            "yes" if r.enabled else "paused",
+            when,
+            "yes" if r.order_master else "no",
+            f"{r.sftp.username}@{r.sftp.host}:{r.sftp.port}",
+            r.sftp.orders_dir,
+        )
     console.print(table)
     return 0
 
@@ -133,19 +139,36 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         by_retailer.setdefault(f.retailer_id, {"files": {}})["files"][f"{f.feed}:{f.status}"] = f.count
     for s in scans:
         by_retailer.setdefault(s.retailer_id, {"files": {}})["last_scan"] = {
-            "finished_at": s.finished_at.isoformat(), "age_s": round((now - s.finished_at).total_seconds(), 1),
-            "requested_by": s.requested_by, "listed": s.listed, "dispatched": s.dispatched, "deferred": s.deferred,
-            "error": s.error}
+            "finished_at": s.finished_at.isoformat(),
+            "age_s": round((now - s.finished_at).total_seconds(), 1),
+            "requested_by": s.requested_by,
+            "listed": s.listed,
+            "dispatched": s.dispatched,
+            "deferred": s.deferred,
+            "error": s.error,
+        }
     for p in pending:
         by_retailer.setdefault(p.retailer_id, {"files": {}})["pending"] = {
-            "files": p.files, "oldest_age_s": round((now - p.oldest).total_seconds(), 1)}
+            "files": p.files,
+            "oldest_age_s": round((now - p.oldest).total_seconds(), 1),
+        }
     for u in followups:
-        by_retailer.setdefault(u.retailer_id, {"files": {}}).setdefault("followups", {})[f"{u.kind}:{u.status}"] = \
+        by_retailer.setdefault(u.retailer_id, {"files": {}}).setdefault("followups", {})[f"{u.kind}:{u.status}"] = (
             u.count
-    report = {"retailers": by_retailer, "dead_letters": dead,
-              "recent_failures": [{"retailer": x.retailer_id, "file": x.file_name,
-                                   "failed_at": x.finished_at.isoformat() if x.finished_at else None,
-                                   "reason": x.error} for x in failures]}
+        )
+    report = {
+        "retailers": by_retailer,
+        "dead_letters": dead,
+        "recent_failures": [
+            {
+                "retailer": x.retailer_id,
+                "file": x.file_name,
+                "failed_at": x.finished_at.isoformat() if x.finished_at else None,
+                "reason": x.error,
+            }
+            for x in failures
+        ],
+    }
     if args.json:
         print(json.dumps(report))
         return 0
@@ -154,10 +177,16 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for retailer, info in sorted(by_retailer.items()):
         scan = info.get("last_scan")
-        scan_text = (f"{scan['age_s']:.0f}s ago by {scan['requested_by']}: {scan['dispatched']} sent"
-                     + (f" [red]{scan['error']}[/red]" if scan["error"] else "")) if scan else "never"
-        pending = info.get("pending")
-        pending_text = f"{pending['files']} ({pending['oldest_age_s']:.0f}s)" if pending else "0"
+        scan_text = (
+            (
+                f"{scan['age_s']:.0f}s ago by {scan['requested_by']}: {scan['dispatched']} sent"
+                + (f" [red]{scan['error']}[/red]" if scan["error"] else "")
+            )
+            if scan
+            else "never"
+        )
+        waiting = info.get("pending")
+        pending_text = f"{waiting['files']} ({waiting['oldest_age_s']:.0f}s)" if waiting else "0"
         files_text = ", ".join(f"{k} {v}" for k, v in sorted(info["files"].items()))
         follow = ", ".join(f"{k} {v}" for k, v in sorted(info.get("followups", {}).items()))
         table.add_row(retailer, scan_text, files_text, pending_text, follow)
@@ -204,8 +233,16 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     else:
         console.print("[red]set FLOWER_USER and FLOWER_PASSWORD (or --insecure-local on 127.0.0.1)[/red]")
         return 2
-    cmd = [sys.executable, "-m", "worker.monitoring.flower", f"--port={args.port}",
-           f"--address={args.address}", "--persistent=True", f"--db={args.db}", "--purge_offline_workers=300"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "worker.monitoring.flower",
+        f"--port={args.port}",
+        f"--address={args.address}",
+        "--persistent=True",
+        f"--db={args.db}",
+        "--purge_offline_workers=300",
+    ]
     if flower.broker_api:
         cmd.append(f"--broker-api={flower.broker_api}")
     os.execve(sys.executable, cmd, env)  # noqa: S606 - become Flower, no shell involved
@@ -235,8 +272,11 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     db, store_cls = _inventory_store(settings)
     with db:
         store = store_cls(db)
-        count = store.load_facilities(args.retailer, rows) if args.what == "facilities" else \
-            store.load_inventory(args.retailer, rows)
+        count = (
+            store.load_facilities(args.retailer, rows)
+            if args.what == "facilities"
+            else store.load_inventory(args.retailer, rows)
+        )
     console.print(f"loaded {count} {args.what} rows for {args.retailer}")
     return 0
 
@@ -347,8 +387,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         except (OSError, ErpFileError) as exc:
             console.print(f"[red]{args.compare}: {exc}[/red]")
             return 2
-    source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds) if retailer.sftp.audit_dir and args.sftp \
-        else None
+    source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds) if retailer.sftp.audit_dir and args.sftp else None
     try:
         with open_pool(settings.database_url) as db:
             document, orders, written = run_audit(retailer, day, PgAudit(db), source, settings.audit_dir)
@@ -361,24 +400,55 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         rec = reconcile(orders, erp)
         outcome["reconciliation"] = {
             "matches": rec.matches,
-            "missing_in_oms": [{"line": r.line, "order_id": r.order_id, "store": r.store, "type": r.order_type,
-                                "total": str(r.total)} for r in rec.missing_in_oms],
-            "missing_in_erp": [{"order_id": o.external_id, "store": o.store_id, "type": o.order_type,
-                                "total": str(cents(o.grand_total))} for o in rec.missing_in_erp],
-            "total_differs": [{"order_id": i, "oms": str(a), "erp": str(b), "difference": str(a - b)}
-                              for i, a, b in rec.total_differs],
-            "other_differs": rec.other_differs}
+            "missing_in_oms": [
+                {"line": r.line, "order_id": r.order_id, "store": r.store, "type": r.order_type, "total": str(r.total)}
+                for r in rec.missing_in_oms
+            ],
+            "missing_in_erp": [
+                {
+                    "order_id": o.external_id,
+                    "store": o.store_id,
+                    "type": o.order_type,
+                    "total": str(cents(o.grand_total)),
+                }
+                for o in rec.missing_in_erp
+            ],
+            "total_differs": [
+                {"order_id": i, "oms": str(a), "erp": str(b), "difference": str(a - b)} for i, a, b in rec.total_differs
+            ],
+            "other_differs": rec.other_differs,
+        }
         mismatch = mismatch or not rec.matches
     if args.json:
         print(json.dumps(outcome))
         return 1 if mismatch else 0
     table = Table(title=f"audit of {retailer.retailer_id} for {day} (store-local business day)")
-    for col in ("store", "type", "orders", "units", "merchandise", "discounts", "tax", "shipping", "grand total",
-                "tenders"):
+    for col in (
+        "store",
+        "type",
+        "orders",
+        "units",
+        "merchandise",
+        "discounts",
+        "tax",
+        "shipping",
+        "grand total",
+        "tenders",
+    ):
         table.add_column(col)
     for r in document["rows"]:
-        table.add_row(r["store"], r["type"], str(r["orders"]), str(r["units"]), r["merchandise"], r["discounts"],
-                      r["tax"], r["shipping"], r["grand_total"], ", ".join(f"{m} {a}" for m, a in r["tenders"].items()))
+        table.add_row(
+            r["store"],
+            r["type"],
+            str(r["orders"]),
+            str(r["units"]),
+            r["merchandise"],
+            r["discounts"],
+            r["tax"],
+            r["shipping"],
+            r["grand_total"],
+            ", ".join(f"{m} {a}" for m, a in r["tenders"].items()),
+        )
     console.print(table)
     console.print("totals: " + ", ".join(f"{t} {v}" for t, v in document["totals"].items()))
     for problem in document["inconsistent_orders"]:
@@ -392,8 +462,10 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         for row in rec_doc["missing_in_erp"]:
             console.print(f"[red]here, not in the ERP: {row['order_id']} ({row['type']}, {row['total']})[/red]")
         for row in rec_doc["total_differs"]:
-            console.print(f"[red]{row['order_id']}: {row['oms']} here, {row['erp']} in the ERP, difference "
-                          f"{row['difference']}[/red]")
+            console.print(
+                f"[red]{row['order_id']}: {row['oms']} here, {row['erp']} in the ERP, difference "
+                f"{row['difference']}[/red]"
+            )
         for text in rec_doc["other_differs"]:
             console.print(f"[red]{text}[/red]")
         console.print("reconciliation: " + ("every order matches" if rec_doc["matches"] else "MISMATCH"))
@@ -431,8 +503,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scan)
-    p = sub.add_parser("status", help="per retailer: last scan, files by status, oldest pending file, dead letters,"
-                                      " recent failures")
+    p = sub.add_parser(
+        "status", help="per retailer: last scan, files by status, oldest pending file, dead letters, recent failures"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--failures", type=int, default=10, help="recent failures to show (default 10)")
     p.set_defaults(func=cmd_status)
@@ -448,9 +521,12 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_flower)
     for what in ("facilities", "inventory"):
         group = sub.add_parser(what, help=f"{what} data").add_subparsers(dest="action", required=True)
-        columns = ("facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,"
-                   "max_orders_per_day,facility_group,sequence" if what == "facilities"
-                   else "facility_id,product_id,gtin,quantity_on_hand")
+        columns = (
+            "facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,"
+            "max_orders_per_day,facility_group,sequence"
+            if what == "facilities"
+            else "facility_id,product_id,gtin,quantity_on_hand"
+        )
         p = group.add_parser("load", help=f"upsert {what} from a CSV file with the header {columns}")
         p.add_argument("retailer")
         p.add_argument("file")

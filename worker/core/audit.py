@@ -75,9 +75,12 @@ def summarize(orders: Sequence[AuditOrder]) -> list[AuditRow]:
 
 def inconsistencies(orders: Sequence[AuditOrder]) -> list[str]:
     """Orders whose lines, taxes and adjustments do not add up to their grand total."""
-    return [f"{o.order_type.lower()} {o.external_id} (store {o.store_id}): parts add up to {cents(o.parts_total)},"
-            f" grand total {cents(o.grand_total)}, difference {cents(o.grand_total - o.parts_total)}"
-            for o in orders if cents(o.parts_total) != cents(o.grand_total)]
+    return [
+        f"{o.order_type.lower()} {o.external_id} (store {o.store_id}): parts add up to {cents(o.parts_total)},"
+        f" grand total {cents(o.grand_total)}, difference {cents(o.grand_total - o.parts_total)}"
+        for o in orders
+        if cents(o.parts_total) != cents(o.grand_total)
+    ]
 
 
 @dataclass(frozen=True)
@@ -167,27 +170,51 @@ def reconcile(orders: Sequence[AuditOrder], erp: Sequence[ErpRow]) -> Reconcilia
     return result
 
 
-def report_document(retailer_id: str, business_date: str, rows: Sequence[AuditRow], problems: Sequence[str],
-                    unfinished_files: Sequence[str]) -> dict[str, Any]:
+def report_document(
+    retailer_id: str,
+    business_date: str,
+    rows: Sequence[AuditRow],
+    problems: Sequence[str],
+    unfinished_files: Sequence[str],
+) -> dict[str, Any]:
     """The report as stored (jsonb) and written (.json): amounts as strings of cents, never floats."""
     return {
         "retailer": retailer_id,
         "business_date": business_date,
-        "rows": [{"store": r.store_id, "type": r.order_type, "orders": r.orders, "units": r.units,
-                  "merchandise": str(cents(r.merchandise)), "discounts": str(cents(r.discounts)),
-                  "tax": str(cents(r.tax)), "shipping": str(cents(r.shipping)),
-                  "grand_total": str(cents(r.grand_total)),
-                  "tenders": {m: str(cents(a)) for m, a in sorted(r.tenders.items())}} for r in rows],
-        "totals": {t: str(cents(sum((r.grand_total for r in rows if r.order_type == t), Decimal(0))))
-                   for t in TYPES},
+        "rows": [
+            {
+                "store": r.store_id,
+                "type": r.order_type,
+                "orders": r.orders,
+                "units": r.units,
+                "merchandise": str(cents(r.merchandise)),
+                "discounts": str(cents(r.discounts)),
+                "tax": str(cents(r.tax)),
+                "shipping": str(cents(r.shipping)),
+                "grand_total": str(cents(r.grand_total)),
+                "tenders": {m: str(cents(a)) for m, a in sorted(r.tenders.items())},
+            }
+            for r in rows
+        ],
+        "totals": {t: str(cents(sum((r.grand_total for r in rows if r.order_type == t), Decimal(0)))) for t in TYPES},
         "inconsistent_orders": list(problems),
         "unfinished_files": list(unfinished_files),
         "consistent": not problems and not unfinished_files,
     }
 
 
-CSV_COLUMNS = ("store", "type", "orders", "units", "merchandise", "discounts", "tax", "shipping", "grand_total",
-               "tenders")
+CSV_COLUMNS = (
+    "store",
+    "type",
+    "orders",
+    "units",
+    "merchandise",
+    "discounts",
+    "tax",
+    "shipping",
+    "grand_total",
+    "tenders",
+)
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -208,8 +235,18 @@ def report_csv(document: dict[str, Any]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in document["rows"]:
         tenders = ";".join(f"{m}={a}" for m, a in r["tenders"].items())
-        cells = [r["store"], r["type"], r["orders"], r["units"], r["merchandise"], r["discounts"], r["tax"],
-                 r["shipping"], r["grand_total"], tenders]
+        cells = [
+            r["store"],
+            r["type"],
+            r["orders"],
+            r["units"],
+            r["merchandise"],
+            r["discounts"],
+            r["tax"],
+            r["shipping"],
+            r["grand_total"],
+            tenders,
+        ]
         writer.writerow([csv_cell(c) for c in cells])
     return out.getvalue()
 
@@ -224,12 +261,14 @@ class AuditStore(Protocol):
     def save(self, retailer_id: str, business_date: date, document: dict[str, Any]) -> None: ...
 
 
-def audit_day(retailer_id: str, business_date: date, time_zone: str, store: AuditStore
-              ) -> tuple[dict[str, Any], list[AuditOrder]]:
+def audit_day(
+    retailer_id: str, business_date: date, time_zone: str, store: AuditStore
+) -> tuple[dict[str, Any], list[AuditOrder]]:
     """Compute, check and store the report of one business day; the report and the day's orders."""
     orders, unfinished = store.day(retailer_id, business_date, time_zone)
-    document = report_document(retailer_id, business_date.isoformat(), summarize(orders), inconsistencies(orders),
-                               unfinished)
+    document = report_document(
+        retailer_id, business_date.isoformat(), summarize(orders), inconsistencies(orders), unfinished
+    )
     store.save(retailer_id, business_date, document)
     return document, orders
 
@@ -242,8 +281,13 @@ def due_business_date(now_local: datetime, audit_time: str) -> date | None:
     return (now_local - timedelta(days=1)).date()
 
 
-def day_to_audit(now_local: datetime, requested: date | None, due_only: bool, audit_time: str | None,
-                 already_done: Callable[[date], bool]) -> date | None:
+def day_to_audit(
+    now_local: datetime,
+    requested: date | None,
+    due_only: bool,
+    audit_time: str | None,
+    already_done: Callable[[date], bool],
+) -> date | None:
     """Which business day an audit run covers: the one asked for; else yesterday (with due_only: once the
     local audit_time has passed and only if that day has no report yet, None otherwise)."""
     if requested is not None:

@@ -201,8 +201,10 @@ def _note(group: ShipGroup, candidate: _Candidate) -> str:
 
 def _reason(line: LineToPlace, held_back: bool, tried: str) -> str:
     if held_back:
-        return (f"{line.quantity} of {line.gtin} was available only apart from the rest of the ship group,"
-                f" and no rule could split it off (rules tried: {tried})")
+        return (
+            f"{line.quantity} of {line.gtin} was available only apart from the rest of the ship group,"
+            f" and no rule could split it off (rules tried: {tried})"
+        )
     return f"no facility has {line.quantity} of {line.gtin} available under any rule (rules tried: {tried})"
 
 
@@ -242,10 +244,14 @@ def broker(
                     allocate(home, line, rule)
             remaining = unplaced
         else:
-            held_back |= {line.item_seq for line in remaining
-                          if any(ledger.can_take(c.facility.facility_id, [line], rule) for c in candidates)}
+            held_back |= {
+                line.item_seq
+                for line in remaining
+                if any(ledger.can_take(c.facility.facility_id, [line], rule) for c in candidates)
+            }
 
     tried = ", ".join(rule.name for rule in rules) or "none"
     unfillable = tuple(
-        Unfillable(line.item_seq, _reason(line, line.item_seq in held_back, tried)) for line in remaining)
+        Unfillable(line.item_seq, _reason(line, line.item_seq in held_back, tried)) for line in remaining
+    )
     return BrokeringPlan(tuple(sorted(allocations, key=lambda a: a.item_seq)), unfillable)

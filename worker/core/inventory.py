@@ -19,13 +19,29 @@ from typing import Any, TypeVar
 from worker.core.money import JsonError, loads_decimal
 
 VARIANCE_COLUMNS = (
-    "facilityId", "idType", "idValue", "availableDelta", "locationSeqId", "varianceReasonId", "comments",
+    "facilityId",
+    "idType",
+    "idValue",
+    "availableDelta",
+    "locationSeqId",
+    "varianceReasonId",
+    "comments",
 )
 ID_TYPES = ("SKU", "UPCA", "EAN", "GTIN")  # product id types accepted in variance records
 REASONS = ("POS_SALE", "VAR_INTEGR", "VAR_DAMAGED", "VAR_LOST", "VAR_FOUND", "VAR_MANUAL", "POS_RETURN")
 
-FACILITY_COLUMNS = ("facility_id", "name", "facility_type", "postal_code", "latitude", "longitude",
-                    "allow_brokering", "max_orders_per_day", "facility_group", "sequence")
+FACILITY_COLUMNS = (
+    "facility_id",
+    "name",
+    "facility_type",
+    "postal_code",
+    "latitude",
+    "longitude",
+    "allow_brokering",
+    "max_orders_per_day",
+    "facility_group",
+    "sequence",
+)
 INVENTORY_COLUMNS = ("facility_id", "product_id", "gtin", "quantity_on_hand")
 
 MAX_DELTA = 1_000_000  # one variance moving a million units is corrupt data, not a stock count
@@ -249,8 +265,9 @@ def _required_whole(value: Any, low: int, high: int) -> int:
 def _delta(value: Any) -> int:
     number = _required_whole(value, -MAX_DELTA, MAX_DELTA)
     if number == 0:
-        raise _Invalid(f"{_show(value.strip() if isinstance(value, str) else value)} is zero; a variance must change"
-                       " the quantity")
+        raise _Invalid(
+            f"{_show(value.strip() if isinstance(value, str) else value)} is zero; a variance must change the quantity"
+        )
     return number
 
 
@@ -301,8 +318,9 @@ def _rows(text: str, error: Callable[[str], ValueError]) -> Iterator[tuple[int, 
             yield start, cells
 
 
-def _header(line: int, cells: list[str], required: tuple[str, ...], known: tuple[str, ...],
-            strict: bool) -> tuple[list[str], list[str]]:
+def _header(
+    line: int, cells: list[str], required: tuple[str, ...], known: tuple[str, ...], strict: bool
+) -> tuple[list[str], list[str]]:
     """Column names and the problems with them; strict headers (our own files) allow no unknown column."""
     names = [cell.strip() for cell in cells]
     problems: list[str] = []
@@ -387,9 +405,14 @@ def _variance_csv(text: str) -> VarianceFile:
     records: list[VarianceRecord] = []
     rejected: list[Rejected] = []
     for line, cells in rows:
-        if any(cell.strip() for cell in cells[len(names):]):
-            rejected.append(Rejected(line, f"line {line}: has {len(cells)} values but the header has"
-                                           f" {len(names)} columns (an unquoted comma?)"))
+        if any(cell.strip() for cell in cells[len(names) :]):
+            rejected.append(
+                Rejected(
+                    line,
+                    f"line {line}: has {len(cells)} values but the header has"
+                    f" {len(names)} columns (an unquoted comma?)",
+                )
+            )
             continue
         values = {name: cells[index] if index < len(cells) else "" for name, index in position.items()}
         _variance_record(line, f"line {line}", values, records, rejected)
@@ -398,8 +421,9 @@ def _variance_csv(text: str) -> VarianceFile:
     return VarianceFile("csv", tuple(records), tuple(rejected))
 
 
-def _variance_record(line: int, where: str, values: Mapping[str, Any], records: list[VarianceRecord],
-                     rejected: list[Rejected]) -> None:
+def _variance_record(
+    line: int, where: str, values: Mapping[str, Any], records: list[VarianceRecord], rejected: list[Rejected]
+) -> None:
     fields = _Fields(values)
     record = VarianceRecord(
         line=line,
@@ -498,17 +522,28 @@ def record_label(file_format: str) -> str:
     return "record" if file_format == "json" else "line"
 
 
-def variance_for_record(record: VarianceRecord, file_id: int, label: str, facility_known: bool,
-                        product_id: str | None) -> Variance | Rejected:
+def variance_for_record(
+    record: VarianceRecord, file_id: int, label: str, facility_known: bool, product_id: str | None
+) -> Variance | Rejected:
     """A variance record of a known facility and product becomes a variance, once per file and line;
     otherwise it is rejected, its line and field named. product_id: the retailer's product it names, if any."""
     if not facility_known:
         return Rejected(record.line, f"{label} {record.line}: facilityId: unknown facility {record.facility_id!r}")
     if product_id is None:
-        return Rejected(record.line,
-                        f"{label} {record.line}: idValue: unknown product {record.id_type} {record.id_value!r}")
-    return Variance(record.facility_id, record.id_type, record.id_value, record.available_delta, record.reason_id,
-                    f"file:{file_id}:{record.line}", product_id, record.location_seq_id, record.comments)
+        return Rejected(
+            record.line, f"{label} {record.line}: idValue: unknown product {record.id_type} {record.id_value!r}"
+        )
+    return Variance(
+        record.facility_id,
+        record.id_type,
+        record.id_value,
+        record.available_delta,
+        record.reason_id,
+        f"file:{file_id}:{record.line}",
+        product_id,
+        record.location_seq_id,
+        record.comments,
+    )
 
 
 def variance_file_applied(parsed: VarianceFile, applied: int, rejected: Sequence[Rejected]) -> VarianceFileApplied:

@@ -29,8 +29,12 @@ def loads_decimal(text: str, special_numbers: bool = False) -> Any:
     past 30 digits). NaN, Infinity and -Infinity are not JSON and are refused, unless special_numbers:
     then they become Decimal, for a caller that rejects the one record holding one rather than the file."""
     try:
-        return json.loads(text, parse_float=Decimal, parse_int=_parse_int,
-                          parse_constant=Decimal if special_numbers else _refuse_constant)
+        return json.loads(
+            text,
+            parse_float=Decimal,
+            parse_int=_parse_int,
+            parse_constant=Decimal if special_numbers else _refuse_constant,
+        )
     except json.JSONDecodeError as exc:
         raise JsonError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:

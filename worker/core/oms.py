@@ -94,8 +94,9 @@ def _discount_type(adjustment_type: str) -> str:
 def _item(line: SaleLine, status: str) -> dict[str, Any]:
     adjustments: list[dict[str, Any]] = [{"type": "SALES_TAX", "amount": line.tax}]
     # A discount lowers the order total, so it is a negative adjustment whatever sign the POS used.
-    adjustments += [{"type": _discount_type(a.adjustment_type), "amount": -abs(a.amount)}
-                    for a in line.adjustments if a.amount]
+    adjustments += [
+        {"type": _discount_type(a.adjustment_type), "amount": -abs(a.amount)} for a in line.adjustments if a.amount
+    ]
     return {
         "idType": "UPCA",
         "idValue": line.gtin,
@@ -135,7 +136,9 @@ def _payments(sale: Sale, retailer: Retailer) -> list[Payment]:
         if method is None:
             raise TLogError(
                 f"tenders[{index}].paymentMethod: {tender.payment_method!r} has no payment method mapping;"
-                f" add it to [retailers.{retailer.retailer_id}.payment_methods]", sale.order_id)
+                f" add it to [retailers.{retailer.retailer_id}.payment_methods]",
+                sale.order_id,
+            )
         prefs.append(Payment(len(prefs) + 1, method, tender.payment_method, tender.amount, "PAYMENT_SETTLED"))
     return prefs
 
@@ -150,35 +153,43 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
     may_split = "Y" if retailer.may_split else "N"
     ship_groups: list[dict[str, Any]] = []
     if in_store:
-        ship_groups.append({
-            "facilityId": sale.store_id,
-            "shipmentMethodTypeId": retailer.in_store_shipment_method,
-            "orderFacilityId": sale.store_id,
-            "maySplit": may_split,
-            "carrierPartyId": "_NA_",
-            "items": [_item(line, ITEM_COMPLETED) for line in in_store],
-        })
+        ship_groups.append(
+            {
+                "facilityId": sale.store_id,
+                "shipmentMethodTypeId": retailer.in_store_shipment_method,
+                "orderFacilityId": sale.store_id,
+                "maySplit": may_split,
+                "carrierPartyId": "_NA_",
+                "items": [_item(line, ITEM_COMPLETED) for line in in_store],
+            }
+        )
     if ship:
-        ship_groups.append({
-            "facilityId": BROKERING_QUEUE,
-            "shipmentMethodTypeId": shipment_method(retailer, sale.shipping_name),
-            "shipTo": _ship_to(sale),
-            "orderFacilityId": sale.store_id,
-            "maySplit": may_split,
-            "carrierPartyId": "_NA_",
-            "items": [_item(line, ITEM_APPROVED) for line in ship],
-        })
+        ship_groups.append(
+            {
+                "facilityId": BROKERING_QUEUE,
+                "shipmentMethodTypeId": shipment_method(retailer, sale.shipping_name),
+                "shipTo": _ship_to(sale),
+                "orderFacilityId": sale.store_id,
+                "maySplit": may_split,
+                "carrierPartyId": "_NA_",
+                "items": [_item(line, ITEM_APPROVED) for line in ship],
+            }
+        )
     order_adjustments: list[dict[str, Any]] = []
     if ship or sale.shipping_sub_total or sale.shipping_tax:
-        order_adjustments += [{"type": "SHIPPING_CHARGES", "amount": sale.shipping_sub_total},
-                              {"type": "SHIPPING_SALES_TAX", "amount": sale.shipping_tax}]
+        order_adjustments += [
+            {"type": "SHIPPING_CHARGES", "amount": sale.shipping_sub_total},
+            {"type": "SHIPPING_SALES_TAX", "amount": sale.shipping_tax},
+        ]
     # Header discount not carried by line adjustments is an order-level discount.
     unassigned = sale.discount - sum((line_discount(line) for line in sale.lines), Decimal(0))
     if unassigned > 0:
         order_adjustments.append({"type": "DISCOUNT_ADJUSTMENT", "amount": -unassigned})
     elif unassigned < 0:
-        raise TLogError(f"discount: {sale.discount} is less than the line priceAdjustments "
-                        f"({sale.discount - unassigned})", sale.order_id)
+        raise TLogError(
+            f"discount: {sale.discount} is less than the line priceAdjustments ({sale.discount - unassigned})",
+            sale.order_id,
+        )
 
     status = ORDER_COMPLETED if not ship else ORDER_APPROVED
     payments = _payments(sale, retailer)
@@ -203,18 +214,26 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
         "orderIdentifications": [{"orderIdentificationTypeId": "PS_ORD_ID", "idValue": sale.order_id}],
         "shipGroup": ship_groups,
         "orderAdjustments": order_adjustments,
-        "orderPaymentPref": [{"statusId": p.status_id, "paymentMethodTypeId": p.payment_method_type_id,
-                              "maxAmount": p.amount} for p in payments],
+        "orderPaymentPref": [
+            {"statusId": p.status_id, "paymentMethodTypeId": p.payment_method_type_id, "maxAmount": p.amount}
+            for p in payments
+        ],
     }
     data_list: list[dict[str, Any]] = [{"serviceName": "createSalesOrder", "data": {"order": order}}]
     if ship:
-        data_list.append({"serviceName": "createExcludedOrderFacilityForOrder",
-                          "data": {"externalId": sale.order_id, "orderFacilityId": sale.store_id}})
+        data_list.append(
+            {
+                "serviceName": "createExcludedOrderFacilityForOrder",
+                "data": {"externalId": sale.order_id, "orderFacilityId": sale.store_id},
+            }
+        )
     payload = [{"dataList": data_list}]
     parts = order_parts_total(payload)
     if not same_cents(parts, sale.total_amount):
-        raise TLogError(f"totalAmount: {sale.total_amount} differs from what the lines, taxes and adjustments"
-                        f" add up to ({parts})", sale.order_id)
+        raise TLogError(
+            f"totalAmount: {sale.total_amount} differs from what the lines, taxes and adjustments add up to ({parts})",
+            sale.order_id,
+        )
     lines = tuple(
         OrderLine(
             item_seq=line.item_seq,
@@ -246,13 +265,15 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
     )
 
 
-def _adjustments(lines: tuple[SaleLine, ...], ship_groups: list[dict[str, Any]],
-                 order_adjustments: list[dict[str, Any]]) -> tuple[Adjustment, ...]:
+def _adjustments(
+    lines: tuple[SaleLine, ...], ship_groups: list[dict[str, Any]], order_adjustments: list[dict[str, Any]]
+) -> tuple[Adjustment, ...]:
     """Item adjustments in ship-group order (the order lines were emitted in), then order-level ones."""
     items = [item for group in ship_groups for item in group["items"]]
     found: list[tuple[int | None, str, Decimal]] = [
         (line.item_seq, adj["type"], adj["amount"])
-        for line, item in zip(lines, items, strict=True) for adj in item["itemAdjustments"]
+        for line, item in zip(lines, items, strict=True)
+        for adj in item["itemAdjustments"]
     ]
     found += [(None, adj["type"], adj["amount"]) for adj in order_adjustments]
     return tuple(Adjustment(seq, item_seq, kind, amount) for seq, (item_seq, kind, amount) in enumerate(found, 1))

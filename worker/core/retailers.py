@@ -103,10 +103,12 @@ class SftpSchema(_Strict):
     min_age_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0))
     variance_dir = fields.String(load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path"))
     variance_pattern = fields.String(load_default="*.json", validate=validate.Length(min=1))
-    variance_archive_dir = fields.String(load_default=None,
-                                         validate=validate.Regexp(r"^/", error="must be an absolute path"))
-    variance_error_dir = fields.String(load_default=None,
-                                       validate=validate.Regexp(r"^/", error="must be an absolute path"))
+    variance_archive_dir = fields.String(
+        load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path")
+    )
+    variance_error_dir = fields.String(
+        load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path")
+    )
     audit_dir = fields.String(load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path"))
 
     @validates_schema
@@ -121,8 +123,9 @@ class SftpSchema(_Strict):
                 if not data.get(key):
                     raise ValidationError("required when variance_dir is set", key)
             if len({data["variance_dir"], data["variance_archive_dir"], data["variance_error_dir"]}) != 3:
-                raise ValidationError("variance_dir, variance_archive_dir and variance_error_dir must differ",
-                                      "variance_archive_dir")
+                raise ValidationError(
+                    "variance_dir, variance_archive_dir and variance_error_dir must differ", "variance_archive_dir"
+                )
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> SftpConfig:
@@ -160,8 +163,9 @@ class RetailerSchema(_Strict):
     channel = fields.String(load_default="POS_SALES_CHANNEL")
     sftp = fields.Nested(SftpSchema, required=True)
     brokering = fields.Nested(BrokeringSchema, load_default=None)
-    audit_time = fields.String(load_default=None, validate=validate.Regexp(
-        r"^([01]\d|2[0-3]):[0-5]\d$", error="must be HH:MM (24 h)"))
+    audit_time = fields.String(
+        load_default=None, validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", error="must be HH:MM (24 h)")
+    )
     audit_time_zone = fields.String(load_default="UTC", validate=_time_zone)
 
     @validates_schema
@@ -189,8 +193,9 @@ def parse_retailers(document: dict[str, Any], source: str = "retailers file") ->
         methods = dict(DEFAULT_PAYMENT_METHODS)
         methods.update(data.pop("payment_methods") or {})
         rules = tuple((data.pop("brokering") or {}).get("rules") or ()) or DEFAULT_RULES
-        retailers[retailer_id] = Retailer(retailer_id=retailer_id, payment_methods=methods, brokering_rules=rules,
-                                          **data)
+        retailers[retailer_id] = Retailer(
+            retailer_id=retailer_id, payment_methods=methods, brokering_rules=rules, **data
+        )
     return retailers
 
 

@@ -231,7 +231,14 @@ def restock(ret: Return, return_id: int, line: ReturnLine, stocked_product: str 
     """One POS_RETURN variance per line, once (its source names the return and line). It moves the product
     the retailer's stock already holds for the GTIN (stocked_product, the store's own row first), else the
     line's product id, else the GTIN itself."""
-    variance = Variance(ret.store_id, "UPCA", line.gtin, line.quantity, POS_RETURN,
-                        f"return:{return_id}:{line.item_seq}", line.product_id,
-                        comments=f"POS return {ret.external_id}")
+    variance = Variance(
+        ret.store_id,
+        "UPCA",
+        line.gtin,
+        line.quantity,
+        POS_RETURN,
+        f"return:{return_id}:{line.item_seq}",
+        line.product_id,
+        comments=f"POS return {ret.external_id}",
+    )
     return Restock(variance, stocked_product if stocked_product is not None else (line.product_id or line.gtin))

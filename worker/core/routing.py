@@ -40,9 +40,19 @@ class SoldLine:
 
 def sale_variances(order_id: int, external_id: str, store_id: str, lines: Sequence[SoldLine]) -> list[Variance]:
     """An in-store sale lowers the selling store's inventory by what left the till, one variance per line."""
-    return [Variance(store_id, "UPCA", line.gtin, -line.quantity, POS_SALE, f"order:{order_id}:{line.item_seq}",
-                     product_id=line.product_id, comments=f"POS in-store sale {external_id}")
-            for line in lines]
+    return [
+        Variance(
+            store_id,
+            "UPCA",
+            line.gtin,
+            -line.quantity,
+            POS_SALE,
+            f"order:{order_id}:{line.item_seq}",
+            product_id=line.product_id,
+            comments=f"POS in-store sale {external_id}",
+        )
+        for line in lines
+    ]
 
 
 @dataclass(frozen=True)

@@ -76,23 +76,29 @@ def _variance_dir(retailer_id: str) -> str:
 
 def _variance_keys(retailer_id: str) -> str:
     base = _variance_dir(retailer_id)
-    return (f'variance_dir = "{base}"\nvariance_pattern = "*.json"\n'
-            f'variance_archive_dir = "{base}/archive"\nvariance_error_dir = "{base}/error"\n')
+    return (
+        f'variance_dir = "{base}"\nvariance_pattern = "*.json"\n'
+        f'variance_archive_dir = "{base}/archive"\nvariance_error_dir = "{base}/error"\n'
+    )
 
 
 # The retailer that is not the order master gets its store inventory from variance files:
 # CSV content under a .json name (as the published flow does), and a JSON array with one bad record.
 VARIANCE_FILES = (
-    ("northwind_InventoryUpdate_2024-01-12-18_00_00_000.json",
-     b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
-     b"254,UPCA,197076109642,-1,TLTLTLLL01,VAR_INTEGR,POS in-store sale\n"
-     b"255,UPCA,197076109628,-2,TLTLTLLL01,POS_SALE,POS in-store sale\n"
-     b"301,SKU,VSOCK0000001,-1,,POS_SALE,POS in-store sale\n"),
-    ("northwind_InventoryUpdate_2024-01-12-19_00_00_000.json",
-     b'[{"facilityId": "254", "idType": "UPCA", "idValue": "197076300017", "availableDelta": 4,'
-     b' "varianceReasonId": "VAR_FOUND", "comments": "cycle count"},'
-     b' {"facilityId": "999", "idType": "UPCA", "idValue": "197076300017", "availableDelta": -1,'
-     b' "varianceReasonId": "VAR_DAMAGED", "comments": "unknown store"}]'),
+    (
+        "northwind_InventoryUpdate_2024-01-12-18_00_00_000.json",
+        b"facilityId,idType,idValue,availableDelta,locationSeqId,varianceReasonId,comments\n"
+        b"254,UPCA,197076109642,-1,TLTLTLLL01,VAR_INTEGR,POS in-store sale\n"
+        b"255,UPCA,197076109628,-2,TLTLTLLL01,POS_SALE,POS in-store sale\n"
+        b"301,SKU,VSOCK0000001,-1,,POS_SALE,POS in-store sale\n",
+    ),
+    (
+        "northwind_InventoryUpdate_2024-01-12-19_00_00_000.json",
+        b'[{"facilityId": "254", "idType": "UPCA", "idValue": "197076300017", "availableDelta": 4,'
+        b' "varianceReasonId": "VAR_FOUND", "comments": "cycle count"},'
+        b' {"facilityId": "999", "idType": "UPCA", "idValue": "197076300017", "availableDelta": -1,'
+        b' "varianceReasonId": "VAR_DAMAGED", "comments": "unknown store"}]',
+    ),
 )
 
 
@@ -100,7 +106,8 @@ def _retailers_toml(endpoint: SftpEndpoint) -> str:
     out = []
     for retailer_id, master, store in RETAILERS:
         base = f"/{retailer_id}/POS/PS_to_HC/SalesOrder"
-        out.append(f"""
+        out.append(
+            f"""
 [retailers.{retailer_id}]
 product_store_id = "{store}"
 currency = "USD"
@@ -121,7 +128,10 @@ archive_dir = "{base}/archive"
 error_dir = "{base}/error"
 pattern = "*.json"
 min_age_seconds = 1
-""" + (_variance_keys(retailer_id) if not master else "") + BROKERING_RULES.format(rid=retailer_id))
+"""
+            + (_variance_keys(retailer_id) if not master else "")
+            + BROKERING_RULES.format(rid=retailer_id)
+        )
     return "".join(out)
 
 
@@ -135,20 +145,25 @@ def _seed(root: Path, generated: int) -> dict[str, int]:
             (base / sub).mkdir(parents=True, exist_ok=True)
         files: list[tuple[str, bytes]] = []
         if retailer_id == "dolcevita":
-            files += [("dolcevita_OrderTLog_2024-01-12-16_45_27_000.json", sample_bytes("inStoreOrdersSample.json")),
-                      ("dolcevita_OrderTLog_2024-01-12-16_47_01_000.json", sample_bytes("sendSaleOrdersSample.json")),
-                      ("dolcevita_OrderTLog_2024-01-12-17_00_00_000.json", b""),
-                      ("dolcevita_OrderTLog_2024-01-12-17_00_01_000.json", b"\xff\xfe not utf-8"),
-                      # the same sale again under another name: stored once, recorded as duplicate
-                      ("dolcevita_OrderTLog_2024-01-12-17_00_02_000.json", sample_bytes("inStoreOrdersSample.json")),
-                      # an exchange: a customer brings back a pair from the in-store sample (its sale file is
-                      # above) and buys another size; and a return of a sale this system never saw
-                      ("dolcevita_ReturnTLog_2024-01-12-18_00_00_000.json",
-                       dumps(make_return(1, load_sample("inStoreOrdersSample.json"), order_prefix="DVR"))),
-                      ("dolcevita_OrderTLog_2024-01-12-18_00_01_000.json",
-                       dumps(make_sale(1, "IN_STORE", store_id="254", lines=1, order_prefix="DVX"))),
-                      ("dolcevita_ReturnTLog_2024-01-12-18_30_00_000.json",
-                       dumps(make_return(2, order_prefix="DVR")))]
+            files += [
+                ("dolcevita_OrderTLog_2024-01-12-16_45_27_000.json", sample_bytes("inStoreOrdersSample.json")),
+                ("dolcevita_OrderTLog_2024-01-12-16_47_01_000.json", sample_bytes("sendSaleOrdersSample.json")),
+                ("dolcevita_OrderTLog_2024-01-12-17_00_00_000.json", b""),
+                ("dolcevita_OrderTLog_2024-01-12-17_00_01_000.json", b"\xff\xfe not utf-8"),
+                # the same sale again under another name: stored once, recorded as duplicate
+                ("dolcevita_OrderTLog_2024-01-12-17_00_02_000.json", sample_bytes("inStoreOrdersSample.json")),
+                # an exchange: a customer brings back a pair from the in-store sample (its sale file is
+                # above) and buys another size; and a return of a sale this system never saw
+                (
+                    "dolcevita_ReturnTLog_2024-01-12-18_00_00_000.json",
+                    dumps(make_return(1, load_sample("inStoreOrdersSample.json"), order_prefix="DVR")),
+                ),
+                (
+                    "dolcevita_OrderTLog_2024-01-12-18_00_01_000.json",
+                    dumps(make_sale(1, "IN_STORE", store_id="254", lines=1, order_prefix="DVX")),
+                ),
+                ("dolcevita_ReturnTLog_2024-01-12-18_30_00_000.json", dumps(make_return(2, order_prefix="DVR"))),
+            ]
             files += mix(generated, seed=11, bad_every=25, order_prefix="DV")
         else:
             files += mix(max(6, generated // 4), seed=12, order_prefix="NW")
@@ -204,10 +219,15 @@ def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files:
     retailers.write_text(_retailers_toml(endpoint))
     env = dict(os.environ, TLOGSYNC_DATABASE_URL=dsn, TLOGSYNC_RETAILERS=str(retailers))
     celery = [sys.executable, "-m", "celery", "-A", "worker"]
-    worker = _start(celery + ["worker", "-Q", ",".join(WORK_QUEUES), "-c", "2", "-l", "INFO",
-                              "--hostname", f"demo-{os.getpid()}@%h"], env, workdir / "worker.log")
-    beat = _start(celery + ["beat", "-l", "INFO", "-s", str(workdir / "celerybeat-schedule")], env,
-                  workdir / "beat.log")
+    worker = _start(
+        celery
+        + ["worker", "-Q", ",".join(WORK_QUEUES), "-c", "2", "-l", "INFO", "--hostname", f"demo-{os.getpid()}@%h"],
+        env,
+        workdir / "worker.log",
+    )
+    beat = _start(
+        celery + ["beat", "-l", "INFO", "-s", str(workdir / "celerybeat-schedule")], env, workdir / "beat.log"
+    )
     started = time.monotonic()
     status = 0
     try:
@@ -235,8 +255,9 @@ def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files:
     console.rule("daily audit of the demo day (dolcevita, 2024-01-12)")
     from worker import cli
 
-    os.environ.update(TLOGSYNC_DATABASE_URL=dsn, TLOGSYNC_RETAILERS=str(retailers),
-                      TLOGSYNC_AUDIT_DIR=str(workdir / "audit"))
+    os.environ.update(
+        TLOGSYNC_DATABASE_URL=dsn, TLOGSYNC_RETAILERS=str(retailers), TLOGSYNC_AUDIT_DIR=str(workdir / "audit")
+    )
     audit_status = cli.main(["audit", "dolcevita", "--date", "2024-01-12", "--no-sftp"])
     # the day holds failed files on purpose (the broken samples), which the audit reports as such
     console.print(f"audit exit status {audit_status} (1 means: something to look at, listed above)")
@@ -288,9 +309,13 @@ def _summary(reads: PgReadModel, total: int, elapsed: float, root: Path) -> None
         table.add_row(v.retailer_id, v.source, v.reason_id, str(v.records), str(v.units))
     console.print(table)
     for vf in summary.variance_files:
-        console.print(f"variance file {vf.file_name}: {vf.records_applied} applied, {vf.records_rejected} rejected" +
-                      (f" ({vf.error})" if vf.error else ""))
+        console.print(
+            f"variance file {vf.file_name}: {vf.records_applied} applied, {vf.records_rejected} rejected"
+            + (f" ({vf.error})" if vf.error else "")
+        )
     left = sorted(p.name for p in root.glob("*/POS/PS_to_HC/SalesOrder/*.json"))
     console.print(f"{final} of {total} files accounted for in the ledger; {len(left)} left in inbound folders")
-    console.print(f"elapsed {elapsed:.1f}s from worker start to the last file final: "
-                  f"{total / elapsed:.1f} files/s (includes worker start-up and the first poll)")
+    console.print(
+        f"elapsed {elapsed:.1f}s from worker start to the last file final: "
+        f"{total / elapsed:.1f} files/s (includes worker start-up and the first poll)"
+    )

@@ -65,8 +65,14 @@ class EmbeddedSftpServer:
 
         async def listen() -> asyncssh.SSHAcceptor:
             return await asyncssh.listen(
-                "127.0.0.1", self.port, server_host_keys=[host_key], authorized_client_keys=authorized,
-                sftp_factory=rooted, allow_scp=False, encoding=None)
+                "127.0.0.1",
+                self.port,
+                server_host_keys=[host_key],
+                authorized_client_keys=authorized,
+                sftp_factory=rooted,
+                allow_scp=False,
+                encoding=None,
+            )
 
         future = asyncio.run_coroutine_threadsafe(listen(), self._loop)
         self._server = future.result(timeout=10)

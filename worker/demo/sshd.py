@@ -82,7 +82,7 @@ def start_sshd(base: Path) -> Sshd:
 ListenAddress 127.0.0.1
 Port {port}
 HostKey {host_key}
-PidFile {base / 'sshd.pid'}
+PidFile {base / "sshd.pid"}
 AuthorizedKeysFile {authorized}
 PasswordAuthentication no
 KbdInteractiveAuthentication no

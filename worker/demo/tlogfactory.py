@@ -61,9 +61,16 @@ DC1,RENO DC,WAREHOUSE,89502,39.5296,-119.8138,true,,DC,1
 TAX_RATE = Decimal("0.08875")
 
 
-def make_sale(seq: int, kind: str = "IN_STORE", store_id: str = "254", rng: random.Random | None = None,
-              order_prefix: str = "GEN", created: datetime | None = None, lines: int | None = None,
-              products: tuple[Product, ...] = CATALOG) -> dict[str, Any]:
+def make_sale(
+    seq: int,
+    kind: str = "IN_STORE",
+    store_id: str = "254",
+    rng: random.Random | None = None,
+    order_prefix: str = "GEN",
+    created: datetime | None = None,
+    lines: int | None = None,
+    products: tuple[Product, ...] = CATALOG,
+) -> dict[str, Any]:
     """A TLog document; kind is IN_STORE, SEND_SALE or MIXED."""
     rng = rng or random.Random(seq)
     template = load_sample("sendSaleOrdersSample.json" if kind != "IN_STORE" else "inStoreOrdersSample.json")
@@ -80,25 +87,44 @@ def make_sale(seq: int, kind: str = "IN_STORE", store_id: str = "254", rng: rand
         tax = cents(sub_total * TAX_RATE)
         ship = kind == "SEND_SALE" or (kind == "MIXED" and index % 2 == 0)
         line = copy.deepcopy(line_template)
-        line.update({
-            "orderItemId": str(index), "productId": product.product_id, "gtin": product.gtin, "name": product.name,
-            "price": product.price, "quantity": quantity, "subTotal": sub_total, "tax": tax,
-            "total": sub_total + tax, "productTax": {"totalTax": tax, "taxRates": []},
-            "fulfillmentType": "ONLINE" if ship else "IN_STORE",
-            "omniFulfillmentType": "SHIP_TO_HOME" if ship else "IN_STORE",
-        })
+        line.update(
+            {
+                "orderItemId": str(index),
+                "productId": product.product_id,
+                "gtin": product.gtin,
+                "name": product.name,
+                "price": product.price,
+                "quantity": quantity,
+                "subTotal": sub_total,
+                "tax": tax,
+                "total": sub_total + tax,
+                "productTax": {"totalTax": tax, "taxRates": []},
+                "fulfillmentType": "ONLINE" if ship else "IN_STORE",
+                "omniFulfillmentType": "SHIP_TO_HOME" if ship else "IN_STORE",
+            }
+        )
         product_lines.append(line)
     sub_total = sum((line["subTotal"] for line in product_lines), Decimal(0))
     tax_total = sum((line["tax"] for line in product_lines), Decimal(0))
     shipping = Decimal("30") if kind != "IN_STORE" else Decimal(0)
     total = sub_total + tax_total + shipping
-    doc.update({
-        "orderId": order_id, "storeId": store_id, "creationDate": created.strftime("%Y-%m-%d %H:%M:%S"),
-        "orderDate": int(created.timestamp() * 1000), "updateDate": int(created.timestamp() * 1000),
-        "orderSubTotal": sub_total, "taxSubTotal": tax_total, "discount": Decimal(0), "totalAmount": total,
-        "orderProductList": product_lines, "productList": copy.deepcopy(product_lines),
-        "fulfillmentType": "IN_STORE" if kind == "IN_STORE" else "ONLINE", "isSplitCart": kind == "MIXED",
-    })
+    doc.update(
+        {
+            "orderId": order_id,
+            "storeId": store_id,
+            "creationDate": created.strftime("%Y-%m-%d %H:%M:%S"),
+            "orderDate": int(created.timestamp() * 1000),
+            "updateDate": int(created.timestamp() * 1000),
+            "orderSubTotal": sub_total,
+            "taxSubTotal": tax_total,
+            "discount": Decimal(0),
+            "totalAmount": total,
+            "orderProductList": product_lines,
+            "productList": copy.deepcopy(product_lines),
+            "fulfillmentType": "IN_STORE" if kind == "IN_STORE" else "ONLINE",
+            "isSplitCart": kind == "MIXED",
+        }
+    )
     doc["store"] = dict(doc["store"], storeId=store_id)
     if kind != "IN_STORE":
         doc["shippingSubTotal"], doc["shippingTax"] = shipping, Decimal(0)
@@ -145,8 +171,14 @@ BAD_VARIANTS = (
 )
 
 
-def make_return(seq: int, original: dict[str, Any] | None = None, store_id: str = "254", order_prefix: str = "RET",
-                created: datetime | None = None, product_class: str = "Merchandise") -> dict[str, Any]:
+def make_return(
+    seq: int,
+    original: dict[str, Any] | None = None,
+    store_id: str = "254",
+    order_prefix: str = "RET",
+    created: datetime | None = None,
+    product_class: str = "Merchandise",
+) -> dict[str, Any]:
     """A return TLog: the first line of `original` (or of a fresh sale) comes back, refunded in cash."""
     source = original or make_sale(seq, "IN_STORE", store_id=store_id, lines=1, order_prefix=f"{order_prefix}S")
     line = copy.deepcopy(source["orderProductList"][0])
@@ -156,14 +188,23 @@ def make_return(seq: int, original: dict[str, Any] | None = None, store_id: str 
     sub_total, tax = line["subTotal"], line["tax"]
     created = created or datetime(2024, 1, 12, 18, 0, tzinfo=UTC) + timedelta(seconds=seq)
     doc = copy.deepcopy(load_sample("inStoreOrdersSample.json"))
-    doc.update({
-        "orderId": f"{order_prefix}{seq:08d}", "storeId": store_id,
-        "creationDate": created.strftime("%Y-%m-%d %H:%M:%S"), "orderDate": int(created.timestamp() * 1000),
-        "orderProductList": [], "productList": [], "returnProductList": [line],
-        "orderSubTotal": sub_total, "taxSubTotal": tax, "discount": Decimal(0), "totalAmount": sub_total + tax,
-        "tenders": [],
-        "refundPaymentDetails": [{"paymentMethod": "Cash", "amount": sub_total + tax, "paymentStatus": "APPROVED"}],
-    })
+    doc.update(
+        {
+            "orderId": f"{order_prefix}{seq:08d}",
+            "storeId": store_id,
+            "creationDate": created.strftime("%Y-%m-%d %H:%M:%S"),
+            "orderDate": int(created.timestamp() * 1000),
+            "orderProductList": [],
+            "productList": [],
+            "returnProductList": [line],
+            "orderSubTotal": sub_total,
+            "taxSubTotal": tax,
+            "discount": Decimal(0),
+            "totalAmount": sub_total + tax,
+            "tenders": [],
+            "refundPaymentDetails": [{"paymentMethod": "Cash", "amount": sub_total + tax, "paymentStatus": "APPROVED"}],
+        }
+    )
     if original is not None:
         doc["originalOrderId"] = original["orderId"]
     return doc

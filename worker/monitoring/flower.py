@@ -46,8 +46,11 @@ def main(argv: list[str]) -> None:
     from flower.views import BaseHandler
 
     if not show_dead_letter_queues(BaseHandler, flower.__version__):
-        print(f"tlogsync flower: Flower {flower.__version__} is not {TESTED[0]}.{TESTED[1]}: the dead-letter queues"
-              " are not listed in its broker view", file=sys.stderr)
+        print(
+            f"tlogsync flower: Flower {flower.__version__} is not {TESTED[0]}.{TESTED[1]}: the dead-letter queues"
+            " are not listed in its broker view",
+            file=sys.stderr,
+        )
     sys.argv = ["celery", "-A", "worker", "flower", *argv]
     celery_main()
 

@@ -11,8 +11,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-FIELDS = ("task", "task_id", "retailer", "file", "file_id", "order_id", "outcome", "duration_ms", "error",
-          "retries")
+FIELDS = ("task", "task_id", "retailer", "file", "file_id", "order_id", "outcome", "duration_ms", "error", "retries")
 
 
 class JsonFormatter(logging.Formatter):

@@ -23,6 +23,7 @@ from worker.adapters.postgres.readmodel import PgReadModel
 
 log = logging.getLogger(__name__)
 
+
 class TlogsyncCollector(Collector):
     """Reads the ledger and the broker on every scrape."""
 
@@ -43,32 +44,48 @@ class TlogsyncCollector(Collector):
     def _database(self) -> Iterator[Metric]:
         reads = self.reads
         with reads.session():
-            files = GaugeMetricFamily("tlogsync_files", "Files in the ledger by status",
-                                      labels=["retailer", "feed", "status"])
+            files = GaugeMetricFamily(
+                "tlogsync_files", "Files in the ledger by status", labels=["retailer", "feed", "status"]
+            )
             for f in reads.files_by_status():
                 files.add_metric([f.retailer_id, f.feed, f.status], f.count)
             yield files
-            discovered = GaugeMetricFamily("tlogsync_files_discovered_total", "Files ever claimed by a scan",
-                                           labels=["retailer", "feed"])
+            discovered = GaugeMetricFamily(
+                "tlogsync_files_discovered_total", "Files ever claimed by a scan", labels=["retailer", "feed"]
+            )
             for d in reads.files_discovered():
                 discovered.add_metric([d.retailer_id, d.feed], d.count)
             yield discovered
-            yield self._family("tlogsync_orders", "Stored orders by type", ["retailer", "order_type"],
-                               reads.orders_by_type())
-            yield self._family("tlogsync_allocations", "Lines brokered to each facility", ["retailer", "facility"],
-                               reads.allocations())
-            yield self._family("tlogsync_unfillable_lines", "Lines parked in UNFILLABLE_PARKING", ["retailer"],
-                               reads.unfillable_lines())
-            yield self._family("tlogsync_inventory_variances", "Inventory variances applied",
-                               ["retailer", "reason"], reads.variances_by_reason())
+            yield self._family(
+                "tlogsync_orders", "Stored orders by type", ["retailer", "order_type"], reads.orders_by_type()
+            )
+            yield self._family(
+                "tlogsync_allocations", "Lines brokered to each facility", ["retailer", "facility"], reads.allocations()
+            )
+            yield self._family(
+                "tlogsync_unfillable_lines",
+                "Lines parked in UNFILLABLE_PARKING",
+                ["retailer"],
+                reads.unfillable_lines(),
+            )
+            yield self._family(
+                "tlogsync_inventory_variances",
+                "Inventory variances applied",
+                ["retailer", "reason"],
+                reads.variances_by_reason(),
+            )
             oldest = {p.retailer_id: p.oldest_age_seconds for p in reads.pending_files()}
-            age = GaugeMetricFamily("tlogsync_oldest_unprocessed_file_age_seconds",
-                                    "Age of the oldest file not yet final (0 when none)", labels=["retailer"])
+            age = GaugeMetricFamily(
+                "tlogsync_oldest_unprocessed_file_age_seconds",
+                "Age of the oldest file not yet final (0 when none)",
+                labels=["retailer"],
+            )
             for retailer in sorted(set(self._retailer_ids()) | set(oldest)):
                 age.add_metric([retailer], float(oldest.get(retailer) or 0))
             yield age
-            last_age = GaugeMetricFamily("tlogsync_last_scan_age_seconds", "Seconds since the last scan finished",
-                                         labels=["retailer"])
+            last_age = GaugeMetricFamily(
+                "tlogsync_last_scan_age_seconds", "Seconds since the last scan finished", labels=["retailer"]
+            )
             errors = GaugeMetricFamily("tlogsync_scan_errors", "1 when the last scan failed", labels=["retailer"])
             for scan in reads.last_scans():
                 last_age.add_metric([scan.retailer_id], float(scan.age_seconds))
@@ -76,11 +93,15 @@ class TlogsyncCollector(Collector):
             yield last_age
             yield errors
             pending = [(u.retailer_id, u.kind, u.count) for u in reads.followups() if u.status == "pending"]
-            yield self._family("tlogsync_pending_followups", "Brokering/inventory follow-ups not done",
-                               ["retailer", "kind"], pending)
-            yield self._family("tlogsync_negative_stock_rows",
-                               "Stock rows below zero (sales of stock the store did not have on record)",
-                               ["retailer"], reads.negative_stock_rows())
+            yield self._family(
+                "tlogsync_pending_followups", "Brokering/inventory follow-ups not done", ["retailer", "kind"], pending
+            )
+            yield self._family(
+                "tlogsync_negative_stock_rows",
+                "Stock rows below zero (sales of stock the store did not have on record)",
+                ["retailer"],
+                reads.negative_stock_rows(),
+            )
 
     def _retailer_ids(self) -> list[str]:
         try:

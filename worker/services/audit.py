@@ -12,8 +12,9 @@ from worker.services.feeds import join
 from worker.services.ports import FileSource
 
 
-def run_audit(retailer: Retailer, business_date: date, store: AuditStore, source: FileSource | None,
-              report_dir: Path) -> tuple[dict[str, Any], list[AuditOrder], list[Path]]:
+def run_audit(
+    retailer: Retailer, business_date: date, store: AuditStore, source: FileSource | None, report_dir: Path
+) -> tuple[dict[str, Any], list[AuditOrder], list[Path]]:
     """Audit one business day; write `<retailer>_audit_<date>.csv/.json` under report_dir/<retailer> and to
     sftp.audit_dir."""
     document, orders = audit_day(retailer.retailer_id, business_date, retailer.audit_time_zone, store)

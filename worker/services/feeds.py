@@ -35,8 +35,14 @@ def variance_feed(retailer: Retailer) -> Feed | None:
     s = retailer.sftp
     if not s.variance_dir or not s.variance_archive_dir or not s.variance_error_dir:
         return None
-    return Feed(VARIANCE_FEED, s.variance_dir, s.variance_archive_dir, s.variance_error_dir, s.variance_pattern,
-                s.min_age_seconds)
+    return Feed(
+        VARIANCE_FEED,
+        s.variance_dir,
+        s.variance_archive_dir,
+        s.variance_error_dir,
+        s.variance_pattern,
+        s.min_age_seconds,
+    )
 
 
 def feeds(retailer: Retailer) -> list[Feed]:

@@ -52,8 +52,11 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
     try:
         document = decode(data)
         if has_both(document):
-            raise TLogError("orderProductList and returnProductList both hold items; an exchange comes as a sale"
-                            " file and a return file", str(document.get("orderId")))
+            raise TLogError(
+                "orderProductList and returnProductList both hold items; an exchange comes as a sale"
+                " file and a return file",
+                str(document.get("orderId")),
+            )
         if is_return(document):
             ret = to_return(document, retailer)
             return Outcome(PROCESSED, digest, len(data), ret=ret, restock=retailer.order_master)
@@ -62,9 +65,13 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
     except TLogError as exc:
         return Outcome(FAILED, digest, len(data), str(exc))
     if order.order_type == "IN_STORE" and not retailer.order_master:
-        return Outcome(SKIPPED, digest, len(data),
-                       f"order {order.external_id}: in-store sale and retailer is not the order master;"
-                       " inventory comes from the variance feed")
+        return Outcome(
+            SKIPPED,
+            digest,
+            len(data),
+            f"order {order.external_id}: in-store sale and retailer is not the order master;"
+            " inventory comes from the variance feed",
+        )
     return Outcome(PROCESSED, digest, len(data), order=order, followups=followups_for(order, retailer))
 
 
@@ -96,8 +103,15 @@ def variance_file_final(applied: VarianceFileApplied) -> FinalStatus:
     return FinalStatus(FAILED if applied.failed else PROCESSED, applied.summary)
 
 
-def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: FileLedger, max_bytes: int,
-                decide_outcome: Callable[[bytes], Outcome], max_attempts: int = 25) -> IngestResult:
+def ingest_file(
+    file_id: int,
+    feed: Feed,
+    source: FileSource,
+    ledger: FileLedger,
+    max_bytes: int,
+    decide_outcome: Callable[[bytes], Outcome],
+    max_attempts: int = 25,
+) -> IngestResult:
     """Read, decide and record one claimed file in one transaction, then move it out of the inbound folder.
 
     Safe to run any number of times for the same file: a row that is already final is only moved.
@@ -112,8 +126,7 @@ def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: FileLedger
     applied = rejected = None
     gave_up = row.status == CLAIMED and row.attempts > max_attempts
     if gave_up:
-        reason = (f"gave up after {row.attempts - 1} attempts: the task crashed, timed out or kept failing"
-                  " on this file")
+        reason = f"gave up after {row.attempts - 1} attempts: the task crashed, timed out or kept failing on this file"
         row = ledger.record(file_id, Outcome(FAILED, error=reason)).row
     elif row.status == CLAIMED:
         outcome = read_and_decide(row, source, max_bytes, decide_outcome)
@@ -128,12 +141,14 @@ def ingest_file(file_id: int, feed: Feed, source: FileSource, ledger: FileLedger
         ledger.mark_moved(row.id, moved_to)
     if gave_up:
         raise GaveUp(f"{row.file_name}: {row.error}")
-    return IngestResult(row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to, followups,
-                        applied, rejected)
+    return IngestResult(
+        row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to, followups, applied, rejected
+    )
 
 
-def read_and_decide(row: LedgerRow, source: FileSource, max_bytes: int,
-                    decide_outcome: Callable[[bytes], Outcome]) -> Outcome:
+def read_and_decide(
+    row: LedgerRow, source: FileSource, max_bytes: int, decide_outcome: Callable[[bytes], Outcome]
+) -> Outcome:
     reason = unsafe_name_reason(row.file_name)
     if reason:
         return Outcome(FAILED, error=reason)

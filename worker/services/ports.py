@@ -165,8 +165,9 @@ class DeadLetterReason:
 class DeadLetters(Protocol):
     """Why each dead-lettered message was given up (the broker only says 'rejected')."""
 
-    def record(self, task_id: str, task_name: str, queue: str, args: Any, kwargs: Any, reason: str,
-               retailer_id: str | None) -> None: ...
+    def record(
+        self, task_id: str, task_name: str, queue: str, args: Any, kwargs: Any, reason: str, retailer_id: str | None
+    ) -> None: ...
 
     def reasons(self, task_ids: Sequence[str]) -> dict[str, DeadLetterReason]: ...
 

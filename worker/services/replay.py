@@ -24,8 +24,10 @@ def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource
         if old is None:
             raise ReplayRefused(f"{file_name}: no such file in the {feed.name} ledger of {retailer_id}")
         if old.status != FAILED or old.moved_at is None:
-            raise ReplayRefused(f"{file_name}: ledger row {old.id} is {old.status}; only failed files that were"
-                                " moved to error_dir are replayed")
+            raise ReplayRefused(
+                f"{file_name}: ledger row {old.id} is {old.status}; only failed files that were"
+                " moved to error_dir are replayed"
+            )
         inbound = join(feed.directory, file_name)
         new = tx.claim_again(old, inbound)
         if not source.move(join(feed.error_dir, file_name), inbound):

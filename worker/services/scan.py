@@ -35,9 +35,16 @@ class ScanResult:
 
     def merge(self, other: ScanResult) -> ScanResult:
         """One scan run's totals over several feeds."""
-        return ScanResult(self.retailer_id, f"{self.feed}+{other.feed}", self.listed + other.listed,
-                          self.too_young + other.too_young, self.ignored + other.ignored,
-                          self.dispatch + other.dispatch, self.watch + other.watch, self.deferred + other.deferred)
+        return ScanResult(
+            self.retailer_id,
+            f"{self.feed}+{other.feed}",
+            self.listed + other.listed,
+            self.too_young + other.too_young,
+            self.ignored + other.ignored,
+            self.dispatch + other.dispatch,
+            self.watch + other.watch,
+            self.deferred + other.deferred,
+        )
 
     @property
     def pending_ids(self) -> list[int]:
@@ -45,8 +52,9 @@ class ScanResult:
         return [file_id for file_id, _ in self.dispatch] + self.watch
 
 
-def select_candidates(entries: Sequence[RemoteFile], pattern: str, min_age_seconds: float,
-                      listed_at: float) -> tuple[list[RemoteFile], int, int]:
+def select_candidates(
+    entries: Sequence[RemoteFile], pattern: str, min_age_seconds: float, listed_at: float
+) -> tuple[list[RemoteFile], int, int]:
     """Regular files matching the pattern and old enough, oldest first; plus the too-young and ignored counts."""
     candidates, young, ignored = [], 0, 0
     for entry in entries:
@@ -60,9 +68,15 @@ def select_candidates(entries: Sequence[RemoteFile], pattern: str, min_age_secon
     return candidates, young, ignored
 
 
-def plan_claims(candidates: Sequence[RemoteFile], latest: dict[str, LedgerRow], feed: Feed,
-                listed_at: datetime, in_flight: int, max_in_flight: int,
-                redispatch_after: timedelta) -> ScanPlan:
+def plan_claims(
+    candidates: Sequence[RemoteFile],
+    latest: dict[str, LedgerRow],
+    feed: Feed,
+    listed_at: datetime,
+    in_flight: int,
+    max_in_flight: int,
+    redispatch_after: timedelta,
+) -> ScanPlan:
     """Decide, for each listed file, whether to claim it, send it again, or only watch it."""
     claims: list[Claim] = []
     reclaims: list[LedgerRow] = []
@@ -91,21 +105,36 @@ def plan_claims(candidates: Sequence[RemoteFile], latest: dict[str, LedgerRow], 
         elif row.moved_at < listed_at and row.status == FAILED:
             reclaims.append(row)  # someone fixed a failed file and uploaded it again: read it again
         elif row.moved_at < listed_at:
-            claims.append(Claim(entry.name, path, entry.size, entry.mtime, DUPLICATE,
-                                f"file name already processed as ledger row {row.id} ({row.status}); not imported"))
+            claims.append(
+                Claim(
+                    entry.name,
+                    path,
+                    entry.size,
+                    entry.mtime,
+                    DUPLICATE,
+                    f"file name already processed as ledger row {row.id} ({row.status}); not imported",
+                )
+            )
         # else: our listing predates the move, the file is gone already
     return ScanPlan(tuple(claims), tuple(reclaims), tuple(redispatch), tuple(watch), deferred)
 
 
-def scan_feed(retailer: Retailer, feed: Feed, source: FileSource, ledger: FileLedger,
-              max_in_flight: int, redispatch_after: timedelta) -> ScanResult:
+def scan_feed(
+    retailer: Retailer,
+    feed: Feed,
+    source: FileSource,
+    ledger: FileLedger,
+    max_in_flight: int,
+    redispatch_after: timedelta,
+) -> ScanResult:
     """List a feed's folder and claim what is new, under the per-retailer scan lock."""
     result = ScanResult(retailer.retailer_id, feed.name)
     listed_at = ledger.now()
     entries = source.list(feed.directory)
     result.listed = len(entries)
     candidates, result.too_young, result.ignored = select_candidates(
-        entries, feed.pattern, feed.min_age_seconds, listed_at.timestamp())
+        entries, feed.pattern, feed.min_age_seconds, listed_at.timestamp()
+    )
     if not candidates:
         return result
     with ledger.scan_transaction(retailer.retailer_id, feed.name) as tx:

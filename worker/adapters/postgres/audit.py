@@ -96,15 +96,37 @@ class PgAudit:
         params: dict[str, Any] = {"r": retailer_id, "d": business_date, "tz": time_zone}
         with transient_db_errors(), self.db.connection() as conn:
             orders = [
-                AuditOrder(o.external_id, o.store_id, o.order_type, int(o.units), o.merchandise, o.discounts, o.tax,
-                           o.shipping, o.grand_total, o.merchandise + o.adjustments,
-                           {m: Decimal(a) for m, a in o.tenders.items()})
-                for o in conn.cursor(row_factory=class_row(OrderOfDay)).execute(ORDERS_OF_DAY, params).fetchall()]
+                AuditOrder(
+                    o.external_id,
+                    o.store_id,
+                    o.order_type,
+                    int(o.units),
+                    o.merchandise,
+                    o.discounts,
+                    o.tax,
+                    o.shipping,
+                    o.grand_total,
+                    o.merchandise + o.adjustments,
+                    {m: Decimal(a) for m, a in o.tenders.items()},
+                )
+                for o in conn.cursor(row_factory=class_row(OrderOfDay)).execute(ORDERS_OF_DAY, params).fetchall()
+            ]
             returns = [
-                AuditOrder(r.external_id, r.store_id, "RETURN", int(r.units), -r.merchandise, -r.discount, -r.tax,
-                           Decimal(0), -r.refund_total, -(r.lines_total - r.discount),
-                           {m: -Decimal(a) for m, a in r.refunds.items()})
-                for r in conn.cursor(row_factory=class_row(ReturnOfDay)).execute(RETURNS_OF_DAY, params).fetchall()]
+                AuditOrder(
+                    r.external_id,
+                    r.store_id,
+                    "RETURN",
+                    int(r.units),
+                    -r.merchandise,
+                    -r.discount,
+                    -r.tax,
+                    Decimal(0),
+                    -r.refund_total,
+                    -(r.lines_total - r.discount),
+                    {m: -Decimal(a) for m, a in r.refunds.items()},
+                )
+                for r in conn.cursor(row_factory=class_row(ReturnOfDay)).execute(RETURNS_OF_DAY, params).fetchall()
+            ]
             unfinished = [row[0] for row in conn.execute(UNFINISHED, params)]
         return orders + returns, unfinished
 
@@ -114,9 +136,15 @@ class PgAudit:
                 "INSERT INTO audit_reports (retailer_id, business_date, report, consistent) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (retailer_id, business_date) DO UPDATE SET report = EXCLUDED.report,"
                 " consistent = EXCLUDED.consistent, created_at = now()",
-                (retailer_id, business_date, Jsonb(document), document["consistent"]))
+                (retailer_id, business_date, Jsonb(document), document["consistent"]),
+            )
 
     def done(self, retailer_id: str, business_date: date) -> bool:
         with transient_db_errors(), self.db.connection() as conn:
-            return conn.execute("SELECT 1 FROM audit_reports WHERE retailer_id = %s AND business_date = %s",
-                                (retailer_id, business_date)).fetchone() is not None
+            return (
+                conn.execute(
+                    "SELECT 1 FROM audit_reports WHERE retailer_id = %s AND business_date = %s",
+                    (retailer_id, business_date),
+                ).fetchone()
+                is not None
+            )

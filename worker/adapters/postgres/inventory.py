@@ -42,8 +42,18 @@ class PgStock:
             "INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,"
             " location_seq_id, comments, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (retailer_id, source) DO NOTHING RETURNING id",
-            (self.retailer_id, v.facility_id, v.id_type, v.id_value, v.available_delta, v.reason_id,
-             v.location_seq_id, v.comments, v.source)).fetchone()
+            (
+                self.retailer_id,
+                v.facility_id,
+                v.id_type,
+                v.id_value,
+                v.available_delta,
+                v.reason_id,
+                v.location_seq_id,
+                v.comments,
+                v.source,
+            ),
+        ).fetchone()
         if inserted is None:
             return False
         gtin = v.id_value if v.id_type in GTIN_TYPES else None
@@ -52,7 +62,8 @@ class PgStock:
             " VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE"
             " SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()",
-            (self.retailer_id, v.facility_id, product_id, gtin, v.available_delta))
+            (self.retailer_id, v.facility_id, product_id, gtin, v.available_delta),
+        )
         return True
 
     def _product_id(self, facility_id: str, id_type: str, id_value: str) -> str | None:
@@ -61,14 +72,20 @@ class PgStock:
         column = "product_id" if id_type == "SKU" else "gtin"
         row = self.conn.execute(
             f"SELECT product_id FROM inventory WHERE retailer_id = %s AND {column} = %s"
-            " ORDER BY (facility_id = %s) DESC LIMIT 1", (self.retailer_id, id_value, facility_id)).fetchone()
+            " ORDER BY (facility_id = %s) DESC LIMIT 1",
+            (self.retailer_id, id_value, facility_id),
+        ).fetchone()
         return row[0] if row else None
 
     def apply_variance_file(self, file_id: int, parsed: VarianceFile) -> VarianceFileApplied:
         """Apply what can be applied; record every rejected record with its reason (the core judges the file)."""
         label = record_label(parsed.format)
-        facilities = {row[0] for row in self.conn.execute(
-            "SELECT facility_id FROM facilities WHERE retailer_id = %s", (self.retailer_id,))}
+        facilities = {
+            row[0]
+            for row in self.conn.execute(
+                "SELECT facility_id FROM facilities WHERE retailer_id = %s", (self.retailer_id,)
+            )
+        }
         applied, rejected = 0, []
         for record in parsed.records:
             known = record.facility_id in facilities
@@ -83,8 +100,11 @@ class PgStock:
         result = variance_file_applied(parsed, applied, rejected)
         if result.rejected:
             with self.conn.cursor() as cur:
-                cur.executemany("INSERT INTO variance_rejections (tlog_file_id, line, reason) VALUES (%s, %s, %s)"
-                                " ON CONFLICT DO NOTHING", [(file_id, r.line, r.reason) for r in result.rejected])
+                cur.executemany(
+                    "INSERT INTO variance_rejections (tlog_file_id, line, reason) VALUES (%s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    [(file_id, r.line, r.reason) for r in result.rejected],
+                )
         return result
 
     def restock_return(self, ret: Return, return_id: int) -> None:
@@ -93,7 +113,9 @@ class PgStock:
         for line in lines_to_restock(ret):
             stocked = self.conn.execute(
                 "SELECT product_id FROM inventory WHERE retailer_id = %s AND gtin = %s"
-                " ORDER BY (facility_id = %s) DESC LIMIT 1", (self.retailer_id, line.gtin, ret.store_id)).fetchone()
+                " ORDER BY (facility_id = %s) DESC LIMIT 1",
+                (self.retailer_id, line.gtin, ret.store_id),
+            ).fetchone()
             change = restock(ret, return_id, line, stocked[0] if stocked else None)
             self.apply_variance(change.variance, change.product_id)
 
@@ -194,8 +216,23 @@ class PgInventory:
                 " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,"
                 " allow_brokering = EXCLUDED.allow_brokering, max_orders_per_day = EXCLUDED.max_orders_per_day,"
                 " facility_group = EXCLUDED.facility_group, sequence = EXCLUDED.sequence",
-                [(retailer_id, r.facility_id, r.name, r.facility_type, r.postal_code, r.latitude, r.longitude,
-                  r.allow_brokering, r.max_orders_per_day, r.facility_group, r.sequence) for r in rows])
+                [
+                    (
+                        retailer_id,
+                        r.facility_id,
+                        r.name,
+                        r.facility_type,
+                        r.postal_code,
+                        r.latitude,
+                        r.longitude,
+                        r.allow_brokering,
+                        r.max_orders_per_day,
+                        r.facility_group,
+                        r.sequence,
+                    )
+                    for r in rows
+                ],
+            )
         return len(rows)
 
     def load_inventory(self, retailer_id: str, rows: Sequence[InventoryRow]) -> int:
@@ -206,7 +243,8 @@ class PgInventory:
                 " VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE SET gtin = EXCLUDED.gtin,"
                 " quantity_on_hand = EXCLUDED.quantity_on_hand, updated_at = now()",
-                [(retailer_id, r.facility_id, r.product_id, r.gtin, r.quantity_on_hand) for r in rows])
+                [(retailer_id, r.facility_id, r.product_id, r.gtin, r.quantity_on_hand) for r in rows],
+            )
         return len(rows)
 
     def start_followup(self, order_id: int, kind: str, max_attempts: int) -> None:
@@ -214,19 +252,27 @@ class PgInventory:
         with transient_db_errors(), self.db.connection() as conn:
             row = conn.execute(
                 "UPDATE order_followups SET attempts = attempts + (status = 'pending')::int"
-                " WHERE order_id = %s AND kind = %s RETURNING status, attempts", (order_id, kind)).fetchone()
+                " WHERE order_id = %s AND kind = %s RETURNING status, attempts",
+                (order_id, kind),
+            ).fetchone()
             if row is None or row[0] != "pending" or row[1] <= max_attempts:
                 return
             reason = f"gave up after {row[1] - 1} attempts: the task crashed, timed out or kept failing"
-            conn.execute("UPDATE order_followups SET status = 'failed', done_at = now(), result = %s"
-                         " WHERE order_id = %s AND kind = %s", (reason, order_id, kind))
+            conn.execute(
+                "UPDATE order_followups SET status = 'failed', done_at = now(), result = %s"
+                " WHERE order_id = %s AND kind = %s",
+                (reason, order_id, kind),
+            )
         raise GaveUp(f"order {order_id} {kind}: {reason}")
 
     def forgive_followup(self, order_id: int, kind: str) -> None:
         """A transient failure was handled cleanly: it does not count toward the poison-message bound."""
         with transient_db_errors(), self.db.connection() as conn:
-            conn.execute("UPDATE order_followups SET attempts = greatest(attempts - 1, 0) WHERE order_id = %s"
-                         " AND kind = %s AND status = 'pending'", (order_id, kind))
+            conn.execute(
+                "UPDATE order_followups SET attempts = greatest(attempts - 1, 0) WHERE order_id = %s"
+                " AND kind = %s AND status = 'pending'",
+                (order_id, kind),
+            )
 
     # -- in-store sales
     def apply_sale(self, retailer_id: str, order_id: int) -> tuple[int, list[str]]:
@@ -236,27 +282,47 @@ class PgInventory:
         the variances and move on-hand quantities in one statement.
         """
         with transient_db_errors(), self.db.connection() as conn, conn.pipeline(), conn.transaction():
-            follow = conn.execute("SELECT status FROM order_followups WHERE order_id = %s AND kind = %s FOR UPDATE",
-                                  (order_id, INVENTORY))
-            found = conn.cursor(row_factory=class_row(SaleLineRow)).execute(
-                SALE_LINES, {"o": order_id, "r": retailer_id}).fetchall()
+            follow = conn.execute(
+                "SELECT status FROM order_followups WHERE order_id = %s AND kind = %s FOR UPDATE", (order_id, INVENTORY)
+            )
+            found = (
+                conn.cursor(row_factory=class_row(SaleLineRow))
+                .execute(SALE_LINES, {"o": order_id, "r": retailer_id})
+                .fetchall()
+            )
             status = follow.fetchone()
             if status is not None and status[0] == "done":
                 return 0, ["already applied"]
             if not found:
                 raise NotFound(f"order {order_id} of retailer {retailer_id!r} does not exist")
             external_id, store_id = found[0].external_id, found[0].store_id
-            lines = [SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity) for x in found if x.item_seq is not None]
+            lines = [
+                SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity)
+                for x in found
+                if x.item_seq is not None and x.gtin is not None and x.quantity is not None
+            ]
             stock = {x.item_seq: x for x in found}
-            notes = [f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
-                     for line in lines if not stock[line.item_seq].known_here]  # the sale happened: negative stock
+            notes = [
+                f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
+                for line in lines
+                if not stock[line.item_seq].known_here
+            ]  # the sale happened: negative stock
             variances = sale_variances(order_id, external_id, store_id, lines)
-            row = conn.execute(APPLY_SALE, {
-                "r": retailer_id, "o": order_id, "kind": INVENTORY, "notes": "".join(f"; {n}" for n in notes),
-                "f": [v.facility_id for v in variances], "g": [v.id_value for v in variances],
-                "d": [v.available_delta for v in variances], "c": [v.comments for v in variances],
-                "s": [v.source for v in variances],
-                "p": [stock[line.item_seq].stock_product_id for line in lines]}).fetchone()
+            row = conn.execute(
+                APPLY_SALE,
+                {
+                    "r": retailer_id,
+                    "o": order_id,
+                    "kind": INVENTORY,
+                    "notes": "".join(f"; {n}" for n in notes),
+                    "f": [v.facility_id for v in variances],
+                    "g": [v.id_value for v in variances],
+                    "d": [v.available_delta for v in variances],
+                    "c": [v.comments for v in variances],
+                    "s": [v.source for v in variances],
+                    "p": [stock[line.item_seq].stock_product_id for line in lines],
+                },
+            ).fetchone()
             applied = int(row[0]) if row else 0
         return applied, notes
 
@@ -271,20 +337,30 @@ class PgInventory:
         """Orders with lines still in the brokering queue (and, with parked, in UNFILLABLE_PARKING)."""
         places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if parked else [BROKERING_QUEUE]
         with transient_db_errors(), self.db.connection() as conn:
-            return [row[0] for row in conn.execute(
-                "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id"
-                " WHERE o.retailer_id = %s AND i.facility_id = ANY(%s) AND i.fulfillment = 'SHIP_TO_HOME'"
-                " ORDER BY o.id", (retailer_id, places))]
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id"
+                    " WHERE o.retailer_id = %s AND i.facility_id = ANY(%s) AND i.fulfillment = 'SHIP_TO_HOME'"
+                    " ORDER BY o.id",
+                    (retailer_id, places),
+                )
+            ]
 
     def stale_followups(self, retailer_id: str, older_than_seconds: int, limit: int = 1000) -> list[tuple[int, str]]:
         """Pending follow-ups whose message went out long ago (or never): sent again by the scan."""
         with transient_db_errors(), self.db.connection() as conn:
-            return [(row[0], row[1]) for row in conn.execute(
-                "UPDATE order_followups SET sent_at = now() WHERE (order_id, kind) IN ("
-                "  SELECT order_id, kind FROM order_followups WHERE retailer_id = %s AND status = 'pending'"
-                "  AND (sent_at IS NULL OR sent_at < now() - make_interval(secs => %s))"
-                "  ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-                " RETURNING order_id, kind", (retailer_id, older_than_seconds, limit))]
+            return [
+                (row[0], row[1])
+                for row in conn.execute(
+                    "UPDATE order_followups SET sent_at = now() WHERE (order_id, kind) IN ("
+                    "  SELECT order_id, kind FROM order_followups WHERE retailer_id = %s AND status = 'pending'"
+                    "  AND (sent_at IS NULL OR sent_at < now() - make_interval(secs => %s))"
+                    "  ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                    " RETURNING order_id, kind",
+                    (retailer_id, older_than_seconds, limit),
+                )
+            ]
 
 
 class PgBrokeringUnit:
@@ -299,45 +375,83 @@ class PgBrokeringUnit:
     def snapshot(self) -> BrokeringSnapshot | None:
         conn = self.conn
         # The order row lock makes two deliveries of the same brokering message take turns.
-        order = conn.execute("SELECT store_id, oms_payload FROM orders WHERE id = %s AND retailer_id = %s FOR UPDATE",
-                             (self.order_id, self.retailer_id)).fetchone()
+        order = conn.execute(
+            "SELECT store_id, oms_payload FROM orders WHERE id = %s AND retailer_id = %s FOR UPDATE",
+            (self.order_id, self.retailer_id),
+        ).fetchone()
         if order is None:
             raise NotFound(f"order {self.order_id} of retailer {self.retailer_id!r} does not exist")
         store_id, payload = order
         places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if self.parked else [BROKERING_QUEUE]
-        rows = conn.cursor(row_factory=class_row(WaitingLine)).execute(
-            "SELECT item_seq, gtin, quantity, facility_id FROM order_items WHERE order_id = %s"
-            " AND fulfillment = 'SHIP_TO_HOME' AND facility_id = ANY(%s) ORDER BY item_seq",
-            (self.order_id, places)).fetchall()
+        rows = (
+            conn.cursor(row_factory=class_row(WaitingLine))
+            .execute(
+                "SELECT item_seq, gtin, quantity, facility_id FROM order_items WHERE order_id = %s"
+                " AND fulfillment = 'SHIP_TO_HOME' AND facility_id = ANY(%s) ORDER BY item_seq",
+                (self.order_id, places),
+            )
+            .fetchall()
+        )
         if not rows:
             self._done("nothing waiting")
             return None
         for w in rows:
-            self._from[w.item_seq], self._gtin[w.item_seq], self._quantity[w.item_seq] = \
-                w.facility_id, w.gtin, w.quantity
+            self._from[w.item_seq], self._gtin[w.item_seq], self._quantity[w.item_seq] = (
+                w.facility_id,
+                w.gtin,
+                w.quantity,
+            )
         group_json = _ship_group(payload)
         postal = ((group_json.get("shipTo") or {}).get("postalAddress") or {}).get("postalCode")
         may_split = group_json.get("maySplit") == "Y"
         # Capacity-limited facilities are locked so two orders cannot both take a facility's last slot today.
-        conn.execute("SELECT facility_id FROM facilities WHERE retailer_id = %s AND max_orders_per_day IS NOT NULL"
-                     " ORDER BY facility_id FOR UPDATE", (self.retailer_id,))
-        today = dict(conn.execute(
-            "SELECT facility_id, count(DISTINCT order_id) FROM order_facility_changes WHERE retailer_id = %s"
-            " AND reason = 'BROKERED' AND changed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-            " AND order_id <> %s GROUP BY facility_id", (self.retailer_id, self.order_id)).fetchall())
+        conn.execute(
+            "SELECT facility_id FROM facilities WHERE retailer_id = %s AND max_orders_per_day IS NOT NULL"
+            " ORDER BY facility_id FOR UPDATE",
+            (self.retailer_id,),
+        )
+        today = dict(
+            conn.execute(
+                "SELECT facility_id, count(DISTINCT order_id) FROM order_facility_changes WHERE retailer_id = %s"
+                " AND reason = 'BROKERED'"
+                " AND changed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+                " AND order_id <> %s GROUP BY facility_id",
+                (self.retailer_id, self.order_id),
+            ).fetchall()
+        )
         facilities, postal_codes = [], {}
-        for f in conn.cursor(row_factory=class_row(FacilityRecord)).execute(
+        for f in (
+            conn.cursor(row_factory=class_row(FacilityRecord))
+            .execute(
                 "SELECT facility_id, latitude, longitude, postal_code, allow_brokering, max_orders_per_day,"
                 " facility_group, sequence FROM facilities WHERE retailer_id = %s ORDER BY facility_id",
-                (self.retailer_id,)).fetchall():
-            facilities.append(Facility(f.facility_id, f.facility_group, f.latitude, f.longitude, f.allow_brokering,
-                                       f.max_orders_per_day, int(today.get(f.facility_id, 0)), f.sequence))
+                (self.retailer_id,),
+            )
+            .fetchall()
+        ):
+            facilities.append(
+                Facility(
+                    f.facility_id,
+                    f.facility_group,
+                    f.latitude,
+                    f.longitude,
+                    f.allow_brokering,
+                    f.max_orders_per_day,
+                    int(today.get(f.facility_id, 0)),
+                    f.sequence,
+                )
+            )
             postal_codes[f.facility_id] = f.postal_code
         gtins = sorted({w.gtin for w in rows})
         # Locking every stock row of these products, in one order, serializes brokering per SKU without deadlocks.
-        stock = {(fid, gtin): int(atp) for fid, gtin, atp in conn.execute(
-            "SELECT facility_id, gtin, quantity_on_hand - reserved FROM inventory WHERE retailer_id = %s"
-            " AND gtin = ANY(%s) ORDER BY facility_id, product_id FOR UPDATE", (self.retailer_id, gtins))}
+        stock = {
+            (fid, gtin): int(atp)
+            for fid, gtin, atp in conn.execute(
+                "SELECT facility_id, gtin, quantity_on_hand - reserved FROM inventory WHERE retailer_id = %s"
+                " AND gtin = ANY(%s) ORDER BY facility_id, product_id FOR UPDATE",
+                (self.retailer_id, gtins),
+            )
+        }
         lines = tuple(LineToPlace(w.item_seq, w.gtin, w.quantity) for w in rows)
         group = ShipGroup(self.order_id, lines, may_split, store_id, None, None)
         return BrokeringSnapshot(group, postal, tuple(facilities), postal_codes, stock)
@@ -348,7 +462,8 @@ class PgBrokeringUnit:
             reserved = conn.execute(
                 "UPDATE inventory SET reserved = reserved + %(q)s, updated_at = now() WHERE retailer_id = %(r)s"
                 " AND facility_id = %(f)s AND gtin = %(g)s AND quantity_on_hand - reserved >= %(q)s RETURNING 1",
-                {"q": a.quantity, "r": self.retailer_id, "f": a.facility_id, "g": self._gtin[a.item_seq]}).fetchone()
+                {"q": a.quantity, "r": self.retailer_id, "f": a.facility_id, "g": self._gtin[a.item_seq]},
+            ).fetchone()
             if reserved is None:
                 raise Oversell(f"order {self.order_id} line {a.item_seq}: {a.facility_id} lacks {a.quantity}")
             self._move(a.item_seq, a.facility_id, a.quantity, "BROKERED", a.rule, run_id, a.note)
@@ -356,19 +471,43 @@ class PgBrokeringUnit:
             self._move(u.item_seq, UNFILLABLE_PARKING, self._quantity[u.item_seq], "UNFILLABLE", None, run_id, u.reason)
         self._done(f"{len(plan.allocations)} allocated, {len(plan.unfillable)} unfillable (run {run_id})")
 
-    def _move(self, item_seq: int, facility_id: str, quantity: int, reason: str, rule: str | None, run_id: str,
-              note: str | None) -> None:
-        self.conn.execute("UPDATE order_items SET facility_id = %s WHERE order_id = %s AND item_seq = %s",
-                          (facility_id, self.order_id, item_seq))
+    def _move(
+        self,
+        item_seq: int,
+        facility_id: str,
+        quantity: int,
+        reason: str,
+        rule: str | None,
+        run_id: str,
+        note: str | None,
+    ) -> None:
+        self.conn.execute(
+            "UPDATE order_items SET facility_id = %s WHERE order_id = %s AND item_seq = %s",
+            (facility_id, self.order_id, item_seq),
+        )
         self.conn.execute(
             "INSERT INTO order_facility_changes (retailer_id, order_id, item_seq, from_facility_id, facility_id,"
             " quantity, reason, rule, run_id, note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (self.retailer_id, self.order_id, item_seq, self._from[item_seq], facility_id, quantity, reason, rule,
-             run_id, note))
+            (
+                self.retailer_id,
+                self.order_id,
+                item_seq,
+                self._from[item_seq],
+                facility_id,
+                quantity,
+                reason,
+                rule,
+                run_id,
+                note,
+            ),
+        )
 
     def _done(self, result: str) -> None:
-        self.conn.execute("UPDATE order_followups SET status = 'done', done_at = now(),"
-                          " result = %s WHERE order_id = %s AND kind = %s", (result, self.order_id, BROKERING))
+        self.conn.execute(
+            "UPDATE order_followups SET status = 'done', done_at = now(),"
+            " result = %s WHERE order_id = %s AND kind = %s",
+            (result, self.order_id, BROKERING),
+        )
 
 
 def _ship_group(payload: Any) -> dict[str, Any]:
@@ -378,5 +517,3 @@ def _ship_group(payload: Any) -> dict[str, Any]:
         if group.get("facilityId") == BROKERING_QUEUE or "shipTo" in group:
             return group  # type: ignore[no-any-return]
     return {}
-
-

@@ -70,9 +70,14 @@ class PgScanTransaction:
                     " ON CONFLICT (retailer_id, feed, file_name) WHERE status <> 'duplicate' AND replayed_by IS NULL"
                     " DO NOTHING"
                     f" RETURNING {ROW_COLUMNS}",
-                    {"r": self.retailer_id, "f": self.feed, "n": [c.file_name for c in live],
-                     "p": [c.remote_path for c in live], "s": [c.size for c in live],
-                     "m": [c.mtime for c in live]},
+                    {
+                        "r": self.retailer_id,
+                        "f": self.feed,
+                        "n": [c.file_name for c in live],
+                        "p": [c.remote_path for c in live],
+                        "s": [c.size for c in live],
+                        "m": [c.mtime for c in live],
+                    },
                 )
                 inserted += cur.fetchall()
             if dups:
@@ -84,9 +89,15 @@ class PgScanTransaction:
                     " FROM unnest(%(n)s::text[], %(p)s::text[], %(s)s::bigint[], %(m)s::float8[], %(e)s::text[])"
                     "   AS t(n, p, s, m, e)"
                     f" RETURNING {ROW_COLUMNS}",
-                    {"r": self.retailer_id, "f": self.feed, "n": [c.file_name for c in dups],
-                     "p": [c.remote_path for c in dups], "s": [c.size for c in dups],
-                     "m": [c.mtime for c in dups], "e": [c.error for c in dups]},
+                    {
+                        "r": self.retailer_id,
+                        "f": self.feed,
+                        "n": [c.file_name for c in dups],
+                        "p": [c.remote_path for c in dups],
+                        "s": [c.size for c in dups],
+                        "m": [c.mtime for c in dups],
+                        "e": [c.error for c in dups],
+                    },
                 )
                 inserted += cur.fetchall()
         return inserted
@@ -96,8 +107,7 @@ class PgScanTransaction:
 
     def mark_dispatched(self, ids: Sequence[int]) -> None:
         if ids:
-            self.conn.execute("UPDATE tlog_files SET dispatched_at = now() WHERE id = ANY(%(ids)s)",
-                              {"ids": list(ids)})
+            self.conn.execute("UPDATE tlog_files SET dispatched_at = now() WHERE id = ANY(%(ids)s)", {"ids": list(ids)})
 
 
 class PgReplay:
@@ -106,22 +116,28 @@ class PgReplay:
 
     def latest(self, file_name: str) -> LedgerRow | None:
         with self.conn.cursor(row_factory=class_row(LedgerRow)) as cur:
-            cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE retailer_id = %s AND feed = %s"
-                        " AND file_name = %s ORDER BY id DESC LIMIT 1", (self.retailer_id, self.feed, file_name))
+            cur.execute(
+                f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE retailer_id = %s AND feed = %s"
+                " AND file_name = %s ORDER BY id DESC LIMIT 1",
+                (self.retailer_id, self.feed, file_name),
+            )
             return cur.fetchone()
 
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
         return claim_again(self.conn, self.retailer_id, self.feed, old, remote_path)
 
 
-def claim_again(conn: psycopg.Connection[Any], retailer_id: str, feed: str, old: LedgerRow,
-                remote_path: str) -> LedgerRow:
+def claim_again(
+    conn: psycopg.Connection[Any], retailer_id: str, feed: str, old: LedgerRow, remote_path: str
+) -> LedgerRow:
     """A new claimed row for the same name; the old one keeps its status and points at the new."""
     with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
         conn.execute("UPDATE tlog_files SET replayed_by = -1 WHERE id = %s", (old.id,))
-        cur.execute("INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime, dispatched_at)"
-                    f" VALUES (%s, %s, %s, %s, %s, %s, now()) RETURNING {ROW_COLUMNS}",
-                    (retailer_id, feed, old.file_name, remote_path, old.size, old.mtime))
+        cur.execute(
+            "INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime, dispatched_at)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, now()) RETURNING {ROW_COLUMNS}",
+            (retailer_id, feed, old.file_name, remote_path, old.size, old.mtime),
+        )
         new = cur.fetchone()
         assert new is not None
         conn.execute("UPDATE tlog_files SET replayed_by = %s WHERE id = %s", (new.id, old.id))
@@ -150,23 +166,26 @@ class PgFileLedger:
             yield PgScanTransaction(conn, retailer_id, feed)
 
     def get(self, file_id: int) -> LedgerRow | None:
-        with transient_db_errors(), self.db.connection() as conn, \
-                conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+        with transient_db_errors(), self.db.connection() as conn, conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %s", (file_id,))
             return cur.fetchone()
 
     def start_attempt(self, file_id: int) -> LedgerRow | None:
-        with transient_db_errors(), self.db.connection() as conn, \
-                conn.cursor(row_factory=class_row(LedgerRow)) as cur:
-            cur.execute("UPDATE tlog_files SET attempts = attempts + (status = 'claimed')::int WHERE id = %s"
-                        f" RETURNING {ROW_COLUMNS}", (file_id,))
+        with transient_db_errors(), self.db.connection() as conn, conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            cur.execute(
+                "UPDATE tlog_files SET attempts = attempts + (status = 'claimed')::int WHERE id = %s"
+                f" RETURNING {ROW_COLUMNS}",
+                (file_id,),
+            )
             return cur.fetchone()
 
     def forgive_attempt(self, file_id: int) -> None:
         """A transient failure was handled cleanly: it does not count toward the poison-message bound."""
         with transient_db_errors(), self.db.connection() as conn:
-            conn.execute("UPDATE tlog_files SET attempts = greatest(attempts - 1, 0) WHERE id = %s"
-                         " AND status = 'claimed'", (file_id,))
+            conn.execute(
+                "UPDATE tlog_files SET attempts = greatest(attempts - 1, 0) WHERE id = %s AND status = 'claimed'",
+                (file_id,),
+            )
 
     @contextmanager
     def replay_transaction(self, retailer_id: str, feed: str) -> Iterator[PgReplay]:
@@ -175,8 +194,7 @@ class PgFileLedger:
             yield PgReplay(tx.conn, retailer_id, feed)
 
     def rows(self, ids: Sequence[int]) -> Iterator[LedgerRow]:
-        with transient_db_errors(), self.db.connection() as conn, \
-                conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+        with transient_db_errors(), self.db.connection() as conn, conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = ANY(%s) ORDER BY id", (list(ids),))
             yield from cur
 
@@ -200,7 +218,8 @@ class PgFileLedger:
                 " (SELECT x.id FROM tlog_files x WHERE x.retailer_id = t.retailer_id AND x.feed = t.feed"
                 "  AND x.sha256 = %(sha)s AND x.status IN ('processed', 'skipped') LIMIT 1) AS same_content"
                 " FROM tlog_files t WHERE t.id = %(id)s FOR UPDATE OF t",
-                {"id": file_id, "sha": outcome.sha256}).fetchone()
+                {"id": file_id, "sha": outcome.sha256},
+            ).fetchone()
             assert locked is not None
             row = ledger_row(locked)
             if row.status != CLAIMED:
@@ -221,30 +240,54 @@ class PgFileLedger:
             if final.status == PROCESSED and outcome.variance is not None:
                 result = PgStock(conn, row.retailer_id).apply_variance_file(row.id, outcome.variance)
                 final, applied, rejected = variance_file_final(result), result.applied, len(result.rejected)
-            updated = conn.cursor(row_factory=class_row(LedgerRow)).execute(
-                "UPDATE tlog_files SET status = %(st)s, error = %(e)s, sha256 = %(sha)s,"
-                " size = coalesce(%(size)s, size), duplicate_of = %(dup)s, finished_at = now(),"
-                " records_applied = %(ap)s, records_rejected = %(rj)s"
-                f" WHERE id = %(id)s RETURNING {ROW_COLUMNS}",
-                {"st": final.status, "e": final.error, "sha": outcome.sha256, "size": outcome.size,
-                 "dup": final.duplicate_of, "id": file_id, "ap": applied, "rj": rejected},
-            ).fetchone()
+            updated = (
+                conn.cursor(row_factory=class_row(LedgerRow))
+                .execute(
+                    "UPDATE tlog_files SET status = %(st)s, error = %(e)s, sha256 = %(sha)s,"
+                    " size = coalesce(%(size)s, size), duplicate_of = %(dup)s, finished_at = now(),"
+                    " records_applied = %(ap)s, records_rejected = %(rj)s"
+                    f" WHERE id = %(id)s RETURNING {ROW_COLUMNS}",
+                    {
+                        "st": final.status,
+                        "e": final.error,
+                        "sha": outcome.sha256,
+                        "size": outcome.size,
+                        "dup": final.duplicate_of,
+                        "id": file_id,
+                        "ap": applied,
+                        "rj": rejected,
+                    },
+                )
+                .fetchone()
+            )
             assert updated is not None
-            return Recorded(updated, return_id if final.status == PROCESSED and outcome.ret else None, applied,
-                            rejected)
+            return Recorded(
+                updated, return_id if final.status == PROCESSED and outcome.ret else None, applied, rejected
+            )
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None:
         with transient_db_errors(), self.db.connection() as conn:
-            conn.execute("UPDATE tlog_files SET moved_at = now(), moved_to = %s WHERE id = %s AND moved_at IS NULL",
-                         (moved_to, file_id))
+            conn.execute(
+                "UPDATE tlog_files SET moved_at = now(), moved_to = %s WHERE id = %s AND moved_at IS NULL",
+                (moved_to, file_id),
+            )
 
     def clear_dispatched(self, ids: Sequence[int]) -> None:
         with transient_db_errors(), self.db.connection() as conn:
-            conn.execute("UPDATE tlog_files SET dispatched_at = NULL WHERE id = ANY(%s) AND status = 'claimed'",
-                         (list(ids),))
+            conn.execute(
+                "UPDATE tlog_files SET dispatched_at = NULL WHERE id = ANY(%s) AND status = 'claimed'", (list(ids),)
+            )
 
-    def record_scan(self, run_id: str, retailer_id: str, requested_by: str, started_at: datetime,
-                    result: ScanResult | None = None, error: str | None = None, will_retry: bool = False) -> None:
+    def record_scan(
+        self,
+        run_id: str,
+        retailer_id: str,
+        requested_by: str,
+        started_at: datetime,
+        result: ScanResult | None = None,
+        error: str | None = None,
+        will_retry: bool = False,
+    ) -> None:
         """Upsert the scan run (a retried scan keeps its id): what `scan --wait` and `status` read."""
         with transient_db_errors(), self.db.connection() as conn:
             conn.execute(
@@ -254,8 +297,17 @@ class PgFileLedger:
                 " ON CONFLICT (id) DO UPDATE SET finished_at = now(), listed = EXCLUDED.listed,"
                 " too_young = EXCLUDED.too_young, dispatched = EXCLUDED.dispatched, deferred = EXCLUDED.deferred,"
                 " pending_ids = EXCLUDED.pending_ids, error = EXCLUDED.error, will_retry = EXCLUDED.will_retry",
-                {"id": run_id, "r": retailer_id, "by": requested_by, "at": started_at,
-                 "l": result.listed if result else 0, "y": result.too_young if result else 0,
-                 "d": len(result.dispatch) if result else 0, "df": result.deferred if result else 0,
-                 "p": result.pending_ids if result else [], "e": error, "w": will_retry},
+                {
+                    "id": run_id,
+                    "r": retailer_id,
+                    "by": requested_by,
+                    "at": started_at,
+                    "l": result.listed if result else 0,
+                    "y": result.too_young if result else 0,
+                    "d": len(result.dispatch) if result else 0,
+                    "df": result.deferred if result else 0,
+                    "p": result.pending_ids if result else [],
+                    "e": error,
+                    "w": will_retry,
+                },
             )

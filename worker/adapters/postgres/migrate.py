@@ -30,7 +30,8 @@ def migrate(dsn: str) -> list[str]:
         try:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())")
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
             for version, name, script in available():
                 if version in done:

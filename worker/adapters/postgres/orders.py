@@ -77,7 +77,6 @@ SELECT final.*, (SELECT id FROM o) AS order_id FROM final
 """
 
 
-
 class PgOrders:
     """The orders and returns a file stores, on the connection (and in the transaction) of its ledger row."""
 
@@ -89,25 +88,52 @@ class PgOrders:
         final (processed, or duplicate when the order id is already stored)."""
         order = outcome.order
         assert order is not None
-        ordered_at = (datetime.fromtimestamp(order.ordered_at_ms / 1000, UTC)
-                      if order.ordered_at_ms is not None else None)
+        ordered_at = (
+            datetime.fromtimestamp(order.ordered_at_ms / 1000, UTC) if order.ordered_at_ms is not None else None
+        )
         lines, pays, adj = order.lines, order.payments, order.adjustments
-        found = self.conn.cursor(row_factory=class_row(StoredRow)).execute(
-            STORE_ORDER,
-            {"r": row.retailer_id, "x": order.external_id, "t": order.order_type, "s": order.status_id,
-             "store": order.store_id, "d": order.order_date, "at": ordered_at, "c": order.currency,
-             "g": order.grand_total, "p": Jsonb(order.payload, dumps=_dumps), "f": row.id,
-             "seq": [x.item_seq for x in lines], "pid": [x.product_id for x in lines],
-             "gtin": [x.gtin for x in lines], "q": [x.quantity for x in lines],
-             "up": [x.unit_price for x in lines], "tax": [x.tax for x in lines],
-             "lt": [x.line_total for x in lines], "ff": [x.fulfillment for x in lines],
-             "st": [x.status_id for x in lines], "fac": [x.facility_id for x in lines],
-             "pseq": [p.seq for p in pays], "pm": [p.payment_method_type_id for p in pays],
-             "ppm": [p.pos_payment_method for p in pays], "pa": [p.amount for p in pays],
-             "pst": [p.status_id for p in pays],
-             "aseq": [a.seq for a in adj], "aitem": [a.item_seq for a in adj],
-             "at_": [a.adjustment_type for a in adj], "aa": [a.amount for a in adj],
-             "k": list(outcome.followups), "sha": outcome.sha256, "size": outcome.size}).fetchone()
+        found = (
+            self.conn.cursor(row_factory=class_row(StoredRow))
+            .execute(
+                STORE_ORDER,
+                {
+                    "r": row.retailer_id,
+                    "x": order.external_id,
+                    "t": order.order_type,
+                    "s": order.status_id,
+                    "store": order.store_id,
+                    "d": order.order_date,
+                    "at": ordered_at,
+                    "c": order.currency,
+                    "g": order.grand_total,
+                    "p": Jsonb(order.payload, dumps=_dumps),
+                    "f": row.id,
+                    "seq": [x.item_seq for x in lines],
+                    "pid": [x.product_id for x in lines],
+                    "gtin": [x.gtin for x in lines],
+                    "q": [x.quantity for x in lines],
+                    "up": [x.unit_price for x in lines],
+                    "tax": [x.tax for x in lines],
+                    "lt": [x.line_total for x in lines],
+                    "ff": [x.fulfillment for x in lines],
+                    "st": [x.status_id for x in lines],
+                    "fac": [x.facility_id for x in lines],
+                    "pseq": [p.seq for p in pays],
+                    "pm": [p.payment_method_type_id for p in pays],
+                    "ppm": [p.pos_payment_method for p in pays],
+                    "pa": [p.amount for p in pays],
+                    "pst": [p.status_id for p in pays],
+                    "aseq": [a.seq for a in adj],
+                    "aitem": [a.item_seq for a in adj],
+                    "at_": [a.adjustment_type for a in adj],
+                    "aa": [a.amount for a in adj],
+                    "k": list(outcome.followups),
+                    "sha": outcome.sha256,
+                    "size": outcome.size,
+                },
+            )
+            .fetchone()
+        )
         assert found is not None
         return Recorded(ledger_row(found), found.order_id)
 
@@ -115,32 +141,60 @@ class PgOrders:
         """The return, its items and refunds, linked to its sale when that is stored; or, when the return id
         is stored already, the ledger row that stored it first."""
         conn = self.conn
-        returned_at = (datetime.fromtimestamp(ret.ordered_at_ms / 1000, UTC)
-                       if ret.ordered_at_ms is not None else None)
+        returned_at = datetime.fromtimestamp(ret.ordered_at_ms / 1000, UTC) if ret.ordered_at_ms is not None else None
         found = conn.execute(
             "INSERT INTO returns (retailer_id, external_id, original_external_id, original_order_id, store_id,"
             " return_date, returned_at, currency, refund_total, discount, tax, tlog_file_id)"
             " VALUES (%(r)s, %(x)s, %(ox)s, (SELECT id FROM orders WHERE retailer_id = %(r)s AND external_id = %(ox)s),"
             " %(store)s, %(d)s, %(at)s, %(c)s, %(total)s, %(disc)s, %(tax)s, %(f)s)"
             " ON CONFLICT (retailer_id, external_id) DO NOTHING RETURNING id",
-            {"r": row.retailer_id, "x": ret.external_id, "ox": ret.original_order_id, "store": ret.store_id,
-             "d": ret.return_date, "at": returned_at, "c": ret.currency, "total": ret.refund_total,
-             "disc": ret.discount, "tax": ret.tax, "f": row.id}).fetchone()
+            {
+                "r": row.retailer_id,
+                "x": ret.external_id,
+                "ox": ret.original_order_id,
+                "store": ret.store_id,
+                "d": ret.return_date,
+                "at": returned_at,
+                "c": ret.currency,
+                "total": ret.refund_total,
+                "disc": ret.discount,
+                "tax": ret.tax,
+                "f": row.id,
+            },
+        ).fetchone()
         if found is None:
-            first = conn.execute("SELECT tlog_file_id FROM returns WHERE retailer_id = %s AND external_id = %s",
-                                 (row.retailer_id, ret.external_id)).fetchone()
+            first = conn.execute(
+                "SELECT tlog_file_id FROM returns WHERE retailer_id = %s AND external_id = %s",
+                (row.retailer_id, ret.external_id),
+            ).fetchone()
             return StoredReturn(None, first[0] if first else None)
         return_id = int(found[0])
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO return_items (return_id, item_seq, product_id, gtin, quantity, unit_price, tax,"
                 " line_total, original_external_id, restock, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " %s)", [(return_id, x.item_seq, x.product_id, x.gtin, x.quantity, x.unit_price, x.tax,
-                          x.line_total, x.original_order_id, x.restock, x.reason) for x in ret.lines])
+                " %s)",
+                [
+                    (
+                        return_id,
+                        x.item_seq,
+                        x.product_id,
+                        x.gtin,
+                        x.quantity,
+                        x.unit_price,
+                        x.tax,
+                        x.line_total,
+                        x.original_order_id,
+                        x.restock,
+                        x.reason,
+                    )
+                    for x in ret.lines
+                ],
+            )
             if ret.refunds:
                 cur.executemany(
                     "INSERT INTO return_refunds (return_id, seq, payment_method_type_id, pos_payment_method, amount)"
                     " VALUES (%s, %s, %s, %s, %s)",
-                    [(return_id, r.seq, r.payment_method_type_id, r.pos_payment_method, r.amount)
-                     for r in ret.refunds])
+                    [(return_id, r.seq, r.payment_method_type_id, r.pos_payment_method, r.amount) for r in ret.refunds],
+                )
         return StoredReturn(return_id)

@@ -67,14 +67,22 @@ class Database:
     def __enter__(self) -> Database:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
-def open_pool(dsn: str, *, max_size: int = 1, name: str | None = None, application_name: str | None = None,
-              timeout: float = 30.0, check: bool = False, cursor_factory: type[psycopg.Cursor[Any]] | None = None
-              ) -> Database:
+def open_pool(
+    dsn: str,
+    *,
+    max_size: int = 1,
+    name: str | None = None,
+    application_name: str | None = None,
+    timeout: float = 30.0,
+    check: bool = False,
+    cursor_factory: type[psycopg.Cursor[Any]] | None = None,
+) -> Database:
     """The one way to open a pool: min one connection, autocommit, opened without waiting for the server.
 
     autocommit: a single statement commits at once (an attempt counter must survive a crash). check: a
@@ -88,7 +96,14 @@ def open_pool(dsn: str, *, max_size: int = 1, name: str | None = None, applicati
     if cursor_factory is not None:
         kwargs["cursor_factory"] = cursor_factory
     pool: ConnectionPool[Any] = ConnectionPool(
-        dsn, min_size=1, max_size=max_size, open=False, name=name, timeout=timeout, kwargs=kwargs,
-        check=ConnectionPool.check_connection if check else None)
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        name=name,
+        timeout=timeout,
+        kwargs=kwargs,
+        check=ConnectionPool.check_connection if check else None,
+    )
     pool.open(wait=False)
     return Database(pool)

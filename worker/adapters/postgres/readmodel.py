@@ -347,8 +347,12 @@ class PgReadModel:
         """What the demo prints at the end; stock_of: the retailer whose inventory is shown."""
         with self.session():
             return DemoSummary(
-                self._rows(StatusTotal, DEMO_FILES), self._rows(OrdersStored, DEMO_ORDERS),
-                self._rows(NotImported, DEMO_NOT_IMPORTED), self._rows(BrokeredLines, DEMO_BROKERED),
+                self._rows(StatusTotal, DEMO_FILES),
+                self._rows(OrdersStored, DEMO_ORDERS),
+                self._rows(NotImported, DEMO_NOT_IMPORTED),
+                self._rows(BrokeredLines, DEMO_BROKERED),
                 [row.facility_id for row in self._rows(FacilityId, DEMO_FACILITIES, (stock_of,))],
-                self._rows(StockCell, DEMO_STOCK, (stock_of,)), self._rows(VariancesApplied, DEMO_VARIANCES),
-                self._rows(VarianceFileResult, DEMO_VARIANCE_FILES))
+                self._rows(StockCell, DEMO_STOCK, (stock_of,)),
+                self._rows(VariancesApplied, DEMO_VARIANCES),
+                self._rows(VarianceFileResult, DEMO_VARIANCE_FILES),
+            )

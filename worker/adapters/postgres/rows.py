@@ -6,8 +6,10 @@ from dataclasses import fields
 
 from worker.services.ports import LedgerRow
 
-ROW_COLUMNS = ("id, retailer_id, feed, file_name, remote_path, size, mtime, status, error, attempts,"
-               " dispatched_at, finished_at, moved_at, moved_to")
+ROW_COLUMNS = (
+    "id, retailer_id, feed, file_name, remote_path, size, mtime, status, error, attempts,"
+    " dispatched_at, finished_at, moved_at, moved_to"
+)
 ROW_COLUMNS_T = ", ".join(f"t.{c.strip()}" for c in ROW_COLUMNS.split(","))
 
 
