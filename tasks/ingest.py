@@ -25,6 +25,7 @@ def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str |
             runtime.settings.max_file_bytes,
             lambda data: decide(data, retailer),
             runtime.settings.max_attempts,
+            retailer_id=retailer_id,
         )
     if result.order_id is not None:
         # The order is committed: only now may inventory and brokering hear of it (ids only).

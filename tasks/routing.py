@@ -30,7 +30,7 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
     """Allocate an order's ship-to-home lines waiting in _NA_ (and UNFILLABLE_PARKING when parked)."""
     retailer = runtime.retailer(retailer_id)
     run_id = self.request.id or f"run-{uuid.uuid4()}"
-    runtime.inventory().start_followup(order_id, BROKERING, runtime.settings.max_attempts)
+    runtime.inventory().start_followup(retailer_id, order_id, BROKERING, runtime.settings.max_attempts)
     with (
         forgiven_on_transient(order_id, BROKERING),
         runtime.inventory().brokering_unit(retailer_id, order_id, parked) as unit,
@@ -57,7 +57,7 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
 def apply_sale_to_inventory(self: TlogTask, retailer_id: str, order_id: int) -> dict[str, Any]:
     """Lower the selling store's inventory for an in-store sale, once, one POS_SALE variance per line."""
     runtime.retailer(retailer_id)
-    runtime.inventory().start_followup(order_id, INVENTORY, runtime.settings.max_attempts)
+    runtime.inventory().start_followup(retailer_id, order_id, INVENTORY, runtime.settings.max_attempts)
     with forgiven_on_transient(order_id, INVENTORY):
         applied, notes = runtime.inventory().apply_sale(retailer_id, order_id)
     for note in notes:
@@ -82,6 +82,7 @@ def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_nam
             runtime.settings.max_file_bytes,
             decide_variance,
             runtime.settings.max_attempts,
+            retailer_id=retailer_id,
         )
     return {
         "retailer": retailer_id,

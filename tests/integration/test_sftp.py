@@ -248,3 +248,74 @@ def test_no_request_is_observed_when_the_version_is_not_the_tested_one(monkeypat
     session = Session()
     assert not sftp_fastpath.observe_requests(session, lambda: None)  # type: ignore[arg-type]
     assert session._async_request.__func__ is Session._async_request  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------ known_hosts: read by us, line by line
+
+FAKE_SECRET = "AKIAsecretTOKEN0123456789"
+
+
+def server_line(sshd) -> str:
+    return sshd.known_hosts.read_text().strip()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        FAKE_SECRET,  # a secret pasted by mistake, alone on its line
+        f"sftp.example.com ssh-ed25519 {FAKE_SECRET}!",  # not base64
+        f"sftp.example.com ssh-ed25519 {FAKE_SECRET[:24]}",  # base64, but not a key
+        f"@{FAKE_SECRET} sftp.example.com ssh-ed25519 AAAA",  # an unknown marker
+    ],
+    ids=["lone-word", "not-base64", "not-a-key", "unknown-marker"],
+)
+def test_a_known_hosts_line_that_cannot_be_read_is_named_by_file_and_line_never_by_content(
+    sshd, folder, tmp_path, caplog, garbage
+):
+    known = tmp_path / "known_hosts"
+    known.write_text(f"# ours\n{server_line(sshd)}\n{garbage}\n")
+    caplog.set_level("DEBUG")
+    src = SftpSource(config(sshd, folder, known_hosts=str(known)))
+    with pytest.raises(SftpConfigError) as info:
+        src.list(f"{folder}/in")
+    assert str(info.value).startswith(f"known_hosts {known} line 3: ")
+    for text in (str(info.value), repr(info.value), repr(info.value.args), caplog.text):
+        assert FAKE_SECRET not in text and "secretTOKEN" not in text
+    chained = info.value.__cause__ or info.value.__context__
+    assert chained is None or FAKE_SECRET not in str(chained)
+
+
+def test_a_cert_authority_line_is_skipped_with_a_warning_and_the_host_line_still_connects(
+    sshd, folder, tmp_path, caplog
+):
+    key = server_line(sshd).split()[2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"@cert-authority *.example.com ssh-ed25519 {key}\n{server_line(sshd)}\n")
+    caplog.set_level("WARNING")
+    src = SftpSource(config(sshd, folder, known_hosts=str(known)))
+    try:
+        assert src.list(f"{folder}/in") is not None
+    finally:
+        src.close()
+    assert f"known_hosts {known} line 1: @cert-authority" in caplog.text and key not in caplog.text
+
+
+def test_a_server_presenting_a_revoked_key_is_refused(sshd, folder, tmp_path):
+    host, kind, key = server_line(sshd).split()[:3]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{host} {kind} {key}\n@revoked * {kind} {key}\n")
+    src = SftpSource(config(sshd, folder, known_hosts=str(known)))
+    with pytest.raises(HostKeyRejected, match=f"revoked in {known} line 2"):
+        src.list(f"{folder}/in")
+
+
+def test_hashed_host_names_and_comments_are_read_as_openssh_writes_them(sshd, folder, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text(f"# a comment\n\n{server_line(sshd)} added by ops\n")
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert "|1|" in known.read_text()
+    src = SftpSource(config(sshd, folder, known_hosts=str(known)))
+    try:
+        assert src.list(f"{folder}/in") is not None
+    finally:
+        src.close()

@@ -107,9 +107,9 @@ class FakeLedger:
     def get(self, file_id: int) -> LedgerRow | None:
         return self.rows.get(file_id)
 
-    def start_attempt(self, file_id: int) -> LedgerRow | None:
+    def start_attempt(self, file_id: int, retailer_id: str, feed: str) -> LedgerRow | None:
         row = self.rows.get(file_id)
-        if row is not None and row.status == CLAIMED:
+        if row is not None and row.status == CLAIMED and (row.retailer_id, row.feed) == (retailer_id, feed):
             row = self.rows[file_id] = replace(row, attempts=row.attempts + 1)
         return row
 

@@ -33,7 +33,9 @@ def scan(source, ledger, max_in_flight=100, r=None):
 
 def ingest(file_id, source, ledger, r=None, max_bytes=1_000_000):
     r = r or retailer()
-    return ingest_file(file_id, FEED, source, ledger, max_bytes, lambda data: decide(data, r))
+    return ingest_file(
+        file_id, FEED, source, ledger, max_bytes, lambda data: decide(data, r), retailer_id=r.retailer_id
+    )
 
 
 def old_source(files):
@@ -181,6 +183,17 @@ def test_file_removed_before_reading_is_failed_not_retried_forever():
     del source.files["/in/a.json"]
     result = ingest(file_id, source, ledger)
     assert result.status == FAILED and "disappeared" in (result.error or "") and result.moved_to is None
+    assert list(source.files) == []  # no note about a file that is not in error_dir
+
+
+def test_a_failed_file_moved_by_a_delivery_that_died_before_its_note_gets_the_note_from_the_next():
+    source, ledger = old_source({"/in/bad.json": b"{"}), FakeLedger()
+    [(file_id, _)] = scan(source, ledger).dispatch
+    row = ledger.record(file_id, decide(b"{", retailer())).row
+    source.move("/in/bad.json", "/in/error/bad.json")  # the first delivery moved it, then its worker was killed
+    result = ingest(file_id, source, ledger)
+    assert result.moved_to == "/in/error/bad.json" and row.status == FAILED
+    assert source.files["/in/error/bad.json.error.txt"].startswith(b"bad.json: invalid JSON")
 
 
 def test_unknown_ledger_row_is_permanent():

@@ -730,3 +730,9 @@ def test_the_summary_shows_five_reasons_and_counts_the_rest():
     summary = variance_file_applied(VarianceFile("csv", (), ()), 1, rejected).summary
     assert summary is not None and summary.startswith("8 of 9 records rejected: line 2: bad;")
     assert summary.endswith("line 6: bad; and 3 more")
+
+
+def test_a_json_variance_file_with_a_duplicate_key_fails_as_a_whole_naming_the_key():
+    # which of two availableDelta values the producer meant cannot be known: the file goes back to it
+    data = f'[{json.dumps(json_record())}, {{"facilityId": "254", "availableDelta": 1, "availableDelta": 5}}]'
+    assert input_error(data.encode()) == 'invalid JSON: duplicate key "availableDelta" in an object'

@@ -61,3 +61,19 @@ def test_money_is_the_only_json_decoder_with_decimal_numbers():
             if isinstance(node, ast.keyword) and node.arg in ("parse_float", "parse_int", "parse_constant"):
                 decoders.add(str(path.relative_to(ROOT)))
     assert decoders == {"worker/core/money.py"}
+
+
+def test_a_duplicate_key_is_refused_naming_the_key():
+    with pytest.raises(JsonError, match='^invalid JSON: duplicate key "orderDate" in an object$'):
+        loads_decimal('{"orderId": "A1", "orderDate": 1, "orderDate": 2}')
+    with pytest.raises(JsonError, match='^invalid JSON: duplicate key "gtin" in an object$'):
+        loads_decimal('{"lines": [{"gtin": "1"}, {"gtin": "2", "gtin": "3"}]}')
+    with pytest.raises(JsonError, match='^invalid JSON: duplicate key "orderDate" in an object$'):
+        loads_decimal('{"orderDate": 1, "order\\u0044ate": 2}')  # the same key, escaped
+
+
+def test_keys_that_differ_are_kept_and_a_long_duplicate_key_is_named_in_part():
+    assert loads_decimal('{"a": 1, "A": 2, "b": {"a": 3}}') == {"a": 1, "A": 2, "b": {"a": 3}}
+    with pytest.raises(JsonError) as refused:
+        loads_decimal(f'{{"{"k" * 5000}": 1, "{"k" * 5000}": 2}}')
+    assert len(str(refused.value)) < 200 and "duplicate key" in str(refused.value)

@@ -200,3 +200,15 @@ def test_a_lone_surrogate_in_text_is_refused_with_the_field_named(where, field):
     text = to_bytes(doc).replace(b'"SURROGATE"', b'"\\ud800"')
     reason = reason_of(text)
     assert field in reason and "surrogate" in reason
+
+
+def test_a_duplicate_key_fails_the_file_naming_the_key_and_the_order():
+    text = sample_bytes("inStoreOrdersSample.json").decode()
+    doubled = text.replace('"creationDate"', '"creationDate": "2024-01-01 00:00:00", "creationDate"', 1)
+    assert reason_of(doubled.encode()) == 'order PS00000283: invalid JSON: duplicate key "creationDate" in an object'
+    nested = text.replace('"gtin"', '"gtin": "000", "gtin"', 1)
+    assert reason_of(nested.encode()) == 'order PS00000283: invalid JSON: duplicate key "gtin" in an object'
+
+
+def test_a_duplicate_order_id_names_no_order():
+    assert reason_of(b'{"orderId": "A1", "orderId": "A2"}') == 'invalid JSON: duplicate key "orderId" in an object'

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import random
 
+import psycopg
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.schedules import crontab, schedule
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from tests.unit.helpers import retailer
 from worker.adapters.queues import TASK_ROUTES, WORK_QUEUES, task_queues
 from worker.app.schedule import build_beat_schedule
 from worker.app.settings import RetryPolicy
-from worker.app.taskbase import backoff_seconds
+from worker.app.taskbase import as_transient, backoff_seconds, logged_args, unexpected_reason
+from worker.core.errors import TransientError, bounded
 
 
 def test_each_retailer_scans_on_its_own_schedule():
@@ -60,3 +64,30 @@ def test_a_retailer_with_an_audit_time_gets_an_audit_entry_checked_every_15_minu
     assert audit["task"] == "tlogsync.ops.audit_retailer" and audit["kwargs"] == {"due_only": True}
     assert audit["schedule"].run_every.total_seconds() == 900
     assert "audit:acme" not in build_beat_schedule({"acme": retailer(poll_seconds=60)})
+
+
+def test_a_soft_time_limit_is_retried_as_transient_not_dead_lettered_as_unexpected():
+    soft = as_transient(SoftTimeLimitExceeded())
+    assert isinstance(soft, TransientError) and str(soft).startswith("soft time limit exceeded")
+    broker = as_transient(KombuOperationalError("connection refused"))
+    assert isinstance(broker, TransientError) and str(broker).startswith("broker: ")
+    assert as_transient(ValueError("a bug")) is None
+    assert as_transient(TransientError("already")) is None  # handled as itself
+
+
+def test_an_unexpected_database_error_is_named_by_its_condition_never_by_its_message():
+    exc = psycopg.errors.NumericValueOutOfRange('value "jane@example.com" is out of range for type bigint')
+    assert unexpected_reason(exc) == "unexpected database error: numeric_value_out_of_range (SQLSTATE 22003)"
+    client_side = psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    assert unexpected_reason(client_side) == "unexpected database error: data_error (refused by the driver)"
+    assert unexpected_reason(KeyError("k")) == "unexpected KeyError: 'k'"
+
+
+def test_reasons_and_logged_arguments_are_bounded_with_a_marker_of_what_was_cut():
+    assert bounded("short") == "short"
+    cut = bounded("x" * 2_000_000)
+    assert len(cut) < 2100 and cut.endswith("... [1998000 characters cut]")
+    assert len(unexpected_reason(RuntimeError("y" * 2_000_000))) < 2100
+    shown = logged_args(("r1", "9" * 2_000_000, 3))
+    assert len(shown) < 2100 and shown.startswith("('r1', '999") and "characters cut" in shown
+    assert logged_args(("r1", 5)) == "('r1', 5)"

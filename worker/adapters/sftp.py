@@ -5,14 +5,17 @@ Host keys are always verified against the retailer's known_hosts file: there is 
 
 from __future__ import annotations
 
+import base64
 import errno
 import logging
 import os
+import re
 import socket
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import paramiko
@@ -40,15 +43,89 @@ def _private_key(path: str) -> paramiko.PKey:
         raise SftpConfigError(f"private_key {path}: not a usable private key ({type(exc).__name__})") from None
 
 
+# Key types OpenSSH knows that paramiko may not (security keys, certificates): a line with one is skipped.
+_SSH_KEY_TYPE = re.compile(r"(ssh|ecdsa|sk|rsa|x509v3)-[A-Za-z0-9@._-]+")
+
+
+@dataclass
+class KnownHosts:
+    """A known_hosts file as we read it: the host keys to trust and the revoked keys (blob: line number)."""
+
+    entries: list[tuple[list[str], paramiko.PKey]] = field(default_factory=list)
+    revoked: dict[bytes, int] = field(default_factory=dict)
+
+
+def load_known_hosts(path: str) -> KnownHosts:
+    """Read known_hosts line by line. A line we cannot use is named by file and line number, never quoted (it
+    may hold anything, a secret pasted by mistake): SftpConfigError. @cert-authority lines are skipped with a
+    warning (paramiko checks no host certificates); a key on a @revoked line is refused for every host."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise SftpConfigError(f"known_hosts {path}: {exc.strerror or exc}") from None
+    known, trusted = KnownHosts(), []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        where = f"known_hosts {path} line {number}"
+        try:
+            fields_ = raw.decode("utf-8").split()
+        except UnicodeDecodeError:
+            raise SftpConfigError(f"{where}: not UTF-8") from None
+        if not fields_ or fields_[0].startswith("#"):
+            continue
+        marker = fields_.pop(0) if fields_[0].startswith("@") else None
+        if marker == "@cert-authority":
+            log.warning(
+                "%s: @cert-authority lines are not supported (no host certificates are checked); skipped", where
+            )
+            continue
+        if marker not in (None, "@revoked"):
+            raise SftpConfigError(f"{where}: unknown marker (known_hosts has only @revoked and @cert-authority)")
+        if len(fields_) < 3:
+            raise SftpConfigError(f"{where}: not a host key line (host names, key type, key)")
+        names, key_type, key_text = fields_[:3]
+        try:
+            key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_text, validate=True))
+        except paramiko.UnknownKeyType:
+            if not _SSH_KEY_TYPE.fullmatch(key_type):
+                raise SftpConfigError(f"{where}: not a host key line (unknown key type)") from None
+            log.warning("%s: a key type paramiko cannot use; skipped", where)
+            continue
+        except Exception:  # noqa: BLE001 - binascii, struct, unicode, paramiko errors: all quote the line
+            raise SftpConfigError(f"{where}: the key is not valid base64 of a key of its type") from None
+        if marker == "@revoked":
+            known.revoked.setdefault(key.asbytes(), number)
+        else:
+            trusted.append((names.split(","), key))
+    known.entries = [(names, key) for names, key in trusted if key.asbytes() not in known.revoked]
+    return known
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    """No auto-add: a host key not in known_hosts, or revoked there, is refused."""
+
+    def __init__(self, cfg: SftpConfig, known: KnownHosts):
+        self.cfg, self.known = cfg, known
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        line = self.known.revoked.get(key.asbytes())
+        if line is not None:
+            raise HostKeyRejected(
+                f"{self.cfg.host}:{self.cfg.port}: host key is revoked in {self.cfg.known_hosts} line {line}"
+            )
+        raise HostKeyRejected(f"{self.cfg.host}:{self.cfg.port}: host key not in {self.cfg.known_hosts}")
+
+
 def _connect(
     cfg: SftpConfig, timeout: float, on_connect: Sequence[ConnectHook] = ()
 ) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
     client = paramiko.SSHClient()
-    try:
-        client.load_host_keys(cfg.known_hosts)
-    except OSError as exc:
-        raise SftpConfigError(f"known_hosts {cfg.known_hosts}: {exc.strerror or exc}") from None
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    known = load_known_hosts(cfg.known_hosts)
+    host_keys = client.get_host_keys()
+    for names, key in known.entries:
+        for name in names:
+            host_keys.add(name, key.get_name(), key)
+    client.set_missing_host_key_policy(_Refuse(cfg, known))
     password = None
     if cfg.password_env:
         password = os.environ.get(cfg.password_env)
@@ -78,6 +155,11 @@ def _connect(
         raise SftpConfigError(f"{cfg.host}:{cfg.port}: authentication failed for user {cfg.username}") from None
     except paramiko.BadHostKeyException as exc:
         _close_quietly(client, sock)
+        line = known.revoked.get(exc.key.asbytes())
+        if line is not None:
+            raise HostKeyRejected(
+                f"{cfg.host}:{cfg.port}: host key is revoked in {cfg.known_hosts} line {line}"
+            ) from None
         raise HostKeyRejected(f"{cfg.host}:{cfg.port}: host key does not match known_hosts ({exc})") from None
     except paramiko.SSHException as exc:
         _close_quietly(client, sock)
@@ -154,6 +236,11 @@ class SftpSource:
                 raise  # a real file-system answer (permission denied...), not a broken connection
             self.close()  # the session may be half-dead: start a fresh one next time
             raise TransientError(f"sftp {self.cfg.host}:{self.cfg.port}: {what}: {exc!r}") from exc
+        except BaseException:
+            # interrupted mid-request (the soft time limit): answers may still be on their way, so the
+            # session is out of step; the next task starts a fresh one
+            self.close()
+            raise
 
     def list(self, directory: str) -> Sequence[RemoteFile]:
         with self._io(f"list {directory}") as sftp:

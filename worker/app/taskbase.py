@@ -1,7 +1,8 @@
 """The task base class: log context, the retry policy for transient errors, dead-lettering the rest.
 
 Three tiers of failure:
-- transient (SFTP/network, database unavailable): retried with exponential backoff, full jitter, a cap;
+- transient (SFTP/network, database unavailable, the soft time limit): retried with exponential backoff, full
+  jitter, a cap;
 - permanent (unknown retailer or ledger row, bad SFTP credentials or host key): rejected without
   requeue, so RabbitMQ dead-letters the message into `<queue>.dead`;
 - retries exhausted: dead-lettered the same way.
@@ -13,20 +14,47 @@ from __future__ import annotations
 import logging
 import random
 import time
+import traceback
 from typing import Any
 
+import psycopg
 from celery import Task
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from worker.adapters.postgres.pool import transient_db_errors
+from worker.adapters.postgres.pool import describe_db_error, transient_db_errors
 from worker.app.runtime import runtime
 from worker.app.settings import RetryPolicy
-from worker.core.errors import Permanent, TransientError
+from worker.core.errors import Permanent, TransientError, bounded
 
 log = logging.getLogger("tlogsync.tasks")
 
 BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, ConnectionError)
+
+
+def as_transient(exc: BaseException) -> TransientError | None:
+    """A failure worth a retry that is not a TransientError itself: the soft time limit, the broker."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        # A stuck lock or SFTP read held the task too long; the next attempt may find it free. The attempt
+        # still counts toward TLOGSYNC_MAX_ATTEMPTS, so a file that always times out is failed in the end.
+        return TransientError("soft time limit exceeded: the task ran too long (a stuck lock or SFTP read?)")
+    if isinstance(exc, BROKER_ERRORS):
+        # a publish of follow-up or file messages failed: the ledger or the outbox still has the work
+        return TransientError(f"broker: {bounded(repr(exc))}")
+    return None
+
+
+def unexpected_reason(exc: BaseException) -> str:
+    """The reason kept for an unforeseen failure: a database error by its condition (its message may quote a
+    value from a file or a message), anything else by its text, bounded."""
+    if isinstance(exc, psycopg.Error):
+        return f"unexpected database error: {describe_db_error(exc)}"
+    return bounded(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def logged_args(args: Any) -> str:
+    """A task's arguments as log lines show them: a forged 2 MB argument is cut to a few KB."""
+    return bounded(repr(args))
 
 
 def backoff_seconds(policy: RetryPolicy, retries: int, rng: random.Random | None = None) -> float:
@@ -54,18 +82,23 @@ class TlogTask(Task):  # type: ignore[misc]
                 result = self.run(*args, **kwargs)
         except (Retry, Reject):
             raise
-        except BROKER_ERRORS as exc:
-            # a publish of follow-up or file messages failed: the ledger or the outbox still has the work
-            raise self._retry_or_give_up(TransientError(f"broker: {exc!r}"), args, kwargs) from exc
         except TransientError as exc:
             raise self._retry_or_give_up(exc, args, kwargs) from exc
         except Permanent as exc:
-            raise self.dead_letter(f"{type(exc).__name__}: {exc}", args, kwargs) from exc
+            # from None: the reason says it all, and a message's hostile text is not logged twice over
+            raise self.dead_letter(f"{type(exc).__name__}: {exc}", args, kwargs) from None
         except Exception as exc:
+            transient = as_transient(exc)
+            if transient is not None:
+                raise self._retry_or_give_up(transient, args, kwargs) from exc
             # Not foreseen (a bug, a permission denied on a folder...): never acknowledged silently. The
             # reason is kept and the message dead-lettered, where ops see it and can replay it once fixed.
-            log.exception("%s %s: unexpected error", self.name, args)
-            raise self.dead_letter(f"unexpected {type(exc).__name__}: {exc}", args, kwargs) from exc
+            # The log shows where it happened (the innermost frames), with the bounded reason, not the
+            # exception's own text (a database error quotes the value it refused).
+            reason = unexpected_reason(exc)
+            frames = "".join(traceback.format_tb(exc.__traceback__)[-20:])
+            log.error("%s %s: %s\n%s", self.name, logged_args(args), reason, frames)
+            raise self.dead_letter(reason, args, kwargs) from None
         self._log_done(args, result, started)
         return result
 
@@ -87,7 +120,7 @@ class TlogTask(Task):  # type: ignore[misc]
         log.info(
             "%s %s: %s in %.1f ms",
             self.name,
-            fields["file"] or args,
+            fields["file"] or logged_args(args),
             fields["outcome"],
             fields["duration_ms"],
             extra={k: v for k, v in fields.items() if v is not None},
@@ -99,12 +132,20 @@ class TlogTask(Task):  # type: ignore[misc]
         if retries >= policy.max_retries:
             return self.dead_letter(f"retries exhausted after {retries}: {exc}", args, kwargs)
         delay = backoff_seconds(policy, retries)
-        log.warning("%s %s: transient error, retry %d in %.1fs: %s", self.name, args, retries + 1, delay, exc)
+        log.warning(
+            "%s %s: transient error, retry %d in %.1fs: %s",
+            self.name,
+            logged_args(args),
+            retries + 1,
+            delay,
+            bounded(str(exc)),
+        )
         return self.retry(exc=exc, countdown=delay, max_retries=policy.max_retries)  # type: ignore[no-any-return]
 
     def dead_letter(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reject:
         """Keep the reason in PostgreSQL, then reject without requeue: RabbitMQ moves it to <queue>.dead."""
-        log.error("%s %s: dead-lettered: %s", self.name, args, reason)
+        reason = bounded(reason)
+        log.error("%s %s: dead-lettered: %s", self.name, logged_args(args), reason)
         queue = (self.request.delivery_info or {}).get("routing_key") or "unknown"
         try:
             runtime.dead_letters().record(
@@ -117,5 +158,5 @@ class TlogTask(Task):  # type: ignore[misc]
                 args[0] if args and isinstance(args[0], str) else None,
             )
         except Exception:  # noqa: BLE001 - the dead letter itself must not be lost for want of its reason
-            log.exception("could not record the reason of dead letter %s", self.request.id)
+            log.exception("could not record the reason of dead letter %s", bounded(str(self.request.id), 200))
         return Reject(reason, requeue=False)

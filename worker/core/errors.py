@@ -23,6 +23,14 @@ class NotFound(Permanent):
     """A message names something that does not exist (ledger row, order, feed): retrying cannot help."""
 
 
+class WrongRetailer(NotFound):
+    """A message names a ledger row or order of another retailer: refused before anything is touched."""
+
+
+class WrongFeed(NotFound):
+    """A message names a ledger row of the retailer's other feed (a variance file for ingest, or back)."""
+
+
 class GaveUp(NotFound):
     """Started too many times without finishing (a poison message): recorded as failed, then dead-lettered."""
 
@@ -47,3 +55,15 @@ class FileTooLarge(Exception):
 
 class FileMissing(Exception):
     """The remote path does not exist."""
+
+
+# What a reason or a log line keeps of a text that came from outside (a message's argument, a database error):
+# enough to recognise it, never megabytes.
+TEXT_LIMIT = 2000
+
+
+def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
+    """text, or its first limit characters and a marker saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} characters cut]"

@@ -24,16 +24,39 @@ def _refuse_constant(name: str) -> Any:
     raise JsonError(f"invalid JSON: {name} is not a valid JSON number")
 
 
+class DuplicateKey(JsonError):
+    """An object names the same key twice (`invalid JSON: duplicate key "orderDate" in an object`)."""
+
+    def __init__(self, key: str):
+        shown = json.dumps(key if len(key) <= 60 else key[:60] + "...", ensure_ascii=True)
+        super().__init__(f"invalid JSON: duplicate key {shown} in an object")
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json would keep the last of two equal keys; which one the writer meant cannot be known, so neither is
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 def loads_decimal(text: str, special_numbers: bool = False) -> Any:
     """JSON text to Python with every number exact: Decimal for fractions, int for whole numbers (Decimal
     past 30 digits). NaN, Infinity and -Infinity are not JSON and are refused, unless special_numbers:
-    then they become Decimal, for a caller that rejects the one record holding one rather than the file."""
+    then they become Decimal, for a caller that rejects the one record holding one rather than the file.
+    An object with the same key twice is refused (DuplicateKey), naming the key."""
     try:
         return json.loads(
             text,
             parse_float=Decimal,
             parse_int=_parse_int,
             parse_constant=Decimal if special_numbers else _refuse_constant,
+            object_pairs_hook=_refuse_duplicates,
         )
     except json.JSONDecodeError as exc:
         raise JsonError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None

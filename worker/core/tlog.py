@@ -8,6 +8,7 @@ Money is Decimal end to end: JSON numbers are parsed as Decimal, never float.
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from worker.core.money import JsonError, loads_decimal, same_cents
+from worker.core.money import DuplicateKey, JsonError, loads_decimal, same_cents
 from worker.core.validation import flatten_messages
 
 IN_STORE = "IN_STORE"
@@ -419,11 +420,26 @@ def decode(data: bytes) -> dict[str, Any]:
         raise TLogError(f"not UTF-8: byte 0x{data[offset]:02x} at offset {offset}") from None
     try:
         document = loads_decimal(text)
+    except DuplicateKey as exc:
+        raise TLogError(str(exc), None if exc.key == "orderId" else _order_id_of(text)) from None
     except JsonError as exc:
         raise TLogError(str(exc)) from None
     if not isinstance(document, dict):
         raise TLogError(f"top level must be a JSON object, found {type(document).__name__}")
     return document
+
+
+def _order_id_of(text: str) -> str | None:
+    """The orderId of a document refused for a duplicate key, read leniently (last key wins) to name it."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    order_id = document.get("orderId") if isinstance(document, dict) else None
+    if not isinstance(order_id, str | int) or isinstance(order_id, bool):
+        return None
+    shown = str(order_id)
+    return shown if len(shown) <= 100 and shown.isprintable() else None  # a name to show, not more text
 
 
 def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:

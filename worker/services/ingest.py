@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker.core.errors import FileMissing, FileTooLarge, GaveUp, NotFound
+from worker.core.errors import FileMissing, FileTooLarge, GaveUp, NotFound, WrongFeed, WrongRetailer
 from worker.core.inventory import InputError, VarianceFileApplied, parse_variance_file
 from worker.core.oms import to_order
 from worker.core.retailers import Retailer
@@ -111,16 +111,20 @@ def ingest_file(
     max_bytes: int,
     decide_outcome: Callable[[bytes], Outcome],
     max_attempts: int = 25,
+    *,
+    retailer_id: str,
 ) -> IngestResult:
     """Read, decide and record one claimed file in one transaction, then move it out of the inbound folder.
 
     Safe to run any number of times for the same file: a row that is already final is only moved.
     A file whose task keeps dying (max_attempts starts) is failed with that reason and GaveUp is raised
-    after the move, so the message is dead-lettered instead of looping.
+    after the move, so the message is dead-lettered instead of looping. A row of another retailer or feed
+    than the message's is refused (WrongRetailer, WrongFeed) before anything is counted, read or moved.
     """
-    row = ledger.start_attempt(file_id)
+    row = ledger.start_attempt(file_id, retailer_id, feed.name)
     if row is None:
         raise UnknownFile(f"no ledger row {file_id}")
+    refuse_foreign(row, retailer_id, feed)
     order_id = order_type = None
     followups: tuple[str, ...] = ()
     applied = rejected = None
@@ -144,6 +148,19 @@ def ingest_file(
     return IngestResult(
         row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to, followups, applied, rejected
     )
+
+
+def refuse_foreign(row: LedgerRow, retailer_id: str, feed: Feed) -> None:
+    """A message's ids must be of the retailer (and feed) it names: under another's rules a file would be
+    judged wrongly and moved into the other's folders, and its owner would find it final."""
+    if row.retailer_id != retailer_id:
+        raise WrongRetailer(f"ledger row {row.id} belongs to retailer {row.retailer_id}, not {retailer_id}")
+    if row.feed != feed.name:
+        raise WrongFeed(f"ledger row {row.id} is {_a(row.feed)} file, not {_a(feed.name)} file")
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
 
 def read_and_decide(
@@ -177,10 +194,19 @@ def finish_move(row: LedgerRow, feed: Feed, source: FileSource) -> str | None:
     """Move a final file out of the inbound folder; the reason of a failure is written next to it."""
     assert row.status in (PROCESSED, FAILED, SKIPPED, DUPLICATE)
     dst = destination(row, feed)
+    # The note is written once the file is there: a file that disappeared leaves no note about nothing.
+    if source.move(row.remote_path, dst):
+        write_note(row, dst, source)
+        return dst
+    # Not in the folder: an earlier delivery moved it (and died before its note?), or someone removed it.
+    if not source.exists(dst):
+        return None
+    if row.status == FAILED and not source.exists(dst + ".error.txt"):
+        write_note(row, dst, source)
+    return dst
+
+
+def write_note(row: LedgerRow, dst: str, source: FileSource) -> None:
     if row.status == FAILED:
         note = f"{row.file_name}: {row.error}\nledger row {row.id}, failed at {row.finished_at}\n"
         source.write(dst + ".error.txt", note.encode("utf-8", "replace"))
-    if source.move(row.remote_path, dst):
-        return dst
-    # Not in the folder: an earlier delivery moved it, or someone removed it by hand.
-    return dst if source.exists(dst) else None

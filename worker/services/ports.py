@@ -140,8 +140,9 @@ class FileLedger(Protocol):
 
     def get(self, file_id: int) -> LedgerRow | None: ...
 
-    def start_attempt(self, file_id: int) -> LedgerRow | None:
-        """Count one more attempt at a claimed file (committed at once, so a crash still counts); the row."""
+    def start_attempt(self, file_id: int, retailer_id: str, feed: str) -> LedgerRow | None:
+        """Count one more attempt at a claimed file of this retailer and feed (committed at once, so a crash
+        still counts); the row. A row of another retailer or feed is returned as it is, not counted."""
         ...
 
     def record(self, file_id: int, outcome: Outcome) -> Recorded:

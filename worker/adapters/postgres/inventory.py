@@ -12,7 +12,7 @@ from psycopg.rows import class_row
 
 from worker.adapters.postgres.pool import Database, transient_db_errors
 from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
-from worker.core.errors import GaveUp, NotFound, Oversell
+from worker.core.errors import GaveUp, NotFound, Oversell, WrongRetailer
 from worker.core.inventory import (
     FacilityRow,
     InventoryRow,
@@ -28,6 +28,17 @@ from worker.core.returns import Return, lines_to_restock, restock
 from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, sale_variances
 
 GTIN_TYPES = ("UPCA", "EAN", "GTIN")
+
+
+def order_owner(conn: psycopg.Connection[Any], order_id: int) -> str | None:
+    row = conn.execute("SELECT retailer_id FROM orders WHERE id = %s", (order_id,)).fetchone()
+    return row[0] if row else None
+
+
+def refuse_foreign_order(order_id: int, owner: str | None, retailer_id: str) -> None:
+    """A follow-up message must name an order of its own retailer: another's stock must not move for it."""
+    if owner is not None and owner != retailer_id:
+        raise WrongRetailer(f"order {order_id} belongs to retailer {owner}, not {retailer_id}")
 
 
 class PgStock:
@@ -247,17 +258,23 @@ class PgInventory:
             )
         return len(rows)
 
-    def start_followup(self, order_id: int, kind: str, max_attempts: int) -> None:
-        """Count one more attempt, committed at once; past max_attempts the follow-up fails and GaveUp is raised."""
+    def start_followup(self, retailer_id: str, order_id: int, kind: str, max_attempts: int) -> None:
+        """Count one more attempt, committed at once; past max_attempts the follow-up fails and GaveUp is raised.
+        An order of another retailer is refused (WrongRetailer) and its follow-up left as it is."""
         with transient_db_errors(), self.db.connection() as conn:
             row = conn.execute(
-                "UPDATE order_followups SET attempts = attempts + (status = 'pending')::int"
-                " WHERE order_id = %s AND kind = %s RETURNING status, attempts",
-                (order_id, kind),
+                "WITH counted AS (UPDATE order_followups SET attempts = attempts + (status = 'pending')::int"
+                "  WHERE order_id = %(o)s AND kind = %(k)s AND retailer_id = %(r)s RETURNING status, attempts)"
+                " SELECT (SELECT retailer_id FROM orders WHERE id = %(o)s), status, attempts"
+                " FROM (SELECT 1) AS one LEFT JOIN counted ON true",
+                {"o": order_id, "k": kind, "r": retailer_id},
             ).fetchone()
-            if row is None or row[0] != "pending" or row[1] <= max_attempts:
+            assert row is not None
+            owner, status, attempts = row
+            refuse_foreign_order(order_id, owner, retailer_id)
+            if status != "pending" or attempts <= max_attempts:
                 return
-            reason = f"gave up after {row[1] - 1} attempts: the task crashed, timed out or kept failing"
+            reason = f"gave up after {attempts - 1} attempts: the task crashed, timed out or kept failing"
             conn.execute(
                 "UPDATE order_followups SET status = 'failed', done_at = now(), result = %s"
                 " WHERE order_id = %s AND kind = %s",
@@ -283,7 +300,8 @@ class PgInventory:
         """
         with transient_db_errors(), self.db.connection() as conn, conn.pipeline(), conn.transaction():
             follow = conn.execute(
-                "SELECT status FROM order_followups WHERE order_id = %s AND kind = %s FOR UPDATE", (order_id, INVENTORY)
+                "SELECT status FROM order_followups WHERE order_id = %s AND kind = %s AND retailer_id = %s FOR UPDATE",
+                (order_id, INVENTORY, retailer_id),
             )
             found = (
                 conn.cursor(row_factory=class_row(SaleLineRow))
@@ -291,10 +309,11 @@ class PgInventory:
                 .fetchall()
             )
             status = follow.fetchone()
+            if not found:
+                refuse_foreign_order(order_id, order_owner(conn, order_id), retailer_id)
+                raise NotFound(f"order {order_id} of retailer {retailer_id!r} does not exist")
             if status is not None and status[0] == "done":
                 return 0, ["already applied"]
-            if not found:
-                raise NotFound(f"order {order_id} of retailer {retailer_id!r} does not exist")
             external_id, store_id = found[0].external_id, found[0].store_id
             lines = [
                 SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity)
@@ -380,6 +399,7 @@ class PgBrokeringUnit:
             (self.order_id, self.retailer_id),
         ).fetchone()
         if order is None:
+            refuse_foreign_order(self.order_id, order_owner(conn, self.order_id), self.retailer_id)
             raise NotFound(f"order {self.order_id} of retailer {self.retailer_id!r} does not exist")
         store_id, payload = order
         places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if self.parked else [BROKERING_QUEUE]

@@ -3,6 +3,7 @@ return or variances are written by their own repositories inside the transaction
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,12 +17,47 @@ from psycopg.rows import class_row
 
 from worker.adapters.postgres.inventory import PgStock
 from worker.adapters.postgres.orders import PgOrders
-from worker.adapters.postgres.pool import Database, transient_db_errors
+from worker.adapters.postgres.pool import Database, describe_db_error, storable, transient_db_errors
 from worker.adapters.postgres.rows import ROW_COLUMNS, ROW_COLUMNS_T, ledger_row
-from worker.core.errors import TransientError
+from worker.core.errors import TransientError, bounded
 from worker.services.ingest import content_checked, return_stored_before, variance_file_final
-from worker.services.ports import CLAIMED, DUPLICATE, PROCESSED, Claim, LedgerRow, Outcome, Recorded
+from worker.services.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, Claim, LedgerRow, Outcome, Recorded
 from worker.services.scan import ScanResult
+
+log = logging.getLogger(__name__)
+
+
+# What a file's values can make the database (or psycopg, adapting them) refuse: SQLSTATE class 22 and the
+# errors of encoding a parameter. Any of them while recording a file fails that file.
+VALUE_REFUSED: tuple[type[Exception], ...] = (psycopg.DataError, UnicodeEncodeError, OverflowError, ValueError)
+
+
+def refused_reason(outcome: Outcome, exc: Exception) -> str:
+    """Why a file failed when the database refused one of its values: the order (or return) and the kind of
+    error, the column when the server names it; never the database's message, which quotes the value. A
+    failure whose own reason was refused (it quotes an unstorable id) keeps that reason, escaped."""
+    if outcome.status == FAILED and outcome.error and outcome.order is None and outcome.ret is None:
+        return storable(outcome.error)
+    if outcome.order is not None:
+        what = f"order {_shown(outcome.order.external_id)}"
+    elif outcome.ret is not None:
+        what = f"return {_shown(outcome.ret.external_id)}"
+    elif outcome.variance is not None:
+        what = "variance file"
+    else:
+        what = "the file"
+    if isinstance(exc, psycopg.Error) and exc.sqlstate:
+        return f"{what}: PostgreSQL refused a value: {describe_db_error(exc)}; the value is not repeated here"
+    if isinstance(exc, psycopg.DataError) and "NUL" in str(exc):
+        kind = "a text holds a NUL character"
+    else:
+        kind = type(exc).__name__
+    return f"{what}: a value could not be sent to PostgreSQL ({kind}); the value is not repeated here"
+
+
+def _shown(external_id: str) -> str:
+    # an id is shown to name the file's record; one that is itself unstorable is shown escaped
+    return storable(bounded(external_id, 100))
 
 
 def scan_lock_key(retailer_id: str, feed: str) -> int:
@@ -170,12 +206,18 @@ class PgFileLedger:
             cur.execute(f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %s", (file_id,))
             return cur.fetchone()
 
-    def start_attempt(self, file_id: int) -> LedgerRow | None:
+    def start_attempt(self, file_id: int, retailer_id: str, feed: str) -> LedgerRow | None:
+        # One round trip: the row counted, or, when it belongs to another retailer or feed, the row as it is
+        # (untouched: the statement's snapshot is from before the UPDATE, which matched nothing).
         with transient_db_errors(), self.db.connection() as conn, conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             cur.execute(
-                "UPDATE tlog_files SET attempts = attempts + (status = 'claimed')::int WHERE id = %s"
-                f" RETURNING {ROW_COLUMNS}",
-                (file_id,),
+                "WITH counted AS (UPDATE tlog_files SET attempts = attempts + (status = 'claimed')::int"
+                "  WHERE id = %(id)s AND retailer_id = %(r)s AND feed = %(f)s"
+                f"  RETURNING {ROW_COLUMNS})"
+                " SELECT * FROM counted"
+                f" UNION ALL SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %(id)s"
+                "  AND NOT EXISTS (SELECT 1 FROM counted)",
+                {"id": file_id, "r": retailer_id, "f": feed},
             )
             return cur.fetchone()
 
@@ -206,6 +248,13 @@ class PgFileLedger:
                 except errors.UniqueViolation:
                     # Another file with the same content or order won a race; the next pass sees it.
                     continue
+                except VALUE_REFUSED as exc:
+                    # A value the file carried passed validation but not the database (out of a column's
+                    # range, a NUL, a lone surrogate): the file's failure, not the task's. Rolled back, then
+                    # the file is failed in a fresh transaction.
+                    reason = refused_reason(outcome, exc)
+                    log.warning("ledger row %s: %s", file_id, reason)
+                    return self._record_once(file_id, Outcome(FAILED, outcome.sha256, outcome.size, reason))
             raise TransientError(f"ledger row {file_id}: repeated unique violations")
 
     def _record_once(self, file_id: int, outcome: Outcome) -> Recorded:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,38 @@ def transient_db_errors() -> Iterator[None]:
         raise TransientError(f"database: {exc}") from exc
     except psycopg.errors.DeadlockDetected as exc:
         raise TransientError(f"database: {exc}") from exc
+
+
+def storable(text: str) -> str:
+    """text as a PostgreSQL text column takes it: a NUL and a lone surrogate are written as escapes."""
+    if text.isprintable() or "\x00" not in text and text.isascii():
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def condition_name(exc: psycopg.Error) -> str:
+    """PostgreSQL's name of the condition (numeric_value_out_of_range), from the SQLSTATE; never the message,
+    which may quote the value that was refused."""
+    kind: type[BaseException] = type(exc)
+    if exc.sqlstate:
+        with suppress(KeyError):  # a condition newer than this psycopg: the class it raised
+            kind = errors.lookup(exc.sqlstate)
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", kind.__name__).lower()
+
+
+def describe_db_error(exc: psycopg.Error) -> str:
+    """What a database error was, without its message: `numeric_value_out_of_range (SQLSTATE 22003)`, with the
+    column and table when the server names them; `data_error (refused by the driver)` when psycopg refused a
+    value before sending it."""
+    if not exc.sqlstate:
+        return f"{condition_name(exc)} (refused by the driver)"
+    where = ""
+    column, table = exc.diag.column_name, exc.diag.table_name
+    if column and table:
+        where = f" in column {column} of table {table}"
+    elif table:
+        where = f" in table {table}"
+    return f"{condition_name(exc)} (SQLSTATE {exc.sqlstate}){where}"
 
 
 class Database:
