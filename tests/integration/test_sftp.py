@@ -12,7 +12,7 @@ import paramiko
 import pytest
 
 from worker.adapters import sftp_fastpath
-from worker.adapters.sftp import SftpSource
+from worker.adapters.sftp import SftpSessions, SftpSource
 from worker.core.errors import FileMissing, FileTooLarge, HostKeyRejected, SftpConfigError, TransientError
 from worker.core.retailers import SftpConfig
 
@@ -248,3 +248,19 @@ def test_no_request_is_observed_when_the_version_is_not_the_tested_one(monkeypat
     session = Session()
     assert not sftp_fastpath.observe_requests(session, lambda: None)  # type: ignore[arg-type]
     assert session._async_request.__func__ is Session._async_request  # type: ignore[attr-defined]
+
+
+def test_tasks_running_at_once_each_get_a_session_and_sessions_are_reused(sshd, folder):
+    sessions = SftpSessions(10.0)
+    cfg = config(sshd, folder)
+    try:
+        with sessions.source("acme", cfg) as first, sessions.source("acme", cfg) as second:
+            assert first is not second  # two threads never share one SFTP session
+            first.list(f"{folder}/in")
+            second.list(f"{folder}/in")
+        with sessions.source("acme", cfg) as again:
+            assert again in (first, second)  # given back, then reused: no new connection
+        with sessions.source("acme", config(sshd, folder, archive_dir=f"{folder}/in/other")) as fresh:
+            assert fresh not in (first, second)  # a changed configuration gets new sessions
+    finally:
+        sessions.close()
