@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.routing import forgiven_on_transient, publish_followups
+from tasks.routing import forgiven_on_transient, publish_runs
 from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
@@ -27,9 +27,10 @@ def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str |
             runtime.settings.max_attempts,
             retailer_id=retailer_id,
         )
-    if result.order_id is not None:
-        # The order is committed: only now may inventory and brokering hear of it (ids only).
-        publish_followups(retailer_id, [(result.order_id, kind) for kind in result.followups])
+    if result.runs:
+        # The order is committed and no run of its kind was pending: start one (the run takes every order the
+        # outbox holds for the retailer, this one included).
+        publish_runs(retailer_id, result.runs)
     return {
         "retailer": retailer_id,
         "file": result.file_name,

@@ -16,6 +16,8 @@ from worker.core.routing import BROKERING, INVENTORY
 from worker.core.routing import broker_order as broker_order_core
 from worker.services.feeds import variance_feed
 from worker.services.ingest import decide_variance, ingest_file
+from worker.services.routing import run_brokering as run_brokering_core
+from worker.services.routing import run_inventory as run_inventory_core
 
 
 @app.task(
@@ -44,6 +46,54 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
         "allocated": [(a.item_seq, a.facility_id, a.rule) for a in plan.allocations],
         "unfillable": [(u.item_seq, u.reason) for u in plan.unfillable],
     }
+
+
+@app.task(
+    base=TlogTask,
+    bind=True,
+    name="tlogsync.run_brokering",
+    retry_policy_name="routing_retry",
+    soft_time_limit=120,
+    time_limit=180,
+)
+def run_brokering(self: TlogTask, retailer_id: str) -> dict[str, Any]:
+    """A brokering run: every send-sale order of the retailer waiting in the brokering queue, in batches."""
+    retailer = runtime.retailer(retailer_id)
+    run_id = self.request.id or f"run-{uuid.uuid4()}"
+    inventory = runtime.inventory()
+    result = run_brokering_core(
+        runtime.routing(),
+        lambda order_id: inventory.brokering_unit(retailer_id, order_id),
+        retailer.brokering_rules,
+        retailer_id,
+        run_id,
+        runtime.settings.max_attempts,
+    )
+    if result.more or result.busy:
+        # work left at the time budget, or another run held the lock and may have ended before seeing the
+        # orders that asked for this run: try again in a moment (the trigger is still pending)
+        publish_runs(retailer_id, [BROKERING])
+    return {"retailer": retailer_id, "run": run_id, "busy": result.busy, "result": result.summary()}
+
+
+@app.task(
+    base=TlogTask,
+    bind=True,
+    name="tlogsync.run_inventory",
+    retry_policy_name="routing_retry",
+    soft_time_limit=120,
+    time_limit=180,
+)
+def run_inventory(self: TlogTask, retailer_id: str) -> dict[str, Any]:
+    """An inventory run: every pending in-store sale of the retailer lowers its store's stock, once."""
+    runtime.retailer(retailer_id)
+    result = run_inventory_core(runtime.routing(), retailer_id, runtime.settings.max_attempts)
+    if result.more or result.busy:
+        publish_runs(retailer_id, [INVENTORY])  # as in run_brokering
+    for note in result.notes:
+        # a sale of stock the store did not have: recorded as negative stock, surfaced for ops
+        log.warning("%s", note, extra={"retailer": retailer_id})
+    return {"retailer": retailer_id, "busy": result.busy, "result": result.summary()}
 
 
 @app.task(
@@ -113,13 +163,17 @@ def forgiven_on_transient(key: int, followup: str | None = None) -> Iterator[Non
 
 log = logging.getLogger("tlogsync.inventory")
 
-FOLLOWUP_TASKS = {BROKERING: broker_order, INVENTORY: apply_sale_to_inventory}
+RUN_TASKS = {BROKERING: run_brokering, INVENTORY: run_inventory}
 
 
-def publish_followups(retailer_id: str, followups: Sequence[tuple[int, str]]) -> None:
-    """Send the follow-up messages of committed orders; the outbox resends any that get lost."""
-    if not followups:
+def publish_runs(retailer_id: str, kinds: Sequence[str]) -> None:
+    """Start the routing runs of these kinds for the retailer; the outbox keeps what they owe, and the scan asks
+    again for a run whose message was lost."""
+    if not kinds:
         return
+    # The run starts a moment later: orders stored meanwhile find its trigger pending and join it, so a burst is
+    # a few runs, not one per order.
+    delay = max(runtime.settings.routing_delay_seconds, 0.2)
     with app.producer_or_acquire() as producer:
-        for order_id, kind in followups:
-            FOLLOWUP_TASKS[kind].apply_async((retailer_id, order_id), producer=producer)
+        for kind in kinds:
+            RUN_TASKS[kind].apply_async((retailer_id,), producer=producer, countdown=delay)

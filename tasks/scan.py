@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from tasks.ingest import ingest_tlog
-from tasks.routing import apply_variance_file, publish_followups
+from tasks.routing import apply_variance_file, publish_runs
 from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
@@ -38,8 +38,8 @@ def scan_retailer(
     settings = runtime.settings
     # The outbox sweep first: follow-ups of committed orders whose messages were lost go out again, even
     # when the retailer's SFTP host is down (they need only the database and the broker).
-    resent = runtime.inventory().stale_followups(retailer_id, settings.redispatch_after_seconds)
-    publish_followups(retailer_id, resent)
+    resent = runtime.routing().stale_runs(retailer_id, settings.routing_sweep_after_seconds)
+    publish_runs(retailer_id, resent)
     total: ScanResult | None = None
     try:
         with runtime.sftp(retailer) as source:

@@ -12,7 +12,7 @@ import paramiko
 import pytest
 
 from worker.adapters import sftp_fastpath
-from worker.adapters.sftp import SftpSource
+from worker.adapters.sftp import SftpSessions, SftpSource
 from worker.core.errors import FileMissing, FileTooLarge, HostKeyRejected, SftpConfigError, TransientError
 from worker.core.retailers import SftpConfig
 
@@ -319,3 +319,19 @@ def test_hashed_host_names_and_comments_are_read_as_openssh_writes_them(sshd, fo
         assert src.list(f"{folder}/in") is not None
     finally:
         src.close()
+
+
+def test_tasks_running_at_once_each_get_a_session_and_sessions_are_reused(sshd, folder):
+    sessions = SftpSessions(10.0)
+    cfg = config(sshd, folder)
+    try:
+        with sessions.source("acme", cfg) as first, sessions.source("acme", cfg) as second:
+            assert first is not second  # two threads never share one SFTP session
+            first.list(f"{folder}/in")
+            second.list(f"{folder}/in")
+        with sessions.source("acme", cfg) as again:
+            assert again in (first, second)  # given back, then reused: no new connection
+        with sessions.source("acme", config(sshd, folder, archive_dir=f"{folder}/in/other")) as fresh:
+            assert fresh not in (first, second)  # a changed configuration gets new sessions
+    finally:
+        sessions.close()

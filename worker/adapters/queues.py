@@ -57,6 +57,8 @@ TASK_ROUTES = {
     "tlogsync.scan_retailer": {"queue": SCAN, "routing_key": SCAN},
     "tlogsync.ingest_tlog": {"queue": INGEST, "routing_key": INGEST},
     "tlogsync.broker_order": {"queue": BROKERING, "routing_key": BROKERING},
+    "tlogsync.run_brokering": {"queue": BROKERING, "routing_key": BROKERING},
+    "tlogsync.run_inventory": {"queue": INVENTORY, "routing_key": INVENTORY},
     "tlogsync.apply_sale_to_inventory": {"queue": INVENTORY, "routing_key": INVENTORY},
     "tlogsync.apply_variance_file": {"queue": INVENTORY, "routing_key": INVENTORY},
     "tlogsync.ops.*": {"queue": OPS, "routing_key": OPS},

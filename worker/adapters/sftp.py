@@ -294,31 +294,41 @@ class SftpSource:
 
 
 class SftpSessions:
-    """Per-process cache: one SftpSource per retailer, reused across tasks (threads take turns)."""
+    """Per-process cache of SFTP sessions, per retailer, reused across tasks. A task takes a session for itself
+    and gives it back: a prefork child keeps one per retailer, a thread pool as many as its threads use at once."""
 
-    def __init__(self, timeout: float, on_connect: Sequence[ConnectHook] = ()):
-        self.timeout, self.on_connect = timeout, on_connect
-        self._sources: dict[str, tuple[SftpConfig, SftpSource, threading.Lock]] = {}
+    def __init__(self, timeout: float, on_connect: Sequence[ConnectHook] = (), max_idle: int = 16):
+        self.timeout, self.on_connect, self.max_idle = timeout, on_connect, max_idle
+        self._idle: dict[str, tuple[SftpConfig, list[SftpSource]]] = {}
         self._guard = threading.Lock()
 
     @contextmanager
     def source(self, retailer_id: str, cfg: SftpConfig) -> Iterator[SftpSource]:
         with self._guard:
-            entry = self._sources.get(retailer_id)
-            if entry is None or entry[0] != cfg:  # config changed (new key, new host): reconnect
+            entry = self._idle.get(retailer_id)
+            if entry is None or entry[0] != cfg:  # config changed (new key, new host): new sessions
                 if entry is not None:
-                    entry[1].close()
-                entry = (cfg, SftpSource(cfg, self.timeout, self.on_connect), threading.Lock())
-                self._sources[retailer_id] = entry
-        _, src, lock = entry
-        with lock:
+                    for stale in entry[1]:
+                        stale.close()
+                entry = (cfg, [])
+                self._idle[retailer_id] = entry
+            src = entry[1].pop() if entry[1] else SftpSource(cfg, self.timeout, self.on_connect)
+        try:
             yield src
+        finally:
+            with self._guard:
+                current = self._idle.get(retailer_id)
+                if current is not None and current[0] == cfg and len(current[1]) < self.max_idle:
+                    current[1].append(src)
+                else:
+                    src.close()
 
     def close(self) -> None:
         with self._guard:
-            for _, src, _ in self._sources.values():
-                src.close()
-            self._sources.clear()
+            for _, sources in self._idle.values():
+                for src in sources:
+                    src.close()
+            self._idle.clear()
 
 
 def paramiko_quiet(**_: Any) -> None:

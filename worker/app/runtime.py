@@ -22,6 +22,7 @@ from worker.adapters.postgres.deadletters import PgDeadLetters
 from worker.adapters.postgres.inventory import PgInventory
 from worker.adapters.postgres.ledger import PgFileLedger
 from worker.adapters.postgres.pool import Database, open_pool
+from worker.adapters.postgres.routing import PgRouting
 from worker.adapters.sftp import SftpSessions
 from worker.app.settings import Settings
 from worker.core.errors import UnknownRetailer
@@ -121,6 +122,9 @@ class Runtime:
         self.database()
         assert self._inventory is not None
         return self._inventory
+
+    def routing(self) -> PgRouting:
+        return PgRouting(self.database())
 
     # -- SFTP
     @contextmanager

@@ -117,6 +117,12 @@ class Settings:
     # TLOGSYNC_REDISPATCH_AFTER (seconds): a claimed file whose ingest message was not seen finishing after
     # this long is dispatched again.
     redispatch_after_seconds: int = 900
+    # TLOGSYNC_ROUTING_SWEEP_AFTER (seconds): follow-ups (inventory, brokering) pending this long without a run
+    # asked for since make the scan ask for one (its message was lost, or the order committed as a run ended).
+    routing_sweep_after_seconds: int = 60
+    # TLOGSYNC_ROUTING_DELAY (seconds, >= 0): a routing run starts this long after the order that asked for it,
+    # so the orders stored meanwhile join that run instead of each asking for one.
+    routing_delay_seconds: float = 1.0
     # TLOGSYNC_MAX_FILE_BYTES (>= 1): larger files fail with a clear reason, unread.
     max_file_bytes: int = 5 * 1024 * 1024
     # TLOGSYNC_DB_POOL_MAX (>= 1): PostgreSQL connections per worker process, at most.
@@ -157,6 +163,10 @@ class Settings:
             retailers_path=Path(env.text("TLOGSYNC_RETAILERS") or default.retailers_path),
             max_in_flight_per_retailer=env.integer("TLOGSYNC_MAX_IN_FLIGHT", default.max_in_flight_per_retailer, 1),
             redispatch_after_seconds=env.integer("TLOGSYNC_REDISPATCH_AFTER", default.redispatch_after_seconds),
+            routing_sweep_after_seconds=env.integer(
+                "TLOGSYNC_ROUTING_SWEEP_AFTER", default.routing_sweep_after_seconds
+            ),
+            routing_delay_seconds=env.number("TLOGSYNC_ROUTING_DELAY", default.routing_delay_seconds),
             max_file_bytes=env.integer("TLOGSYNC_MAX_FILE_BYTES", default.max_file_bytes, 1),
             db_pool_max=env.integer("TLOGSYNC_DB_POOL_MAX", default.db_pool_max, 1),
             sftp_timeout_seconds=env.number("TLOGSYNC_SFTP_TIMEOUT", default.sftp_timeout_seconds, positive=True),

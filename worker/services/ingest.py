@@ -37,9 +37,10 @@ class IngestResult:
     order_id: int | None = None
     order_type: str | None = None
     moved_to: str | None = None
-    followups: tuple[str, ...] = ()  # to publish now that the order is committed
+    followups: tuple[str, ...] = ()  # the order's follow-ups (inventory, brokering), owed in the outbox
     records_applied: int | None = None
     records_rejected: int | None = None
+    runs: tuple[str, ...] = ()  # the routing runs to start now the order is committed (none was pending)
 
 
 class UnknownFile(NotFound):
@@ -127,6 +128,7 @@ def ingest_file(
     refuse_foreign(row, retailer_id, feed)
     order_id = order_type = None
     followups: tuple[str, ...] = ()
+    runs: tuple[str, ...] = ()
     applied = rejected = None
     gave_up = row.status == CLAIMED and row.attempts > max_attempts
     if gave_up:
@@ -138,7 +140,7 @@ def ingest_file(
         row, order_id = recorded.row, recorded.order_id
         applied, rejected = recorded.records_applied, recorded.records_rejected
         if outcome.order and order_id:
-            order_type, followups = outcome.order.order_type, outcome.followups
+            order_type, followups, runs = outcome.order.order_type, outcome.followups, recorded.triggered
     moved_to = row.moved_to
     if row.moved_at is None:
         moved_to = finish_move(row, feed, source)
@@ -146,7 +148,7 @@ def ingest_file(
     if gave_up:
         raise GaveUp(f"{row.file_name}: {row.error}")
     return IngestResult(
-        row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to, followups, applied, rejected
+        row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to, followups, applied, rejected, runs
     )
 
 

@@ -104,6 +104,15 @@ class Recorded:
     order_id: int | None = None  # the stored order (or return), if this file stored one
     records_applied: int | None = None  # variance files
     records_rejected: int | None = None
+    triggered: tuple[str, ...] = ()  # routing runs (inventory, brokering) this commit asked for
+
+
+@dataclass(frozen=True)
+class TakenFollowups:
+    """The follow-ups a routing run took from the outbox, and those it gave up (started too often)."""
+
+    order_ids: tuple[int, ...]
+    given_up: tuple[int, ...] = ()
 
 
 class ScanTransaction(Protocol):

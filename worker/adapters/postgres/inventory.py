@@ -209,6 +209,35 @@ SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM moved)
 """
 
 
+# The same for several sales at once: their follow-ups marked done with a result each.
+APPLY_SALE_MANY = """
+WITH v AS (
+    INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,
+                                     comments, source)
+    SELECT %(r)s, u.f, 'UPCA', u.g, u.d, 'POS_SALE', u.c, u.s
+    FROM unnest(%(f)s::text[], %(g)s::text[], %(d)s::int[], %(c)s::text[], %(s)s::text[]) AS u(f, g, d, c, s)
+    ON CONFLICT (retailer_id, source) DO NOTHING
+    RETURNING facility_id, id_value, available_delta, source
+), products AS (
+    SELECT * FROM unnest(%(s)s::text[], %(p)s::text[]) AS u(source, product_id)
+), moved AS (
+    INSERT INTO inventory AS i (retailer_id, facility_id, product_id, gtin, quantity_on_hand)
+    SELECT %(r)s, v.facility_id, products.product_id, max(v.id_value), sum(v.available_delta)
+    FROM v JOIN products USING (source)
+    GROUP BY v.facility_id, products.product_id
+    ORDER BY v.facility_id, products.product_id  -- rows locked in the order brokering locks them: no deadlock
+    ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE
+        SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()
+    RETURNING 1
+), done AS (
+    UPDATE order_followups f SET status = 'done', done_at = now(), result = u.res
+    FROM unnest(%(o)s::bigint[], %(res)s::text[]) AS u(order_id, res)
+    WHERE f.order_id = u.order_id AND f.kind = %(kind)s AND f.status = 'pending'
+)
+SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM moved)
+"""
+
+
 class PgInventory:
     """Inventory, facilities and brokering on a connection pool."""
 
@@ -363,21 +392,6 @@ class PgInventory:
                     " WHERE o.retailer_id = %s AND i.facility_id = ANY(%s) AND i.fulfillment = 'SHIP_TO_HOME'"
                     " ORDER BY o.id",
                     (retailer_id, places),
-                )
-            ]
-
-    def stale_followups(self, retailer_id: str, older_than_seconds: int, limit: int = 1000) -> list[tuple[int, str]]:
-        """Pending follow-ups whose message went out long ago (or never): sent again by the scan."""
-        with transient_db_errors(), self.db.connection() as conn:
-            return [
-                (row[0], row[1])
-                for row in conn.execute(
-                    "UPDATE order_followups SET sent_at = now() WHERE (order_id, kind) IN ("
-                    "  SELECT order_id, kind FROM order_followups WHERE retailer_id = %s AND status = 'pending'"
-                    "  AND (sent_at IS NULL OR sent_at < now() - make_interval(secs => %s))"
-                    "  ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-                    " RETURNING order_id, kind",
-                    (retailer_id, older_than_seconds, limit),
                 )
             ]
 

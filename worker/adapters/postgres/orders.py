@@ -25,6 +25,7 @@ def _dumps(value: Any) -> str:
 @dataclass(frozen=True)
 class StoredRow(LedgerRow):
     order_id: int | None = None
+    triggered: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ WITH o AS (
     -- the outbox: written with the order, so a follow-up whose message is lost is found and sent again
     INSERT INTO order_followups (order_id, kind, retailer_id, sent_at)
     SELECT o.id, k, %(r)s, now() FROM o, unnest(%(k)s::text[]) AS k
+), triggers AS (
+    -- one pending run per retailer and kind: only the order that finds none pending asks for a run (the
+    -- plain read first, so that under load no transaction waits on the trigger row's lock)
+    INSERT INTO routing_triggers AS t (retailer_id, kind, pending, requested_at)
+    SELECT %(r)s, k, true, now() FROM o, unnest(%(k)s::text[]) AS k
+    WHERE NOT EXISTS (SELECT 1 FROM routing_triggers p WHERE p.retailer_id = %(r)s AND p.kind = k AND p.pending)
+    ON CONFLICT (retailer_id, kind) DO UPDATE SET pending = true, requested_at = now() WHERE NOT t.pending
+    RETURNING kind
 ), first_file AS (
     SELECT tlog_file_id FROM orders WHERE retailer_id = %(r)s AND external_id = %(x)s
 ), final AS (
@@ -73,7 +82,7 @@ WITH o AS (
     WHERE id = %(f)s
     RETURNING {ROW_COLUMNS}
 )
-SELECT final.*, (SELECT id FROM o) AS order_id FROM final
+SELECT final.*, (SELECT id FROM o) AS order_id, ARRAY(SELECT kind FROM triggers) AS triggered FROM final
 """
 
 
@@ -135,7 +144,7 @@ class PgOrders:
             .fetchone()
         )
         assert found is not None
-        return Recorded(ledger_row(found), found.order_id)
+        return Recorded(ledger_row(found), found.order_id, triggered=tuple(found.triggered or ()))
 
     def store_return(self, row: LedgerRow, ret: Return) -> StoredReturn:
         """The return, its items and refunds, linked to its sale when that is stored; or, when the return id

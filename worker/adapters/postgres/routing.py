@@ -1,0 +1,213 @@
+"""Routing runs on PostgreSQL: the trigger that coalesces their messages, the lock that keeps one run per retailer
+and kind, the batch of follow-ups a run takes from the outbox, and in-store sales applied to stock in one go."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+
+from worker.adapters.postgres.inventory import APPLY_SALE_MANY
+from worker.adapters.postgres.pool import Database, transient_db_errors
+from worker.core.inventory import Variance
+from worker.core.routing import INVENTORY, SoldLine, sale_variances
+from worker.services.ports import TakenFollowups
+
+
+def run_lock_key(retailer_id: str, kind: str) -> int:
+    """The advisory lock of one retailer's runs of one kind (distinct from the scan lock's key space)."""
+    return zlib.crc32(f"tlogsync-run:{kind}:{retailer_id}".encode()) - 2**31
+
+
+@dataclass(frozen=True)
+class SaleLinesRow:
+    order_id: int
+    external_id: str
+    store_id: str
+    item_seq: int | None
+    product_id: str | None
+    gtin: str | None
+    quantity: int | None
+    stock_product_id: str | None
+    known_here: bool
+
+
+# The in-store lines of several sales, each with the product id its store's stock row uses (else the one
+# another facility uses for the GTIN, else the line's own) and whether the store has the row.
+SALE_LINES_MANY = """
+SELECT o.id AS order_id, o.external_id, o.store_id, i.item_seq, i.product_id, i.gtin, i.quantity,
+       coalesce(inv.product_id,
+                (SELECT x.product_id FROM inventory x WHERE x.retailer_id = o.retailer_id AND x.gtin = i.gtin LIMIT 1),
+                i.product_id, i.gtin) AS stock_product_id,
+       inv.product_id IS NOT NULL AS known_here
+FROM orders o
+LEFT JOIN order_items i ON i.order_id = o.id AND i.fulfillment = 'IN_STORE'
+LEFT JOIN inventory inv ON inv.retailer_id = o.retailer_id AND inv.facility_id = o.store_id AND inv.gtin = i.gtin
+WHERE o.id = ANY(%(o)s) AND o.retailer_id = %(r)s
+ORDER BY o.id, i.item_seq
+"""
+
+
+class PgRouting:
+    """The outbox side of routing runs, on a connection pool."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @contextmanager
+    def run_lock(self, retailer_id: str, kind: str) -> Iterator[bool]:
+        """Hold the retailer's run lock of this kind for the block, if no other run holds it (True)."""
+        key = run_lock_key(retailer_id, kind)
+        with transient_db_errors(), self.db.connection() as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            got = bool(row and row[0])
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def start_pass(self, retailer_id: str, kind: str) -> None:
+        """A pass of the run begins: orders committed from now on ask for a run of their own."""
+        with transient_db_errors(), self.db.connection() as conn:
+            conn.execute(
+                "INSERT INTO routing_triggers AS t (retailer_id, kind, pending, started_at)"
+                " VALUES (%s, %s, false, now())"
+                " ON CONFLICT (retailer_id, kind) DO UPDATE SET pending = false, started_at = now()",
+                (retailer_id, kind),
+            )
+
+    def finish_run(self, retailer_id: str, kind: str, result: str) -> None:
+        with transient_db_errors(), self.db.connection() as conn:
+            conn.execute(
+                "UPDATE routing_triggers SET finished_at = now(), last_result = %s"
+                " WHERE retailer_id = %s AND kind = %s",
+                (result[:1000], retailer_id, kind),
+            )
+
+    def take(self, retailer_id: str, kind: str, limit: int, max_attempts: int) -> TakenFollowups:
+        """Up to `limit` pending follow-ups, oldest first, each attempt counted and committed before the work; a
+        follow-up past max_attempts is failed with the reason. Follow-ups that were tried before come alone, so a
+        poison order cannot take a whole batch down with it."""
+        with transient_db_errors(), self.db.connection() as conn:
+            rows = conn.execute(
+                "UPDATE order_followups f SET attempts = f.attempts + 1 FROM ("
+                "  SELECT order_id, kind FROM order_followups WHERE retailer_id = %(r)s AND kind = %(k)s"
+                "  AND status = 'pending' ORDER BY attempts DESC, created_at, order_id LIMIT %(n)s"
+                "  FOR UPDATE SKIP LOCKED) p"
+                " WHERE f.order_id = p.order_id AND f.kind = p.kind RETURNING f.order_id, f.attempts",
+                {"r": retailer_id, "k": kind, "n": limit},
+            ).fetchall()
+            tried = [(order_id, attempts) for order_id, attempts in rows if attempts > 1]
+            if tried:
+                alone = max(tried, key=lambda r: r[1])
+                conn.execute(  # the rest of the batch is not taken this time: its attempt is not counted
+                    "UPDATE order_followups SET attempts = attempts - 1 WHERE kind = %s AND order_id = ANY(%s)",
+                    (kind, [order_id for order_id, _ in rows if order_id != alone[0]]),
+                )
+                rows = [alone]
+            given_up = [order_id for order_id, attempts in rows if attempts > max_attempts]
+            if given_up:
+                conn.execute(
+                    "UPDATE order_followups SET status = 'failed', done_at = now(), result = %s"
+                    " WHERE kind = %s AND order_id = ANY(%s)",
+                    (
+                        f"gave up after {max_attempts} attempts: the run crashed, timed out or kept failing on it",
+                        kind,
+                        given_up,
+                    ),
+                )
+        return TakenFollowups(
+            tuple(sorted(order_id for order_id, _ in rows if order_id not in given_up)), tuple(given_up)
+        )
+
+    def forgive(self, kind: str, order_ids: Sequence[int]) -> None:
+        """A transient failure was handled cleanly: it does not count toward the poison bound."""
+        with transient_db_errors(), self.db.connection() as conn:
+            conn.execute(
+                "UPDATE order_followups SET attempts = greatest(attempts - 1, 0) WHERE kind = %s"
+                " AND order_id = ANY(%s) AND status = 'pending'",
+                (kind, list(order_ids)),
+            )
+
+    def stale_runs(self, retailer_id: str, older_than_seconds: int) -> list[str]:
+        """Kinds with follow-ups pending longer than this whose run was not asked for since: asked for again (the
+        message that starts a run was lost, or an order committed just as a run ended)."""
+        with transient_db_errors(), self.db.connection() as conn:
+            rows = conn.execute(
+                "INSERT INTO routing_triggers AS t (retailer_id, kind, pending, requested_at)"
+                " SELECT %(r)s, k.kind, true, now() FROM (SELECT DISTINCT kind FROM order_followups"
+                "   WHERE retailer_id = %(r)s AND status = 'pending'"
+                "   AND created_at < now() - make_interval(secs => %(s)s)) k"
+                " ON CONFLICT (retailer_id, kind) DO UPDATE SET pending = true, requested_at = now()"
+                " WHERE t.requested_at IS NULL OR t.requested_at < now() - make_interval(secs => %(s)s)"
+                " RETURNING kind",
+                {"r": retailer_id, "s": older_than_seconds},
+            ).fetchall()
+        return sorted(row[0] for row in rows)
+
+    def apply_sales(self, retailer_id: str, order_ids: Sequence[int]) -> tuple[int, list[str]]:
+        """Lower the stores' inventory for the in-store lines of these sales, once each, in one transaction:
+        (variances applied, notes). Two round trips: read the lines with their stock rows, then record every
+        variance, move the on-hand quantities and mark the follow-ups done in one statement."""
+        if not order_ids:
+            return 0, []
+        with transient_db_errors(), self.db.connection() as conn, conn.transaction():
+            found = (
+                conn.cursor(row_factory=class_row(SaleLinesRow))
+                .execute(SALE_LINES_MANY, {"o": list(order_ids), "r": retailer_id})
+                .fetchall()
+            )
+            return _apply_sales(conn, retailer_id, found)
+
+
+def _apply_sales(conn: psycopg.Connection[Any], retailer_id: str, found: list[SaleLinesRow]) -> tuple[int, list[str]]:
+    by_order: dict[int, list[SaleLinesRow]] = {}
+    for x in found:
+        by_order.setdefault(x.order_id, []).append(x)
+    variances: list[Variance] = []
+    products: list[str | None] = []
+    notes: list[str] = []
+    done: list[int] = []
+    results: list[str] = []
+    for order_id, rows in by_order.items():
+        lines = [
+            SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity)
+            for x in rows
+            if x.item_seq is not None and x.gtin is not None and x.quantity is not None
+        ]
+        stock = {x.item_seq: x for x in rows}
+        store_id = rows[0].store_id
+        # the sale happened: a line the store had no row for is recorded as negative stock
+        order_notes = [
+            f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
+            for line in lines
+            if not stock[line.item_seq].known_here
+        ]
+        notes.extend(f"order {order_id}: {n}" for n in order_notes)
+        for variance, line in zip(sale_variances(order_id, rows[0].external_id, store_id, lines), lines, strict=True):
+            variances.append(variance)
+            products.append(stock[line.item_seq].stock_product_id)
+        done.append(order_id)
+        results.append(f"{len(lines)} variances" + "".join(f"; {n}" for n in order_notes))
+    row = conn.execute(
+        APPLY_SALE_MANY,
+        {
+            "r": retailer_id,
+            "kind": INVENTORY,
+            "f": [v.facility_id for v in variances],
+            "g": [v.id_value for v in variances],
+            "d": [v.available_delta for v in variances],
+            "c": [v.comments for v in variances],
+            "s": [v.source for v in variances],
+            "p": products,
+            "o": done,
+            "res": results,
+        },
+    ).fetchone()
+    return (int(row[0]) if row else 0), notes

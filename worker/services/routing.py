@@ -1,0 +1,129 @@
+"""Routing runs: a retailer's in-store sales applied to inventory, and its send-sale orders brokered, in batches
+taken from the outbox. One run per retailer and kind at a time; runs of different retailers overlap."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from worker.core.brokering import Rule
+from worker.core.errors import TransientError
+from worker.core.routing import BROKERING, INVENTORY, BrokeringUnit, broker_order
+from worker.services.ports import TakenFollowups
+
+INVENTORY_BATCH = 500  # sales per transaction: one statement applies them all
+BROKERING_BATCH = 100  # orders per pass; each order is brokered in a transaction of its own
+RUN_SECONDS = 60.0  # a run stops taking new batches after this long and asks for the next run (short tasks)
+
+
+class RoutingStore(Protocol):
+    def run_lock(self, retailer_id: str, kind: str) -> AbstractContextManager[bool]: ...
+
+    def start_pass(self, retailer_id: str, kind: str) -> None: ...
+
+    def take(self, retailer_id: str, kind: str, limit: int, max_attempts: int) -> TakenFollowups: ...
+
+    def forgive(self, kind: str, order_ids: Sequence[int]) -> None: ...
+
+    def finish_run(self, retailer_id: str, kind: str, result: str) -> None: ...
+
+    def apply_sales(self, retailer_id: str, order_ids: Sequence[int]) -> tuple[int, list[str]]: ...
+
+
+@dataclass
+class RunResult:
+    kind: str
+    busy: bool = False  # another run of this retailer and kind held the lock: it takes what is pending
+    more: bool = False  # stopped at its time budget with work left: the caller starts the next run
+    orders: int = 0
+    passes: int = 0
+    variances: int = 0
+    allocated: int = 0
+    unfillable: int = 0
+    given_up: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.kind == INVENTORY:
+            done = f"{self.orders} sales, {self.variances} variances"
+        else:
+            done = f"{self.orders} orders, {self.allocated} lines allocated, {self.unfillable} unfillable"
+        gave_up = f", gave up on orders {self.given_up}" if self.given_up else ""
+        return f"{done} in {self.passes} passes{gave_up}"
+
+
+def _passes(
+    store: RoutingStore,
+    retailer_id: str,
+    kind: str,
+    batch: int,
+    max_attempts: int,
+    result: RunResult,
+    work: Callable[[tuple[int, ...]], None],
+    budget_seconds: float = RUN_SECONDS,
+) -> RunResult:
+    """Take batches from the outbox until none is left (or the time budget is spent), under the retailer's run
+    lock of this kind."""
+    deadline = time.monotonic() + budget_seconds
+    with store.run_lock(retailer_id, kind) as got:
+        if not got:
+            result.busy = True
+            return result
+        while True:
+            if time.monotonic() > deadline:
+                result.more = True
+                break
+            # From here on, an order that commits asks for a run of its own; this pass may or may not see it,
+            # and the next pass (or that run) will.
+            store.start_pass(retailer_id, kind)
+            taken = store.take(retailer_id, kind, batch, max_attempts)
+            result.given_up.extend(taken.given_up)
+            if not taken.order_ids and not taken.given_up:
+                break
+            result.passes += 1
+            try:
+                work(taken.order_ids)
+            except TransientError:
+                store.forgive(kind, taken.order_ids)
+                raise
+            result.orders += len(taken.order_ids)
+        store.finish_run(retailer_id, kind, result.summary())
+    return result
+
+
+def run_inventory(store: RoutingStore, retailer_id: str, max_attempts: int, batch: int = INVENTORY_BATCH) -> RunResult:
+    """Apply every pending in-store sale of the retailer to its stores' inventory, once each."""
+    result = RunResult(INVENTORY)
+
+    def apply(order_ids: tuple[int, ...]) -> None:
+        applied, notes = store.apply_sales(retailer_id, order_ids)
+        result.variances += applied
+        result.notes.extend(notes)
+
+    return _passes(store, retailer_id, INVENTORY, batch, max_attempts, result, apply)
+
+
+def run_brokering(
+    store: RoutingStore,
+    unit_for: Callable[[int], AbstractContextManager[BrokeringUnit]],
+    rules: Sequence[Rule],
+    retailer_id: str,
+    run_id: str,
+    max_attempts: int,
+    batch: int = BROKERING_BATCH,
+) -> RunResult:
+    """Broker every send-sale order of the retailer waiting in the brokering queue, oldest first."""
+    result = RunResult(BROKERING)
+
+    def broker(order_ids: tuple[int, ...]) -> None:
+        for order_id in order_ids:
+            with unit_for(order_id) as unit:
+                plan = broker_order(unit, rules, run_id)
+            if plan is not None:
+                result.allocated += len(plan.allocations)
+                result.unfillable += len(plan.unfillable)
+
+    return _passes(store, retailer_id, BROKERING, batch, max_attempts, result, broker)
