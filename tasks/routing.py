@@ -15,7 +15,7 @@ from worker.core.errors import NotFound, TransientError
 from worker.core.routing import BROKERING, INVENTORY
 from worker.core.routing import broker_order as broker_order_core
 from worker.services.feeds import variance_feed
-from worker.services.ingest import decide_variance, ingest_file
+from worker.services.ingest import MoveBackoff, decide_variance, ingest_file
 from worker.services.routing import run_brokering as run_brokering_core
 from worker.services.routing import run_inventory as run_inventory_core
 
@@ -132,6 +132,7 @@ def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_nam
             runtime.settings.max_file_bytes,
             decide_variance,
             runtime.settings.max_attempts,
+            move_backoff(),
             retailer_id=retailer_id,
         )
     return {
@@ -141,7 +142,14 @@ def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_nam
         "applied": result.records_applied,
         "rejected": result.records_rejected,
         "error": result.error,
+        "move_error": result.move_error,
     }
+
+
+def move_backoff() -> MoveBackoff:
+    """A failed move is tried again on the ingest retry policy's curve (TLOGSYNC_INGEST_RETRY_BASE, _CAP)."""
+    policy = runtime.settings.ingest_retry
+    return MoveBackoff(policy.base_seconds, policy.cap_seconds)
 
 
 @contextmanager

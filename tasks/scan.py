@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from worker.app.taskbase import TlogTask
 from worker.celery import app
 from worker.core.errors import TransientError
 from worker.services.feeds import ORDERS_FEED, feeds
-from worker.services.scan import ScanResult, scan_feed
+from worker.services.scan import ScanResult, scan_feeds
 
 FILE_TASKS = {ORDERS_FEED: ingest_tlog}
 
@@ -43,17 +44,15 @@ def scan_retailer(
     total: ScanResult | None = None
     try:
         with runtime.sftp(retailer) as source:
-            for feed in feeds(retailer):
-                result = scan_feed(
-                    retailer,
-                    feed,
-                    source,
-                    ledger,
-                    settings.max_in_flight_per_retailer,
-                    timedelta(seconds=settings.redispatch_after_seconds),
-                )
-                dispatch_files(retailer_id, feed.name, result.dispatch)
-                total = result if total is None else total.merge(result)
+            total = scan_feeds(
+                retailer,
+                feeds(retailer),
+                source,
+                ledger,
+                settings.max_in_flight_per_retailer,
+                timedelta(seconds=settings.redispatch_after_seconds),
+                lambda feed, files: publish_files(retailer_id, feed, files),
+            )
     except Exception as exc:
         will_retry = isinstance(exc, TransientError) and self.request.retries < self.retry_policy.max_retries
         ledger.record_scan(
@@ -66,30 +65,27 @@ def scan_retailer(
             will_retry=will_retry,
         )
         raise
-    assert total is not None
     ledger.record_scan(run_id, retailer_id, requested_by, started, total)
+    if total.busy:
+        # another scan of this retailer holds its lock: it does this one's work, this one gives up at once
+        return {"retailer": retailer_id, "busy": True, "note": total.note, "followups_resent": len(resent)}
     return {
         "retailer": retailer_id,
         "listed": total.listed,
         "dispatched": len(total.dispatch),
         "in_flight": len(total.watch),
         "too_young": total.too_young,
+        "ignored": total.ignored,
         "deferred": total.deferred,
         "followups_resent": len(resent),
     }
 
 
-def dispatch_files(retailer_id: str, feed: str, files: list[tuple[int, str]]) -> int:
-    """Publish one message per file over one pooled producer (ids and names only, never contents)."""
+def publish_files(retailer_id: str, feed: str, files: Sequence[tuple[int, str]]) -> Iterator[int]:
+    """Publish one message per file over one pooled producer (ids and names only, never contents),
+    yielding each ledger id once its message is out."""
     task = FILE_TASKS.get(feed, apply_variance_file)
-    sent = 0
-    try:
-        with app.producer_or_acquire() as producer:
-            for file_id, file_name in files:
-                task.apply_async((retailer_id, file_id, file_name), producer=producer)
-                sent += 1
-    finally:
-        if sent < len(files):
-            # Unsent files go back to "never dispatched", so the next scan sends them at once.
-            runtime.ledger().clear_dispatched([file_id for file_id, _ in files[sent:]])
-    return sent
+    with app.producer_or_acquire() as producer:
+        for file_id, file_name in files:
+            task.apply_async((retailer_id, file_id, file_name), producer=producer)
+            yield file_id

@@ -79,12 +79,14 @@ def test_a_batch_with_samples_and_bad_files_ends_with_every_file_final(celery_wo
     assert "file name" in rows["dv_OrderTLog_tricky\\..\\name.json"]
 
     assert r.inbound_names() == ["dv_OrderTLog_young.json", "notes.txt"]
+    ids = dict(db.execute("SELECT file_name, id FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchall())
     errors = sorted(p.name for p in r.error.iterdir())
-    assert "dv_OrderTLog_empty.json" in errors and "dv_OrderTLog_empty.json.error.txt" in errors
-    assert "dv_OrderTLog_tricky_.._name.json" in errors
-    assert (
-        (r.error / "dv_OrderTLog_badtotal.json.error.txt").read_text().startswith("dv_OrderTLog_badtotal.json: order")
-    )
+    empty = f"{ids['dv_OrderTLog_empty.json']}-dv_OrderTLog_empty.json"
+    assert empty in errors and f"{empty}.error.txt" in errors
+    tricky = ids["dv_OrderTLog_tricky\\..\\name.json"]
+    assert f"{tricky}-dv_OrderTLog_tricky_.._name.json" in errors
+    badtotal = f"{ids['dv_OrderTLog_badtotal.json']}-dv_OrderTLog_badtotal.json"
+    assert (r.error / f"{badtotal}.error.txt").read_text().startswith("dv_OrderTLog_badtotal.json: order")
     assert len([p for p in r.archive.iterdir()]) == 23
 
     orders = db.execute(
@@ -149,10 +151,9 @@ def test_a_file_that_reappears_under_a_processed_name_is_archived_as_duplicate(c
         "SELECT status, moved_to FROM tlog_files WHERE retailer_id = %s ORDER BY id", (r.retailer_id,)
     ).fetchall()
     assert [s for s, _ in rows] == ["processed", "duplicate"]
-    assert rows[1][1].endswith(
-        ".duplicate-"
-        + str(db.execute("SELECT max(id) FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0])
-    )
+    dup_id = db.execute("SELECT max(id) FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0]
+    assert rows[1][1] == str(r.archive / f"{dup_id}-again.json.duplicate")
+    assert rows[0][1] != rows[1][1] and all((r.archive / p.rpartition("/")[2]).exists() for _, p in rows)
     assert r.inbound_names() == []
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0] == 1
 

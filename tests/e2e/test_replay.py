@@ -73,16 +73,18 @@ def test_a_fixed_file_is_replayed_from_error_dir_through_the_normal_path(celery_
     broken = dict(sale, totalAmount=sale["totalAmount"] + 1)
     r.put("fixme.json", dumps(broken))
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
-    assert (r.error / "fixme.json").exists()
-    (r.error / "fixme.json").write_bytes(dumps(sale))  # someone fixed it in place
-    done = cli("replay-file", r.retailer_id, "fixme.json", "--wait", "--timeout", "60")
+    [failed_id] = db.execute("SELECT id FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchone()
+    in_error = f"{failed_id}-fixme.json"  # the name it has in error_dir, as ops see it there
+    assert (r.error / in_error).exists() and (r.error / f"{in_error}.error.txt").exists()
+    (r.error / in_error).write_bytes(dumps(sale))  # someone fixed it in place
+    done = cli("replay-file", r.retailer_id, in_error, "--wait", "--timeout", "60")
     assert done.returncode == 0, done.stdout
     rows = db.execute(
         "SELECT id, status, replayed_by FROM tlog_files WHERE retailer_id = %s ORDER BY id", (r.retailer_id,)
     ).fetchall()
     assert [(s, rb is not None) for _, s, rb in rows] == [("failed", True), ("processed", False)]
     assert rows[0][2] == rows[1][0]
-    assert (r.archive / "fixme.json").exists() and not (r.error / "fixme.json").exists()
+    assert (r.archive / f"{rows[1][0]}-fixme.json").exists() and not (r.error / in_error).exists()
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone() == (1,)
     again = cli("replay-file", r.retailer_id, "fixme.json")
     assert again.returncode == 1 and "only failed files" in again.stdout
@@ -97,8 +99,9 @@ def test_replay_file_as_a_celery_task_as_flower_calls_it(celery_worker, make_ret
     sale = make_sale(2, "IN_STORE", order_prefix=f"RT{uuid.uuid4().hex[:4].upper()}")
     r.put("task.json", dumps(dict(sale, orderSubTotal=sale["orderSubTotal"] + 1)))
     assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
-    (r.error / "task.json").write_bytes(dumps(sale))
-    app.send_task("tlogsync.ops.replay_file", (r.retailer_id, "task.json"))
+    [failed_id] = db.execute("SELECT id FROM tlog_files WHERE retailer_id = %s", (r.retailer_id,)).fetchone()
+    (r.error / f"{failed_id}-task.json").write_bytes(dumps(sale))
+    app.send_task("tlogsync.ops.replay_file", (r.retailer_id, f"{failed_id}-task.json"))
     eventually(
         lambda: (
             db.execute(

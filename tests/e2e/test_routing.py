@@ -174,8 +174,15 @@ def test_the_variance_feed_is_scanned_and_applied(celery_worker, make_retailer, 
     }
     assert rows == {"acme_InventoryUpdate_1.json": ("processed", 1, 1), "acme_InventoryUpdate_2.json": ("failed", 0, 1)}
     assert atp(db, r.retailer_id, "254") == (7, 0)
-    assert sorted(p.name for p in (variance_dir / "archive").iterdir()) == ["acme_InventoryUpdate_1.json"]
-    assert "acme_InventoryUpdate_2.json.error.txt" in {p.name for p in (variance_dir / "error").iterdir()}
+    ids = dict(
+        db.execute(
+            "SELECT file_name, id FROM tlog_files WHERE retailer_id = %s AND feed = 'variance'", (r.retailer_id,)
+        ).fetchall()
+    )
+    archived = [f"{ids['acme_InventoryUpdate_1.json']}-acme_InventoryUpdate_1.json"]
+    assert sorted(p.name for p in (variance_dir / "archive").iterdir()) == archived
+    failed = f"{ids['acme_InventoryUpdate_2.json']}-acme_InventoryUpdate_2.json"
+    assert f"{failed}.error.txt" in {p.name for p in (variance_dir / "error").iterdir()}
 
 
 def test_rebrokering_from_the_command_line_after_stock_arrives(celery_worker, make_retailer, db, tmp_path):

@@ -14,7 +14,7 @@ from worker.demo.tlogfactory import dumps, make_sale, sample_bytes
 from worker.services.feeds import Feed
 from worker.services.ingest import decide
 from worker.services.ports import CLAIMED, DUPLICATE, PROCESSED, Claim, Outcome
-from worker.services.scan import scan_feed
+from worker.services.scan import scan_feeds
 
 
 def feed(tag: str) -> Feed:
@@ -95,7 +95,17 @@ def test_concurrent_scans_claim_each_file_once(ledger):
 
     def run():
         barrier.wait()
-        results.append(scan_feed(unique_retailer(tag), feed(tag), source, ledger, 10_000, timedelta(minutes=15)))
+        results.append(
+            scan_feeds(
+                unique_retailer(tag),
+                [feed(tag)],
+                source,
+                ledger,
+                10_000,
+                timedelta(minutes=15),
+                lambda _, files: [file_id for file_id, _ in files],
+            )
+        )
 
     threads = [threading.Thread(target=run) for _ in range(6)]
     for t in threads:

@@ -6,10 +6,10 @@ import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from worker.core.errors import FileMissing, FileTooLarge
-from worker.services.ports import CLAIMED, LedgerRow, Outcome, Recorded, RemoteFile
+from worker.services.ports import CLAIMED, LedgerRow, OpenRow, Outcome, Recorded, RemoteFile
 
 
 class FakeSource:
@@ -37,6 +37,8 @@ class FakeSource:
     def move(self, src: str, dst: str) -> bool:
         if src not in self.files:
             return False
+        if dst in self.files:
+            raise FileExistsError(17, "refusing to replace an existing file", dst)
         self.files[dst] = self.files.pop(src)
         return True
 
@@ -54,15 +56,38 @@ class FakeLedger:
         self.replayed: dict[int, int] = {}
         self.clock = clock or datetime(2026, 1, 1, tzinfo=UTC)
         self._ids = itertools.count(1)
+        self.locked: set[str] = set()  # retailers whose scan lock another scan holds
+        self.next_move: dict[int, datetime] = {}
+        self.move_errors: dict[int, list[str]] = {}
+        self.looked_up: list[str] = []
 
     def now(self) -> datetime:
         return self.clock
 
     @contextmanager
+    def scan_lock(self, retailer_id: str) -> Iterator[bool]:
+        if retailer_id in self.locked:
+            yield False
+            return
+        self.locked.add(retailer_id)
+        try:
+            yield True
+        finally:
+            self.locked.discard(retailer_id)
+
+    @contextmanager
     def scan_transaction(self, retailer_id: str, feed: str) -> Iterator[FakeLedger]:
         yield self
 
+    def open_rows(self) -> list[OpenRow]:
+        return [
+            OpenRow(**r.__dict__, next_move_at=self.next_move.get(r.id))
+            for r in sorted(self.rows.values(), key=lambda r: r.id)
+            if r.status == CLAIMED or r.moved_at is None
+        ]
+
     def latest_rows(self, names: Sequence[str]) -> dict[str, LedgerRow]:
+        self.looked_up += list(names)
         out: dict[str, LedgerRow] = {}
         for row in sorted(self.rows.values(), key=lambda r: r.id):
             if row.file_name in names:
@@ -100,9 +125,17 @@ class FakeLedger:
             inserted.append(row)
         return inserted
 
-    def mark_dispatched(self, ids: Sequence[int]) -> None:
+    def mark_dispatched(self, ids: Sequence[int], hold_seconds: float = 900) -> None:
         for i in ids:
-            self.rows[i] = replace(self.rows[i], dispatched_at=self.clock)
+            row = self.rows[i] = replace(self.rows[i], dispatched_at=self.clock)
+            due = self.next_move.get(i)
+            if row.status != CLAIMED and row.moved_at is None and (due is None or due <= self.clock):
+                self.next_move[i] = self.clock + timedelta(seconds=hold_seconds)
+
+    def move_failed(self, file_id: int, error: str, base_seconds: float, cap_seconds: float) -> None:
+        failures = self.move_errors.setdefault(file_id, [])
+        self.next_move[file_id] = self.clock + timedelta(seconds=min(cap_seconds, base_seconds * 2 ** len(failures)))
+        failures.append(error)
 
     def get(self, file_id: int) -> LedgerRow | None:
         return self.rows.get(file_id)
@@ -121,6 +154,9 @@ class FakeLedger:
         except BaseException:
             self.rows = snapshot  # the transaction rolls back
             raise
+
+    def row(self, file_id: int) -> LedgerRow | None:
+        return self.rows.get(file_id)
 
     def latest(self, file_name: str) -> LedgerRow | None:
         rows = [r for r in self.rows.values() if r.file_name == file_name]
@@ -163,6 +199,7 @@ class FakeLedger:
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None:
         self.rows[file_id] = replace(self.rows[file_id], moved_at=self.clock, moved_to=moved_to)
+        self.next_move.pop(file_id, None)
 
     def rows_by_id(self, ids: Sequence[int]) -> list[LedgerRow]:
         return [self.rows[i] for i in ids]

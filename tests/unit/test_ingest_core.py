@@ -21,14 +21,19 @@ from worker.services.ingest import (
     variance_file_final,
 )
 from worker.services.ports import DUPLICATE, FAILED, PROCESSED, SKIPPED, FinalStatus, Outcome, RemoteFile
-from worker.services.scan import plan_claims, scan_feed, select_candidates
+from worker.services.scan import plan_claims, scan_feeds, select_candidates
 
 FEED = Feed(ORDERS_FEED, "/in", "/in/archive", "/in/error", "*.json", 5)
 HOUR = timedelta(hours=1)
 
 
+def publish_nothing(feed, files):
+    """What the scan task's publisher does, minus the broker: each file counts as sent."""
+    return [file_id for file_id, _ in files]
+
+
 def scan(source, ledger, max_in_flight=100, r=None):
-    return scan_feed(r or retailer(), FEED, source, ledger, max_in_flight, timedelta(minutes=15))
+    return scan_feeds(r or retailer(), [FEED], source, ledger, max_in_flight, timedelta(minutes=15), publish_nothing)
 
 
 def ingest(file_id, source, ledger, r=None, max_bytes=1_000_000):
@@ -50,13 +55,14 @@ def test_candidates_skip_directories_other_patterns_and_young_files():
         RemoteFile("young.json", 10, 198.0),
         RemoteFile("old.json", 10, 50.0),
     ]
-    chosen, young, ignored = select_candidates(entries, "*.json", 5, listed_at=200.0)
+    chosen, young, ignored, oldest_young = select_candidates(entries, "*.json", 5, listed_at=200.0)
     assert [e.name for e in chosen] == ["old.json", "a.json"]  # oldest first
-    assert (young, ignored) == (1, 2)
+    # b.txt and the archive folder do not match the pattern: not the scan's business, not counted
+    assert (young, ignored, oldest_young) == (1, 0, 2.0)
 
 
 def test_file_exactly_min_age_old_is_taken_by_this_scan():
-    chosen, young, _ = select_candidates([RemoteFile("a.json", 1, 195.0)], "*.json", 5, listed_at=200.0)
+    chosen, young, _, _ = select_candidates([RemoteFile("a.json", 1, 195.0)], "*.json", 5, listed_at=200.0)
     assert [e.name for e in chosen] == ["a.json"] and young == 0
 
 
@@ -104,7 +110,7 @@ def test_reappearing_name_is_recorded_as_duplicate_and_archived():
     [(dup_id, _)] = scan(source, ledger).dispatch
     assert ledger.rows[dup_id].status == DUPLICATE
     result = ingest(dup_id, source, ledger)
-    assert result.status == DUPLICATE and result.moved_to == f"/in/archive/a.json.duplicate-{dup_id}"
+    assert result.status == DUPLICATE and result.moved_to == f"/in/archive/{dup_id}-a.json.duplicate"
     assert "/in/a.json" not in source.files and len(ledger.orders) == 1
 
 
@@ -128,8 +134,9 @@ def test_ingest_stores_the_order_and_archives_the_file():
     source, ledger = old_source({"/in/a.json": sample_bytes("sendSaleOrdersSample.json")}), FakeLedger()
     [(file_id, _)] = scan(source, ledger).dispatch
     result = ingest(file_id, source, ledger)
-    assert (result.status, result.order_type, result.moved_to) == (PROCESSED, "SEND_SALE", "/in/archive/a.json")
-    assert "/in/archive/a.json" in source.files and "/in/a.json" not in source.files
+    archived = f"/in/archive/{file_id}-a.json"
+    assert (result.status, result.order_type, result.moved_to) == (PROCESSED, "SEND_SALE", archived)
+    assert archived in source.files and "/in/a.json" not in source.files
 
 
 def test_ingest_twice_is_harmless():
@@ -144,8 +151,8 @@ def test_bad_file_goes_to_error_dir_with_its_reason_beside_it():
     source, ledger = old_source({"/in/bad.json": b"{not json"}), FakeLedger()
     [(file_id, _)] = scan(source, ledger).dispatch
     result = ingest(file_id, source, ledger)
-    assert result.status == FAILED and result.moved_to == "/in/error/bad.json"
-    assert b"invalid JSON at line 1 column 2" in source.files["/in/error/bad.json.error.txt"]
+    assert result.status == FAILED and result.moved_to == f"/in/error/{file_id}-bad.json"
+    assert b"invalid JSON at line 1 column 2" in source.files[f"/in/error/{file_id}-bad.json.error.txt"]
 
 
 def test_oversize_file_fails_without_being_read():
@@ -160,7 +167,7 @@ def test_in_store_sale_is_skipped_when_not_order_master():
     [(file_id, _)] = scan(source, ledger).dispatch
     result = ingest(file_id, source, ledger, r=retailer(order_master=False))
     assert result.status == SKIPPED and "not the order master" in (result.error or "")
-    assert result.moved_to == "/in/archive/a.json" and ledger.orders == {}
+    assert result.moved_to == f"/in/archive/{file_id}-a.json" and ledger.orders == {}
 
 
 def test_mixed_cart_is_stored_even_when_not_order_master():
@@ -190,10 +197,11 @@ def test_a_failed_file_moved_by_a_delivery_that_died_before_its_note_gets_the_no
     source, ledger = old_source({"/in/bad.json": b"{"}), FakeLedger()
     [(file_id, _)] = scan(source, ledger).dispatch
     row = ledger.record(file_id, decide(b"{", retailer())).row
-    source.move("/in/bad.json", "/in/error/bad.json")  # the first delivery moved it, then its worker was killed
+    moved = f"/in/error/{file_id}-bad.json"
+    source.move("/in/bad.json", moved)  # the first delivery moved it, then its worker was killed
     result = ingest(file_id, source, ledger)
-    assert result.moved_to == "/in/error/bad.json" and row.status == FAILED
-    assert source.files["/in/error/bad.json.error.txt"].startswith(b"bad.json: invalid JSON")
+    assert result.moved_to == moved and row.status == FAILED
+    assert source.files[f"{moved}.error.txt"].startswith(b"bad.json: invalid JSON")
 
 
 def test_unknown_ledger_row_is_permanent():
@@ -207,7 +215,7 @@ def test_path_trick_names_are_failed_and_moved_under_a_safe_name(name):
     [(file_id, _)] = scan(source, ledger).dispatch
     result = ingest(file_id, source, ledger)
     assert result.status == FAILED and "file name" in (result.error or "")
-    assert result.moved_to == f"/in/error/{safe_local_name(name)}"
+    assert result.moved_to == f"/in/error/{file_id}-{safe_local_name(name)}"
     assert "/" not in safe_local_name(name) and not safe_local_name(name).startswith(".")
 
 

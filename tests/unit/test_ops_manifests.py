@@ -35,6 +35,11 @@ KNOWN_METRICS = {
     "tlogsync_queue_messages",
     "tlogsync_workers",
     "tlogsync_pending_followups",
+    "tlogsync_unmoved_files",
+    "tlogsync_oldest_unmoved_file_age_seconds",
+    "tlogsync_files_too_young",
+    "tlogsync_files_ignored",
+    "tlogsync_oldest_too_young_seconds",
 }
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 

@@ -188,6 +188,16 @@ def _is_missing(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
 
 
+def _stat_exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.lstat(path)
+    except OSError as exc:
+        if _is_missing(exc):
+            return False
+        raise
+    return True
+
+
 class SftpSource:
     """FileSource over one reused SFTP session; reconnects after a failure.
 
@@ -262,25 +272,35 @@ class SftpSource:
                 close_unanswered(fh)
 
     def move(self, src: str, dst: str) -> bool:
+        """SFTP's plain rename, which never replaces an existing file (OpenSSH links the new name, then
+        unlinks the old): FileExistsError when dst exists, False when src does not."""
         with self._io(f"move {src}") as sftp:
             try:
-                sftp.posix_rename(src, dst)
+                sftp.rename(src, dst)
             except OSError as exc:
-                if not _is_missing(exc):
-                    raise
-                try:
-                    sftp.stat(src)
-                except OSError as gone:
-                    if _is_missing(gone):
+                if _is_missing(exc):
+                    if not _stat_exists(sftp, src):
                         return False  # the source is gone: moved already, or removed by hand
-                    raise
-                # The source is there, so it is the destination folder that is missing: ops must fix it.
-                raise SftpConfigError(f"cannot move {src} to {dst}: the destination folder does not exist") from None
+                    # The source is there, so it is the destination folder that is missing: ops must fix it.
+                    raise SftpConfigError(
+                        f"cannot move {src} to {dst}: the destination folder does not exist"
+                    ) from None
+                if _stat_exists(sftp, dst):
+                    # the server answers a plain "Failure": say what it is, and nothing was replaced
+                    raise FileExistsError(
+                        errno.EEXIST, f"refusing to replace an existing file (moving {src})", dst
+                    ) from None
+                raise
             return True
 
     def write(self, path: str, data: bytes) -> None:
-        with self._io(f"write {path}") as sftp, sftp.open(path, "wb") as fh:
-            fh.write(data)
+        with self._io(f"write {path}") as sftp:
+            try:
+                fh = sftp.open(path, "wb")
+            except FileNotFoundError:
+                raise SftpConfigError(f"cannot write {path}: its folder does not exist") from None
+            with fh:
+                fh.write(data)
 
     def exists(self, path: str) -> bool:
         with self._io(f"stat {path}") as sftp:

@@ -68,6 +68,8 @@ def wait_for_scan(reads: PgReadModel, scan_id: str, timeout: float, poll: float 
         run = reads.scan_run(scan_id)
         if run is not None and run.error and not run.will_retry:
             return {"error": run.error}
+        if run is not None and run.note:
+            return {"busy": run.note}  # it gave up at once: the scan that is running does the work
         if run is not None and not run.error:
             break
         if time.monotonic() > deadline:
@@ -105,7 +107,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(outcome))
     else:
         console.print(outcome)
-    if "timeout" in outcome or "error" in outcome:
+    if "timeout" in outcome or "error" in outcome or "busy" in outcome:
         return 1
     return 0
 
@@ -130,6 +132,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         files = reads.files_by_status()
         pending = reads.pending_files()
         scans = reads.last_scans()
+        unmoved = reads.unmoved_files()
+        leftovers = reads.listing_leftovers()
         failures = reads.recent_failures(args.failures)
         followups = reads.followups()
         now = reads.now()
@@ -146,11 +150,26 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             "dispatched": s.dispatched,
             "deferred": s.deferred,
             "error": s.error,
+            "note": s.note,
         }
     for p in pending:
         by_retailer.setdefault(p.retailer_id, {"files": {}})["pending"] = {
             "files": p.files,
             "oldest_age_s": round((now - p.oldest).total_seconds(), 1),
+        }
+    for m in unmoved:
+        by_retailer.setdefault(m.retailer_id, {"files": {}})["unmoved"] = {
+            "files": m.files,
+            "oldest_age_s": round(float(m.oldest_age_seconds), 1),
+            "move_attempts": m.move_attempts,
+            "last_error": m.last_error,
+        }
+    for left in leftovers:
+        by_retailer.setdefault(left.retailer_id, {"files": {}})["listing"] = {
+            "too_young": left.too_young,
+            "ignored": left.ignored,
+            "oldest_too_young_s": None if left.oldest_too_young_s is None else float(left.oldest_too_young_s),
+            "listed_at": left.finished_at.isoformat(),
         }
     for u in followups:
         by_retailer.setdefault(u.retailer_id, {"files": {}}).setdefault("followups", {})[f"{u.kind}:{u.status}"] = (
@@ -173,7 +192,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     table = Table(title="retailers")
-    for col in ("retailer", "last scan", "files by status", "pending (oldest)", "follow-ups"):
+    for col in ("retailer", "last scan", "files by status", "pending (oldest)", "unmoved", "not taken", "follow-ups"):
         table.add_column(col, overflow="fold")
     for retailer, info in sorted(by_retailer.items()):
         scan = info.get("last_scan")
@@ -181,6 +200,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             (
                 f"{scan['age_s']:.0f}s ago by {scan['requested_by']}: {scan['dispatched']} sent"
                 + (f" [red]{scan['error']}[/red]" if scan["error"] else "")
+                + (f" ({scan['note']})" if scan["note"] else "")
             )
             if scan
             else "never"
@@ -189,7 +209,29 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         pending_text = f"{waiting['files']} ({waiting['oldest_age_s']:.0f}s)" if waiting else "0"
         files_text = ", ".join(f"{k} {v}" for k, v in sorted(info["files"].items()))
         follow = ", ".join(f"{k} {v}" for k, v in sorted(info.get("followups", {}).items()))
-        table.add_row(retailer, scan_text, files_text, pending_text, follow)
+        stuck = info.get("unmoved")
+        unmoved_text = (
+            f"[red]{stuck['files']} (oldest {stuck['oldest_age_s']:.0f}s)[/red]"
+            + (f": {stuck['last_error']}" if stuck["last_error"] else "")
+            if stuck
+            else "0"
+        )
+        listing = info.get("listing")
+        not_taken = (
+            ", ".join(
+                part
+                for part in (
+                    f"too young {listing['too_young']}" if listing["too_young"] else "",
+                    f"oldest {listing['oldest_too_young_s']:.0f}s" if listing["oldest_too_young_s"] is not None else "",
+                    f"ignored {listing['ignored']} (not regular files)" if listing["ignored"] else "",
+                )
+                if part
+            )
+            or "0"
+            if listing
+            else ""
+        )
+        table.add_row(retailer, scan_text, files_text, pending_text, unmoved_text, not_taken, follow)
     console.print(table)
     if dead is None:
         console.print("[red]dead letters: the broker did not answer[/red]")

@@ -83,6 +83,45 @@ class TlogsyncCollector(Collector):
             for retailer in sorted(set(self._retailer_ids()) | set(oldest)):
                 age.add_metric([retailer], float(oldest.get(retailer) or 0))
             yield age
+            unmoved = {u.retailer_id: u for u in reads.unmoved_files()}
+            unmoved_files = GaugeMetricFamily(
+                "tlogsync_unmoved_files",
+                "Final files still in the inbound folder: their move failed (tried again with backoff) or is under way",
+                labels=["retailer"],
+            )
+            unmoved_age = GaugeMetricFamily(
+                "tlogsync_oldest_unmoved_file_age_seconds",
+                "Seconds since the oldest unmoved final file became final (0 when none)",
+                labels=["retailer"],
+            )
+            for retailer in sorted(set(self._retailer_ids()) | set(unmoved)):
+                u = unmoved.get(retailer)
+                unmoved_files.add_metric([retailer], float(u.files) if u else 0.0)
+                unmoved_age.add_metric([retailer], float(u.oldest_age_seconds) if u else 0.0)
+            yield unmoved_files
+            yield unmoved_age
+            young = GaugeMetricFamily(
+                "tlogsync_files_too_young",
+                "Matching files the latest listing left as younger than min_age_seconds (or dated in the future)",
+                labels=["retailer"],
+            )
+            ignored = GaugeMetricFamily(
+                "tlogsync_files_ignored",
+                "Entries the latest listing matched that are not regular files (symlinks, FIFOs, directories)",
+                labels=["retailer"],
+            )
+            young_age = GaugeMetricFamily(
+                "tlogsync_oldest_too_young_seconds",
+                "Age of the oldest too-young file at the latest listing; negative: its mtime is in the future",
+                labels=["retailer"],
+            )
+            for listing in reads.listing_leftovers():
+                young.add_metric([listing.retailer_id], float(listing.too_young))
+                ignored.add_metric([listing.retailer_id], float(listing.ignored))
+                young_age.add_metric([listing.retailer_id], float(listing.oldest_too_young_s or 0))
+            yield young
+            yield ignored
+            yield young_age
             last_age = GaugeMetricFamily(
                 "tlogsync_last_scan_age_seconds", "Seconds since the last scan finished", labels=["retailer"]
             )

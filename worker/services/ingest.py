@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from worker.core.errors import FileMissing, FileTooLarge, GaveUp, NotFound, WrongFeed, WrongRetailer
+from worker.core.errors import FileMissing, FileTooLarge, GaveUp, NotFound, Permanent, WrongFeed, WrongRetailer
 from worker.core.inventory import InputError, VarianceFileApplied, parse_variance_file
 from worker.core.oms import to_order
 from worker.core.retailers import Retailer
@@ -37,10 +37,28 @@ class IngestResult:
     order_id: int | None = None
     order_type: str | None = None
     moved_to: str | None = None
-    followups: tuple[str, ...] = ()  # the order's follow-ups (inventory, brokering), owed in the outbox
+    followups: tuple[str, ...] = ()  # to publish now that the order is committed
     records_applied: int | None = None
     records_rejected: int | None = None
+    move_error: str | None = None  # the move out of the inbound folder failed: tried again later, with backoff
     runs: tuple[str, ...] = ()  # the routing runs to start now the order is committed (none was pending)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A file's ingest as committed, before its move: what may be published now."""
+
+    row: LedgerRow
+    result: IngestResult
+    gave_up: bool = False
+
+
+@dataclass(frozen=True)
+class MoveBackoff:
+    """How long a final file whose move failed waits for the next try: min(cap, base * 2**failures)."""
+
+    base_seconds: float = 2.0
+    cap_seconds: float = 300.0
 
 
 class UnknownFile(NotFound):
@@ -112,15 +130,35 @@ def ingest_file(
     max_bytes: int,
     decide_outcome: Callable[[bytes], Outcome],
     max_attempts: int = 25,
+    backoff: MoveBackoff = MoveBackoff(),
     *,
     retailer_id: str,
 ) -> IngestResult:
-    """Read, decide and record one claimed file in one transaction, then move it out of the inbound folder.
+    """Read, decide and record one claimed file in one transaction, then move it out of the inbound folder
+    (record_file, then move_file; a caller with routing runs to start calls the two itself, publishing between)."""
+    committed = record_file(
+        file_id, feed, source, ledger, max_bytes, decide_outcome, max_attempts, retailer_id=retailer_id
+    )
+    return move_file(committed, feed, source, ledger, backoff)
 
-    Safe to run any number of times for the same file: a row that is already final is only moved.
-    A file whose task keeps dying (max_attempts starts) is failed with that reason and GaveUp is raised
-    after the move, so the message is dead-lettered instead of looping. A row of another retailer or feed
-    than the message's is refused (WrongRetailer, WrongFeed) before anything is counted, read or moved.
+
+def record_file(
+    file_id: int,
+    feed: Feed,
+    source: FileSource,
+    ledger: FileLedger,
+    max_bytes: int,
+    decide_outcome: Callable[[bytes], Outcome],
+    max_attempts: int = 25,
+    *,
+    retailer_id: str,
+) -> Committed:
+    """Read, decide and record one claimed file in one transaction; the result as committed, not yet moved.
+
+    Safe to run any number of times for the same file: a row that is already final is returned as it is.
+    A file whose task keeps dying (max_attempts starts) is failed with that reason (move_file then raises
+    GaveUp after the move, so the message is dead-lettered instead of looping). A row of another retailer or
+    feed than the message's is refused (WrongRetailer, WrongFeed) before anything is counted, read or moved.
     """
     row = ledger.start_attempt(file_id, retailer_id, feed.name)
     if row is None:
@@ -141,15 +179,35 @@ def ingest_file(
         applied, rejected = recorded.records_applied, recorded.records_rejected
         if outcome.order and order_id:
             order_type, followups, runs = outcome.order.order_type, outcome.followups, recorded.triggered
-    moved_to = row.moved_to
-    if row.moved_at is None:
-        moved_to = finish_move(row, feed, source)
-        ledger.mark_moved(row.id, moved_to)
-    if gave_up:
-        raise GaveUp(f"{row.file_name}: {row.error}")
-    return IngestResult(
-        row.id, row.file_name, row.status, row.error, order_id, order_type, moved_to, followups, applied, rejected, runs
+    result = IngestResult(
+        row.id, row.file_name, row.status, row.error, order_id, order_type, row.moved_to, followups, applied, rejected
     )
+    result = replace(result, runs=runs)
+    return Committed(row, result, gave_up)
+
+
+def move_file(
+    committed: Committed, feed: Feed, source: FileSource, ledger: FileLedger, backoff: MoveBackoff
+) -> IngestResult:
+    """Move a recorded file out of the inbound folder, if it is not moved yet.
+
+    A move the folders refuse (permission denied, a file already at the destination, no such folder) is not
+    a task failure: the row stays final and unmoved, the failure is counted in the ledger with the time of
+    the next try (exponential backoff), and a later scan sends the file once that time has come.
+    """
+    row, moved_to, move_error = committed.row, committed.row.moved_to, None
+    if row.moved_at is None:
+        try:
+            moved_to = finish_move(row, feed, source)
+        except (OSError, Permanent) as exc:
+            move_error = f"{row.file_name}: cannot move to {destination(row, feed)}: {describe(exc)}"
+            ledger.move_failed(row.id, move_error, backoff.base_seconds, backoff.cap_seconds)
+            moved_to = None
+        else:
+            ledger.mark_moved(row.id, moved_to)
+    if committed.gave_up:
+        raise GaveUp(f"{row.file_name}: {row.error}")
+    return replace(committed.result, moved_to=moved_to, move_error=move_error)
 
 
 def refuse_foreign(row: LedgerRow, retailer_id: str, feed: Feed) -> None:
@@ -163,6 +221,13 @@ def refuse_foreign(row: LedgerRow, retailer_id: str, feed: Feed) -> None:
 
 def _a(word: str) -> str:
     return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def describe(exc: BaseException) -> str:
+    """An error as operators read it: its kind and message (an OSError's strerror and path, not its errno)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def read_and_decide(
@@ -183,17 +248,23 @@ def read_and_decide(
 
 
 def destination(row: LedgerRow, feed: Feed) -> str:
-    """Where a final file goes: error_dir for failures, archive_dir otherwise."""
-    name = safe_local_name(row.file_name) if unsafe_name_reason(row.file_name) else row.file_name
+    """Where a final file goes: error_dir for failures, archive_dir otherwise, as `<ledger id>-<name>`.
+
+    The ledger id makes every destination unique: two names that sanitise alike (`café.json`, `cafè.json`),
+    or a file uploaded again under a processed name, never meet in a folder.
+    """
+    name = safe_local_name(row.file_name) if unsafe_name_reason(row.file_name) else row.file_name[:200]
+    stem = f"{row.id}-{name}"
     if row.status == FAILED:
-        return join(feed.error_dir, name)
+        return join(feed.error_dir, stem)
     if row.status == DUPLICATE:
-        return join(feed.archive_dir, f"{name}.duplicate-{row.id}")
-    return join(feed.archive_dir, name)
+        return join(feed.archive_dir, f"{stem}.duplicate")
+    return join(feed.archive_dir, stem)
 
 
 def finish_move(row: LedgerRow, feed: Feed, source: FileSource) -> str | None:
-    """Move a final file out of the inbound folder; the reason of a failure is written next to it."""
+    """Move a final file out of the inbound folder, never over an existing file; the reason of a failure is
+    written next to it (`<ledger id>-<name>.error.txt`)."""
     assert row.status in (PROCESSED, FAILED, SKIPPED, DUPLICATE)
     dst = destination(row, feed)
     # The note is written once the file is there: a file that disappeared leaves no note about nothing.

@@ -34,7 +34,7 @@ class FileSource(Protocol):
         ...
 
     def move(self, src: str, dst: str) -> bool:
-        """Rename src to dst (replacing dst); False when src does not exist."""
+        """Rename src to dst, never replacing dst (FileExistsError when it exists); False when src does not exist."""
         ...
 
     def write(self, path: str, data: bytes) -> None: ...
@@ -58,6 +58,13 @@ class LedgerRow:
     finished_at: datetime | None
     moved_at: datetime | None
     moved_to: str | None
+
+
+@dataclass(frozen=True)
+class OpenRow(LedgerRow):
+    """A row not yet done with: claimed, or final but still in the inbound folder (when to try its move)."""
+
+    next_move_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -118,13 +125,13 @@ class TakenFollowups:
 class ScanTransaction(Protocol):
     def latest_rows(self, names: Sequence[str]) -> dict[str, LedgerRow]: ...
 
-    def in_flight(self) -> int: ...
+    def open_rows(self) -> list[OpenRow]:
+        """The feed's claimed rows and its final rows not yet moved: bounded by the in-flight cap, not the folder."""
+        ...
 
     def claim(self, claims: Sequence[Claim]) -> list[LedgerRow]:
         """Insert claims (ON CONFLICT DO NOTHING); returns the rows actually inserted."""
         ...
-
-    def mark_dispatched(self, ids: Sequence[int]) -> None: ...
 
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
         """A fresh claim for a name whose latest row is kept as it is and points at the new one."""
@@ -134,6 +141,10 @@ class ScanTransaction(Protocol):
 class ReplayTransaction(Protocol):
     def latest(self, file_name: str) -> LedgerRow | None: ...
 
+    def row(self, file_id: int) -> LedgerRow | None:
+        """The row with this id, if it belongs to the transaction's retailer and feed."""
+        ...
+
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow: ...
 
 
@@ -142,6 +153,11 @@ class FileLedger(Protocol):
     variances are stored inside the transaction that makes it final."""
 
     def now(self) -> datetime: ...
+
+    def scan_lock(self, retailer_id: str) -> AbstractContextManager[bool]:
+        """The retailer's scan lock for a whole scan, if no other scan holds it: True when taken, False when
+        another scan of the retailer is running (never waits)."""
+        ...
 
     def scan_transaction(self, retailer_id: str, feed: str) -> AbstractContextManager[ScanTransaction]:
         """A transaction holding the per-retailer, per-feed scan lock."""
@@ -159,6 +175,15 @@ class FileLedger(Protocol):
         ...
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None: ...
+
+    def move_failed(self, file_id: int, error: str, base_seconds: float, cap_seconds: float) -> None:
+        """The move of a final file failed: count it and set when to try again, min(cap, base * 2**n) from now."""
+        ...
+
+    def mark_dispatched(self, ids: Sequence[int], hold_seconds: float) -> None:
+        """Their messages are published. A final file sent again to finish its move is not sent again for
+        hold_seconds (its ingest sets the next try if the move fails again)."""
+        ...
 
     def replay_transaction(self, retailer_id: str, feed: str) -> AbstractContextManager[ReplayTransaction]: ...
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
+
 from worker.services.feeds import Feed, join, unsafe_name_reason
-from worker.services.ports import FAILED, FileLedger, FileSource, LedgerRow
+from worker.services.ports import FAILED, FileLedger, FileSource, LedgerRow, ReplayTransaction
+
+# A failed file lies in error_dir as `<ledger id>-<name>`.
+ERROR_NAME = re.compile(r"^(\d{1,18})-")
 
 
 class ReplayRefused(Exception):
@@ -13,23 +19,51 @@ class ReplayRefused(Exception):
 def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource, ledger: FileLedger) -> LedgerRow:
     """Put a file someone fixed in error_dir back through the normal path; returns its new ledger row.
 
+    file_name is the name as it is in error_dir (`<ledger id>-<name>`), or the name the file arrived under
+    (its latest row is taken). The file goes back into the inbound folder under the name it arrived with.
     The old row keeps its failed status and points at the new one (replayed_by). The claim and the move
-    back into the inbound folder happen under the scan lock, so no scan takes the file for a reappearance.
+    back happen under the scan lock, so no scan takes the file for a reappearance; the move never replaces
+    a file of that name in the inbound folder.
     """
     reason = unsafe_name_reason(file_name)
     if reason:
         raise ReplayRefused(f"{file_name!r}: {reason}")
     with ledger.replay_transaction(retailer_id, feed.name) as tx:
-        old = tx.latest(file_name)
+        old = _find(tx, file_name)
         if old is None:
             raise ReplayRefused(f"{file_name}: no such file in the {feed.name} ledger of {retailer_id}")
+        latest = tx.latest(old.file_name)
+        if latest is not None and latest.id != old.id:
+            raise ReplayRefused(
+                f"{file_name}: ledger row {old.id} was taken again already, as row {latest.id} ({latest.status})"
+            )
         if old.status != FAILED or old.moved_at is None:
             raise ReplayRefused(
                 f"{file_name}: ledger row {old.id} is {old.status}; only failed files that were"
                 " moved to error_dir are replayed"
             )
-        inbound = join(feed.directory, file_name)
+        reason = unsafe_name_reason(old.file_name)
+        if reason:
+            raise ReplayRefused(
+                f"{file_name}: it arrived as {old.file_name!r}: {reason}; upload it again under a safe name"
+            )
+        in_error = posixpath.basename(old.moved_to) if old.moved_to else file_name
+        inbound = join(feed.directory, old.file_name)
         new = tx.claim_again(old, inbound)
-        if not source.move(join(feed.error_dir, file_name), inbound):
-            raise ReplayRefused(f"{file_name} is not in {feed.error_dir}")
+        try:
+            moved = source.move(join(feed.error_dir, in_error), inbound)
+        except FileExistsError:
+            raise ReplayRefused(f"{old.file_name} is in {feed.directory} already; it is not replaced") from None
+        if not moved:
+            raise ReplayRefused(f"{in_error} is not in {feed.error_dir}")
     return new
+
+
+def _find(tx: ReplayTransaction, file_name: str) -> LedgerRow | None:
+    """The row of a name in error_dir (`<ledger id>-<name>`), else the latest row of the name it arrived under."""
+    match = ERROR_NAME.match(file_name)
+    if match:
+        row = tx.row(int(match.group(1)))
+        if row is not None and row.moved_to and posixpath.basename(row.moved_to) == file_name:
+            return row
+    return tx.latest(file_name)

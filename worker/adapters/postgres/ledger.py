@@ -3,8 +3,8 @@ return or variances are written by their own repositories inside the transaction
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ from worker.adapters.postgres.pool import Database, describe_db_error, storable,
 from worker.adapters.postgres.rows import ROW_COLUMNS, ROW_COLUMNS_T, ledger_row
 from worker.core.errors import TransientError, bounded
 from worker.services.ingest import content_checked, return_stored_before, variance_file_final
-from worker.services.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, Claim, LedgerRow, Outcome, Recorded
+from worker.services.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, Claim, LedgerRow, OpenRow, Outcome, Recorded
 from worker.services.scan import ScanResult
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,10 @@ def _shown(external_id: str) -> str:
     return storable(bounded(external_id, 100))
 
 
-def scan_lock_key(retailer_id: str, feed: str) -> int:
-    """A stable 32-bit key for pg_advisory_xact_lock, one per retailer and feed."""
-    return zlib.crc32(f"tlogsync.scan:{retailer_id}:{feed}".encode())
+def scan_lock_key(retailer_id: str) -> int:
+    """A stable 64-bit advisory lock key, one per retailer: its scans (all feeds) and replays take turns on it."""
+    digest = hashlib.blake2b(f"tlogsync.scan:{retailer_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,16 @@ class PgScanTransaction:
                 {"r": self.retailer_id, "f": self.feed, "names": list(names)},
             )
             return {row.file_name: row for row in cur}
+
+    def open_rows(self) -> list[OpenRow]:
+        with self.conn.cursor(row_factory=class_row(OpenRow)) as cur:
+            cur.execute(
+                f"SELECT {ROW_COLUMNS}, next_move_at FROM tlog_files"
+                " WHERE retailer_id = %(r)s AND feed = %(f)s AND (status = 'claimed' OR moved_at IS NULL)"
+                " ORDER BY id",
+                {"r": self.retailer_id, "f": self.feed},
+            )
+            return cur.fetchall()
 
     def in_flight(self) -> int:
         row = self.conn.execute(
@@ -139,11 +150,8 @@ class PgScanTransaction:
         return inserted
 
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
-        return claim_again(self.conn, self.retailer_id, self.feed, old, remote_path)
-
-    def mark_dispatched(self, ids: Sequence[int]) -> None:
-        if ids:
-            self.conn.execute("UPDATE tlog_files SET dispatched_at = now() WHERE id = ANY(%(ids)s)", {"ids": list(ids)})
+        # not marked dispatched: the scan marks it once its message is out
+        return claim_again(self.conn, self.retailer_id, self.feed, old, remote_path, dispatched=False)
 
 
 class PgReplay:
@@ -159,20 +167,29 @@ class PgReplay:
             )
             return cur.fetchone()
 
+    def row(self, file_id: int) -> LedgerRow | None:
+        with self.conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            cur.execute(
+                f"SELECT {ROW_COLUMNS} FROM tlog_files WHERE id = %s AND retailer_id = %s AND feed = %s",
+                (file_id, self.retailer_id, self.feed),
+            )
+            return cur.fetchone()
+
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow:
-        return claim_again(self.conn, self.retailer_id, self.feed, old, remote_path)
+        # marked dispatched at once: a replay publishes outside the scan lock, so only the timer resends it
+        return claim_again(self.conn, self.retailer_id, self.feed, old, remote_path, dispatched=True)
 
 
 def claim_again(
-    conn: psycopg.Connection[Any], retailer_id: str, feed: str, old: LedgerRow, remote_path: str
+    conn: psycopg.Connection[Any], retailer_id: str, feed: str, old: LedgerRow, remote_path: str, dispatched: bool
 ) -> LedgerRow:
     """A new claimed row for the same name; the old one keeps its status and points at the new."""
     with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
         conn.execute("UPDATE tlog_files SET replayed_by = -1 WHERE id = %s", (old.id,))
         cur.execute(
             "INSERT INTO tlog_files (retailer_id, feed, file_name, remote_path, size, mtime, dispatched_at)"
-            f" VALUES (%s, %s, %s, %s, %s, %s, now()) RETURNING {ROW_COLUMNS}",
-            (retailer_id, feed, old.file_name, remote_path, old.size, old.mtime),
+            f" VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) RETURNING {ROW_COLUMNS}",
+            (retailer_id, feed, old.file_name, remote_path, old.size, old.mtime, dispatched),
         )
         new = cur.fetchone()
         assert new is not None
@@ -193,12 +210,19 @@ class PgFileLedger:
             return row[0]  # type: ignore[no-any-return]
 
     @contextmanager
+    def scan_lock(self, retailer_id: str) -> Iterator[bool]:
+        """The retailer's advisory lock, tried once, held by a transaction kept open for the whole scan on a
+        connection of its own (the scan's work runs on the task's connection). The end of that transaction,
+        however it ends (commit, rollback, a killed process), releases it; PgBouncer in transaction mode keeps
+        it on one server connection."""
+        with transient_db_errors(), self.db.pool.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (scan_lock_key(retailer_id),)).fetchone()
+            yield bool(row and row[0])
+
+    @contextmanager
     def scan_transaction(self, retailer_id: str, feed: str) -> Iterator[PgScanTransaction]:
+        """The claims of a scan, in one transaction; the caller holds the retailer's scan lock (scan_lock)."""
         with transient_db_errors(), self.db.connection() as conn, conn.transaction():
-            # Two scans of one retailer at once (two beats, a manual scan) take turns here;
-            # the second then sees the first one's claims and dispatches nothing twice.
-            conn.execute("SET LOCAL lock_timeout = '60s'")
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (scan_lock_key(retailer_id, feed),))
             yield PgScanTransaction(conn, retailer_id, feed)
 
     def get(self, file_id: int) -> LedgerRow | None:
@@ -231,9 +255,12 @@ class PgFileLedger:
 
     @contextmanager
     def replay_transaction(self, retailer_id: str, feed: str) -> Iterator[PgReplay]:
-        """Under the scan lock: a scan cannot mistake a file being replayed for a reappearing one."""
-        with self.scan_transaction(retailer_id, feed) as tx:
-            yield PgReplay(tx.conn, retailer_id, feed)
+        """Under the scan lock: a scan cannot mistake a file being replayed for a reappearing one. A replay
+        waits for a running scan to finish (a scan that starts meanwhile gives up: the lock is taken)."""
+        with transient_db_errors(), self.db.connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '60s'")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (scan_lock_key(retailer_id),))
+            yield PgReplay(conn, retailer_id, feed)
 
     def rows(self, ids: Sequence[int]) -> Iterator[LedgerRow]:
         with transient_db_errors(), self.db.connection() as conn, conn.cursor(row_factory=class_row(LedgerRow)) as cur:
@@ -317,14 +344,32 @@ class PgFileLedger:
     def mark_moved(self, file_id: int, moved_to: str | None) -> None:
         with transient_db_errors(), self.db.connection() as conn:
             conn.execute(
-                "UPDATE tlog_files SET moved_at = now(), moved_to = %s WHERE id = %s AND moved_at IS NULL",
+                "UPDATE tlog_files SET moved_at = now(), moved_to = %s, next_move_at = NULL"
+                " WHERE id = %s AND moved_at IS NULL",
                 (moved_to, file_id),
             )
 
-    def clear_dispatched(self, ids: Sequence[int]) -> None:
+    def move_failed(self, file_id: int, error: str, base_seconds: float, cap_seconds: float) -> None:
         with transient_db_errors(), self.db.connection() as conn:
             conn.execute(
-                "UPDATE tlog_files SET dispatched_at = NULL WHERE id = ANY(%s) AND status = 'claimed'", (list(ids),)
+                "UPDATE tlog_files SET move_attempts = move_attempts + 1, move_error = %(e)s,"
+                " next_move_at = now() + make_interval(secs => least(%(cap)s::float8,"
+                "   %(base)s::float8 * power(2, least(move_attempts, 40))))"
+                " WHERE id = %(id)s AND moved_at IS NULL",
+                {"id": file_id, "e": error, "base": base_seconds, "cap": cap_seconds},
+            )
+
+    def mark_dispatched(self, ids: Sequence[int], hold_seconds: float) -> None:
+        if not ids:
+            return
+        with transient_db_errors(), self.db.connection() as conn:
+            conn.execute(
+                "UPDATE tlog_files SET dispatched_at = now(),"
+                " next_move_at = CASE WHEN status <> 'claimed' AND moved_at IS NULL"
+                "   AND (next_move_at IS NULL OR next_move_at <= now())"
+                "   THEN now() + make_interval(secs => %(hold)s::float8) ELSE next_move_at END"
+                " WHERE id = ANY(%(ids)s)",
+                {"ids": list(ids), "hold": hold_seconds},
             )
 
     def record_scan(
@@ -341,11 +386,13 @@ class PgFileLedger:
         with transient_db_errors(), self.db.connection() as conn:
             conn.execute(
                 "INSERT INTO scan_runs (id, retailer_id, requested_by, started_at, listed, too_young, dispatched,"
-                " deferred, pending_ids, error, will_retry)"
-                " VALUES (%(id)s, %(r)s, %(by)s, %(at)s, %(l)s, %(y)s, %(d)s, %(df)s, %(p)s, %(e)s, %(w)s)"
+                " deferred, pending_ids, error, will_retry, ignored, oldest_too_young_s, note)"
+                " VALUES (%(id)s, %(r)s, %(by)s, %(at)s, %(l)s, %(y)s, %(d)s, %(df)s, %(p)s, %(e)s, %(w)s,"
+                " %(ig)s, %(oy)s, %(n)s)"
                 " ON CONFLICT (id) DO UPDATE SET finished_at = now(), listed = EXCLUDED.listed,"
                 " too_young = EXCLUDED.too_young, dispatched = EXCLUDED.dispatched, deferred = EXCLUDED.deferred,"
-                " pending_ids = EXCLUDED.pending_ids, error = EXCLUDED.error, will_retry = EXCLUDED.will_retry",
+                " pending_ids = EXCLUDED.pending_ids, error = EXCLUDED.error, will_retry = EXCLUDED.will_retry,"
+                " ignored = EXCLUDED.ignored, oldest_too_young_s = EXCLUDED.oldest_too_young_s, note = EXCLUDED.note",
                 {
                     "id": run_id,
                     "r": retailer_id,
@@ -358,5 +405,8 @@ class PgFileLedger:
                     "p": result.pending_ids if result else [],
                     "e": error,
                     "w": will_retry,
+                    "ig": result.ignored if result else 0,
+                    "oy": result.oldest_too_young_s if result else None,
+                    "n": result.note if result else None,
                 },
             )

@@ -47,6 +47,30 @@ class LastScan:
     dispatched: int
     deferred: int
     error: str | None
+    note: str | None = None  # why it did nothing: another scan of the retailer was running
+
+
+@dataclass(frozen=True)
+class UnmovedFiles:
+    """A retailer's final files still in the inbound folder (their move failed or is under way)."""
+
+    retailer_id: str
+    files: int
+    oldest_age_seconds: Decimal  # since the oldest of them became final
+    move_attempts: int  # failed moves, all files together
+    last_error: str | None  # why the latest failed move failed
+
+
+@dataclass(frozen=True)
+class ListingLeftovers:
+    """What the retailer's latest listing matched but could not take: files too young (mtime under
+    min_age_seconds ago, or in the future) and entries that are not regular files."""
+
+    retailer_id: str
+    finished_at: datetime
+    too_young: int
+    ignored: int
+    oldest_too_young_s: Decimal | None  # negative: that file's mtime is in the future
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,7 @@ class ScanRun:
     pending_ids: list[int]
     error: str | None
     will_retry: bool
+    note: str | None = None  # it did nothing: another scan of the retailer was running
 
 
 @dataclass(frozen=True)
@@ -212,8 +237,19 @@ FROM tlog_files WHERE status = 'claimed' OR (moved_at IS NULL AND replayed_by IS
 """
 LAST_SCANS = """
 SELECT DISTINCT ON (retailer_id) retailer_id, finished_at, extract(epoch FROM now() - finished_at) AS age_seconds,
-       requested_by, listed, dispatched, deferred, error
+       requested_by, listed, dispatched, deferred, error, note
 FROM scan_runs ORDER BY retailer_id, finished_at DESC
+"""
+UNMOVED_FILES = """
+SELECT retailer_id, count(*) AS files, extract(epoch FROM now() - min(finished_at)) AS oldest_age_seconds,
+       sum(move_attempts) AS move_attempts,
+       (array_agg(move_error ORDER BY next_move_at DESC NULLS LAST)
+        FILTER (WHERE move_error IS NOT NULL))[1] AS last_error
+FROM tlog_files WHERE status <> 'claimed' AND moved_at IS NULL AND replayed_by IS NULL GROUP BY 1
+"""
+LISTING_LEFTOVERS = """
+SELECT DISTINCT ON (retailer_id) retailer_id, finished_at, too_young, ignored, oldest_too_young_s
+FROM scan_runs WHERE error IS NULL AND note IS NULL ORDER BY retailer_id, finished_at DESC
 """
 RECENT_FAILURES = """
 SELECT retailer_id, file_name, finished_at, error FROM tlog_files
@@ -222,7 +258,7 @@ WHERE status = 'failed' AND replayed_by IS NULL ORDER BY finished_at DESC NULLS 
 FOLLOWUPS = """
 SELECT retailer_id, kind, status, count(*) AS count FROM order_followups GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
-SCAN_RUN = "SELECT pending_ids, error, will_retry FROM scan_runs WHERE id = %s"
+SCAN_RUN = "SELECT pending_ids, error, will_retry, note FROM scan_runs WHERE id = %s"
 FILES_PROGRESS = """
 SELECT status, count(*) FILTER (WHERE moved_at IS NOT NULL) AS moved, count(*) AS files FROM tlog_files
 WHERE id = ANY(%s) GROUP BY status
@@ -303,6 +339,13 @@ class PgReadModel:
 
     def last_scans(self) -> list[LastScan]:
         return self._rows(LastScan, LAST_SCANS)
+
+    def unmoved_files(self) -> list[UnmovedFiles]:
+        return self._rows(UnmovedFiles, UNMOVED_FILES)
+
+    def listing_leftovers(self) -> list[ListingLeftovers]:
+        """Per retailer, from its latest scan that listed its folders."""
+        return self._rows(ListingLeftovers, LISTING_LEFTOVERS)
 
     def recent_failures(self, limit: int) -> list[FailedFile]:
         return self._rows(FailedFile, RECENT_FAILURES, (limit,))
