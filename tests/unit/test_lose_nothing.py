@@ -205,3 +205,14 @@ def test_replay_file_takes_the_name_as_it_is_in_the_error_folder_or_the_name_it_
     with pytest.raises(ReplayRefused, match="not replaced"):
         replay_file("acme", FEED, "other.json", source, ledger)  # the arrival name works too
     assert source.files["/in/other.json"] == b"uploaded again meanwhile"
+
+
+def test_a_fixed_copy_put_in_the_error_folder_under_its_arrival_name_is_the_file_replayed():
+    sale = make_sale(2, "IN_STORE")
+    source, ledger = old_source({"/in/fixme.json": b"{broken"}), FakeLedger()
+    [(file_id, _)] = scan(source, ledger).dispatch
+    ingest(file_id, source, ledger)
+    source.files["/in/error/fixme.json"] = dumps(sale)  # the fix, beside the failed original
+    replay_file("acme", FEED, "fixme.json", source, ledger)
+    assert source.files["/in/fixme.json"] == dumps(sale)
+    assert source.files[f"/in/error/{file_id}-fixme.json"] == b"{broken"  # the original is left as it was

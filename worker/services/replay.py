@@ -19,8 +19,10 @@ class ReplayRefused(Exception):
 def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource, ledger: FileLedger) -> LedgerRow:
     """Put a file someone fixed in error_dir back through the normal path; returns its new ledger row.
 
-    file_name is the name as it is in error_dir (`<ledger id>-<name>`), or the name the file arrived under
-    (its latest row is taken). The file goes back into the inbound folder under the name it arrived with.
+    file_name is the name of the file in error_dir: `<ledger id>-<name>` as ingest put it there, or the name the
+    file arrived under (its latest row is taken; a fixed copy put in error_dir under that name is the one
+    replayed, else its `<ledger id>-<name>`). The file goes back into the inbound folder under the name it
+    arrived with.
     The old row keeps its failed status and points at the new one (replayed_by). The claim and the move
     back happen under the scan lock, so no scan takes the file for a reappearance; the move never replaces
     a file of that name in the inbound folder.
@@ -47,15 +49,18 @@ def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource
             raise ReplayRefused(
                 f"{file_name}: it arrived as {old.file_name!r}: {reason}; upload it again under a safe name"
             )
-        in_error = posixpath.basename(old.moved_to) if old.moved_to else file_name
+        # the file named first; for the arrival name, else where ingest put it
+        names = [file_name]
+        if old.moved_to and posixpath.basename(old.moved_to) != file_name:
+            names.append(posixpath.basename(old.moved_to))
         inbound = join(feed.directory, old.file_name)
         new = tx.claim_again(old, inbound)
         try:
-            moved = source.move(join(feed.error_dir, in_error), inbound)
+            moved = any(source.move(join(feed.error_dir, name), inbound) for name in names)
         except FileExistsError:
             raise ReplayRefused(f"{old.file_name} is in {feed.directory} already; it is not replaced") from None
         if not moved:
-            raise ReplayRefused(f"{in_error} is not in {feed.error_dir}")
+            raise ReplayRefused(f"{' or '.join(names)} is not in {feed.error_dir}")
     return new
 
 
