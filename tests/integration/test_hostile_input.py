@@ -102,10 +102,10 @@ def test_a_value_the_database_refuses_fails_the_file_with_a_reason_that_does_not
 
     assert result.status == FAILED
     status, _, error, moved_at, moved_to = row_of(db, row.id)
-    assert status == FAILED and moved_at is not None and moved_to == f"{feed.error_dir}/hostile.json"
+    assert status == FAILED and moved_at is not None and moved_to == f"{feed.error_dir}/{row.id}-hostile.json"
     assert error.startswith("order PS00000284: ") and kind in error, error
     assert hidden not in error and "secret" not in error.lower() and "DETAIL" not in error
-    note = source.files[f"{feed.error_dir}/hostile.json.error.txt"].decode()
+    note = source.files[f"{feed.error_dir}/{row.id}-hostile.json.error.txt"].decode()
     assert error in note and hidden not in note
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()[0] == 1
     assert after.status == PROCESSED  # the connection came out of the refusal fit for the next file
@@ -150,7 +150,7 @@ def test_an_ingest_message_naming_another_retailers_row_is_refused_and_leaves_th
         row.id, feed_of(a.retailer_id), source, ledger, 10**6, lambda d: decide(d, a), retailer_id=a.retailer_id
     )
     assert done.status == PROCESSED and done.order_type == "IN_STORE"
-    assert list(source.files) == [f"{feed_of(a.retailer_id).archive_dir}/instore.json"]
+    assert list(source.files) == [f"{feed_of(a.retailer_id).archive_dir}/{row.id}-instore.json"]
 
 
 def test_a_variance_message_naming_another_retailers_or_feeds_row_is_refused(ledger, db):
@@ -166,7 +166,7 @@ def test_a_variance_message_naming_another_retailers_or_feeds_row_is_refused(led
     assert list(source.files) == [row.remote_path]
     done = ingest_file(row.id, feed_of(a, "variance"), source, ledger, 10**6, decide_variance, retailer_id=a)
     assert done.status == FAILED and "line 2" in (done.error or "")  # a's own message reads it (a has no stores)
-    assert done.moved_to == f"{feed_of(a, 'variance').error_dir}/stock.csv"
+    assert done.moved_to == f"{feed_of(a, 'variance').error_dir}/{row.id}-stock.csv"
 
 
 def test_follow_ups_naming_another_retailers_order_are_refused_before_counting_an_attempt(ledger, database, db):
