@@ -35,6 +35,7 @@ KNOWN_METRICS = {
     "tlogsync_queue_messages",
     "tlogsync_workers",
     "tlogsync_pending_followups",
+    "tlogsync_retailers_file_valid",
 }
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 
