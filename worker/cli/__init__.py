@@ -288,7 +288,10 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
         "--purge_offline_workers=300",
     ]
     if flower.broker_api:
-        cmd.append(f"--broker-api={flower.broker_api}")
+        env["FLOWER_BROKER_API"] = flower.broker_api  # it holds RabbitMQ's password: not on the command line
+    # Flower would otherwise broadcast enable_events every 5 s, turning task events on in every worker started
+    # without -E (one more publish per task state): that is the operator's choice, made with -E or here.
+    env["FLOWER_ENABLE_EVENTS"] = "true" if args.enable_events else "false"
     os.execve(sys.executable, cmd, env)  # noqa: S606 - become Flower, no shell involved
     return 0  # not reached
 
@@ -562,6 +565,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="0.0.0.0")  # noqa: S104
     p.add_argument("--db", default="flower.db", help="Flower's persistent state file")
     p.add_argument("--insecure-local", action="store_true", help="no auth, loopback only (development)")
+    p.add_argument(
+        "--enable-events",
+        action="store_true",
+        help="let Flower turn task events on in workers started without -E (off by default)",
+    )
     p.set_defaults(func=cmd_flower)
     for what in ("facilities", "inventory"):
         group = sub.add_parser(what, help=f"{what} data").add_subparsers(dest="action", required=True)
