@@ -156,7 +156,8 @@ class RetailerDirs:
         return path
 
     def inbound_names(self) -> list[str]:
-        return sorted(p.name for p in self.inbound.iterdir() if p.is_file())
+        """The regular files left in the inbound folder (not a symlink, whatever it points at)."""
+        return sorted(p.name for p in self.inbound.iterdir() if p.is_file() and not p.is_symlink())
 
 
 _RETAILERS: dict[str, RetailerDirs] = {}
