@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,15 +156,17 @@ class RetailerDirs:
         return path
 
     def inbound_names(self) -> list[str]:
-        return sorted(p.name for p in self.inbound.iterdir() if p.is_file())
+        """The regular files left in the inbound folder (not a symlink, whatever it points at)."""
+        return sorted(p.name for p in self.inbound.iterdir() if p.is_file() and not p.is_symlink())
 
 
 _RETAILERS: dict[str, RetailerDirs] = {}
 
 
-def render_retailers(sshd: Sshd) -> str:
+def render_retailers(sshd: Sshd, retailers: Iterable[RetailerDirs] | None = None) -> str:
+    """The retailers file of these retailers (default: every retailer made in this session)."""
     out = []
-    for r in _RETAILERS.values():
+    for r in _RETAILERS.values() if retailers is None else retailers:
         opts = {
             "product_store_id": "DV_STORE",
             "currency": "USD",

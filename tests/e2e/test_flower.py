@@ -96,6 +96,7 @@ def _flower(env: dict[str, str]) -> Iterator[Flower]:
         assert time.monotonic() < deadline, "flower does not see the worker"
         time.sleep(0.5)
     server.worker = worker  # type: ignore[attr-defined]
+    server.pid = proc.pid  # type: ignore[attr-defined]  # `tlogsync flower` becomes Flower (exec): same process
     yield server
     proc.terminate()
     proc.wait(timeout=20)
@@ -120,6 +121,39 @@ def test_the_api_answers_only_with_credentials(flower):
     assert flower.request("/api/workers", auth=False)[0] == 401
     status, workers = flower.request("/api/workers")
     assert status == 200 and flower.worker.name in str(workers)
+
+
+def test_no_password_is_on_flowers_command_line(flower):
+    if "TLOGSYNC_BROKER_API" not in flower.env:
+        need(False, "RabbitMQ management API on 127.0.0.1:15672 (rabbitmq-plugins enable rabbitmq_management)")
+    argv = Path(f"/proc/{flower.pid}/cmdline").read_bytes().split(b"\0")
+    assert any(b"flower" in arg for arg in argv), argv  # it is Flower's process
+    command_line = b" ".join(argv).decode()
+    assert flower.password not in command_line
+    assert flower.env["TLOGSYNC_BROKER_API"] not in command_line and ":guest@" not in command_line
+    assert flower.request("/api/queues/length")[0] == 200  # and Flower has the management API all the same
+
+
+def test_metrics_and_healthcheck_answer_only_with_credentials(flower):
+    assert flower.request("/metrics", auth=False)[0] == 401
+    assert flower.request("/healthcheck", auth=False)[0] == 401
+    status, text = flower.request("/metrics")
+    assert status == 200 and "flower_" in str(text)
+    assert flower.request("/healthcheck") == (200, "OK")
+
+
+def test_a_worker_started_without_events_stays_without_them_while_flower_runs(flower):
+    quiet = start_worker(f"quiet-{secrets.token_hex(2)}", env=flower.env)  # no -E
+    try:
+        deadline = time.monotonic() + 30
+        while quiet.name not in str(flower.request("/api/workers?refresh=1")[1]):
+            assert time.monotonic() < deadline, "flower does not see the worker"  # its broadcasts reach it
+            time.sleep(0.5)
+        time.sleep(2 * 5 + 1)  # Flower's enable_events timer fires every 5 s
+        log = quiet.log.read_text()
+        assert "enabled by remote" not in log, [line for line in log.splitlines() if "remote" in line]
+    finally:
+        quiet.stop()
 
 
 def test_dead_letter_queues_show_in_flower_queue_lengths(flower):

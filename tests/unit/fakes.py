@@ -1,4 +1,4 @@
-"""In-memory fakes for the ports we own (FileSource, FileLedger), for unit tests of the core only."""
+"""In-memory fakes for the ports we own (FileSource, FileLedger, ConfigSnapshots), for unit tests of the core only."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from worker.core.errors import FileMissing, FileTooLarge
-from worker.services.ports import CLAIMED, LedgerRow, OpenRow, Outcome, Recorded, RemoteFile
+from worker.core.errors import FileMissing, FileTooLarge, TransientError
+from worker.services.ports import CLAIMED, ConfigSnapshot, LedgerRow, OpenRow, Outcome, Recorded, RemoteFile
 
 
 class FakeSource:
@@ -203,3 +203,33 @@ class FakeLedger:
 
     def rows_by_id(self, ids: Sequence[int]) -> list[LedgerRow]:
         return [self.rows[i] for i in ids]
+
+
+class FakeConfigSnapshots:
+    """ConfigSnapshots in memory; `down` makes every call fail as an unreachable database would."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[tuple[str, str], ConfigSnapshot] = {}
+        self.checks: dict[str, dict[str, object]] = {}
+        self.down = False
+        self._tick = 0
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise TransientError("configuration snapshots: connection refused")
+
+    def store_valid(self, source: str, content: str, sha256: str, file_mtime: datetime | None) -> None:
+        self._check_up()
+        self._tick += 1  # loaded_at: strictly increasing, as now() of successive transactions
+        loaded_at = datetime(2024, 1, 1, tzinfo=UTC).replace(microsecond=self._tick)
+        self.snapshots[(source, sha256)] = ConfigSnapshot(source, sha256, content, file_mtime, loaded_at)
+        self.checks[source] = {"valid": True, "error": None, "sha256": sha256, "in_use": sha256}
+
+    def latest_valid(self, source: str) -> ConfigSnapshot | None:
+        self._check_up()
+        mine = [s for (src, _), s in self.snapshots.items() if src == source]
+        return max(mine, key=lambda s: s.loaded_at) if mine else None
+
+    def record_invalid(self, source: str, error: str, sha256: str | None, in_use_sha256: str | None) -> None:
+        self._check_up()
+        self.checks[source] = {"valid": False, "error": error, "sha256": sha256, "in_use": in_use_sha256}

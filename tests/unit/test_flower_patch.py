@@ -1,4 +1,5 @@
-"""The one Flower internal we replace (the queue names of its broker view), on the pinned version only."""
+"""The Flower internals we touch (the queue names of its broker view; authentication on /metrics and
+/healthcheck), on the pinned version only."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import re
 from pathlib import Path
 
 import flower
-from flower.views import BaseHandler
+import pytest
+from flower.views import BaseHandler, monitor
+from tornado.web import HTTPError
 
 from worker.adapters import queues
-from worker.monitoring.flower import TESTED, show_dead_letter_queues
+from worker.monitoring.flower import TESTED, require_authentication, show_dead_letter_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,3 +56,53 @@ def test_on_another_version_or_without_the_method_flower_is_left_as_it_is():
 
     assert not show_dead_letter_queues(Bare, f"{TESTED[0]}.{TESTED[1]}.0")
     assert not hasattr(Bare, "get_active_queue_names")
+
+
+def open_handlers() -> list[type]:
+    """Subclasses of Flower's /metrics and /healthcheck handlers, each with a GET of its own as Flower's have."""
+
+    class Metrics(monitor.Metrics):  # type: ignore[misc]
+        async def get(self) -> str:
+            return "metrics"
+
+    class Healthcheck(monitor.Healthcheck):  # type: ignore[misc]
+        async def get(self) -> str:
+            return "OK"
+
+    return [Metrics, Healthcheck]
+
+
+class Unauthenticated:
+    """What tornado's `authenticated` sees of a request whose credentials Flower refused."""
+
+    @property
+    def current_user(self) -> object:
+        raise HTTPError(401)
+
+
+def test_flowers_metrics_and_healthcheck_have_their_own_get_to_wrap():
+    assert "get" in vars(monitor.Metrics) and "get" in vars(monitor.Healthcheck)
+
+
+def test_on_the_tested_version_metrics_and_healthcheck_ask_for_credentials():
+    handlers = open_handlers()
+    assert require_authentication(handlers, f"{TESTED[0]}.{TESTED[1]}.0")
+    assert require_authentication(handlers, f"{TESTED[0]}.{TESTED[1]}.0")  # twice: wrapped once
+    for handler in handlers:
+        with pytest.raises(HTTPError) as refused:
+            handler.get(Unauthenticated())
+        assert refused.value.status_code == 401
+        assert not hasattr(handler.get.__wrapped__, "__wrapped__")
+
+
+def test_on_another_version_metrics_and_healthcheck_are_left_as_they_are():
+    handlers = open_handlers()
+    originals = [vars(h)["get"] for h in handlers]
+    assert not require_authentication(handlers, f"{TESTED[0]}.{TESTED[1] + 1}.0")
+    assert not require_authentication(handlers, "dev")
+    assert [vars(h)["get"] for h in handlers] == originals
+
+    class Bare:
+        pass
+
+    assert not require_authentication([Bare], f"{TESTED[0]}.{TESTED[1]}.0")

@@ -40,6 +40,7 @@ KNOWN_METRICS = {
     "tlogsync_files_too_young",
     "tlogsync_files_ignored",
     "tlogsync_oldest_too_young_seconds",
+    "tlogsync_retailers_file_valid",
 }
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 

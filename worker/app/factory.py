@@ -85,7 +85,7 @@ app = create_app(_settings())
 
 @signals.worker_init.connect
 def _check_config_at_start(**_: Any) -> None:
-    """A bad retailers file stops the worker at start-up, naming the retailer and the key."""
+    """A bad retailers file, with no valid one ever stored to fall back on, stops the worker at start-up."""
     try:
         runtime.retailers()
     except ConfigError as exc:

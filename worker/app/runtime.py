@@ -18,6 +18,7 @@ import paramiko
 import psycopg
 
 from worker.adapters.postgres.audit import PgAudit
+from worker.adapters.postgres.config import PgConfigSnapshots
 from worker.adapters.postgres.deadletters import PgDeadLetters
 from worker.adapters.postgres.inventory import PgInventory
 from worker.adapters.postgres.ledger import PgFileLedger
@@ -26,7 +27,8 @@ from worker.adapters.postgres.routing import PgRouting
 from worker.adapters.sftp import SftpSessions
 from worker.app.settings import Settings
 from worker.core.errors import UnknownRetailer
-from worker.core.retailers import ConfigError, Retailer, load_retailers
+from worker.core.retailers import Retailer
+from worker.services.config import RetailersConfig
 from worker.services.ports import FileSource
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,7 @@ class Runtime:
         self._dead_letters: PgDeadLetters | None = None
         self._database: Database | None = None
         self._sessions: SftpSessions | None = None
-        self._retailers: dict[str, Retailer] | None = None
-        self._retailers_mtime: float | None = None
+        self._retailers: RetailersConfig | None = None
         self._pid = os.getpid()
 
     @property
@@ -63,23 +64,14 @@ class Runtime:
             self._settings = Settings.from_env()
         return self._settings
 
-    # -- retailers: reloaded when the file changes, so adding or pausing one needs no restart
+    # -- retailers: reloaded when the file changes, so adding or pausing one needs no restart; while the file
+    # is invalid, the last valid configuration stored in PostgreSQL (worker/services/config.py)
     def retailers(self) -> dict[str, Retailer]:
-        path = self.settings.retailers_path
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
-            mtime = None
-        if self._retailers is None or mtime != self._retailers_mtime:
-            try:
-                self._retailers = load_retailers(path)
-                self._retailers_mtime = mtime
-            except ConfigError:
-                if self._retailers is None:
-                    raise
-                log.exception("retailers file changed but is invalid; keeping the previous configuration")
-                self._retailers_mtime = mtime
-        return self._retailers
+        if self._retailers is None:
+            self._retailers = RetailersConfig(
+                self.settings.retailers_path, PgConfigSnapshots(self.settings.database_url)
+            )
+        return self._retailers.current()
 
     def retailer(self, retailer_id: str) -> Retailer:
         try:

@@ -10,6 +10,7 @@ from celery.beat import PersistentScheduler
 from celery.schedules import crontab, schedule
 
 from worker.app.runtime import runtime
+from worker.core.errors import TransientError
 from worker.core.retailers import ConfigError, Retailer
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ class RetailerScheduler(PersistentScheduler):
             self._file_mtime = self._mtime()
             try:
                 entries = build_beat_schedule(runtime.retailers())
-            except ConfigError:
-                log.exception("retailers file changed but is invalid; keeping the current schedule")
+            except (ConfigError, TransientError) as exc:
+                # invalid, and the last valid configuration cannot be read now (the service logged why)
+                log.warning("retailers file changed; keeping the current schedule: %s", exc)
+                self._file_mtime = None  # look again at the next tick
             else:
                 log.info("retailers file changed: %d scan entries", len(entries))
                 self.merge_inplace(entries)

@@ -11,22 +11,42 @@ from typing import Any
 
 import psycopg
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from worker.adapters.postgres.config import PgConfigSnapshots
 from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.app.settings import FlowerSettings, Settings, SettingsError
 from worker.core.errors import UnknownRetailer
-from worker.core.retailers import ConfigError, Retailer, load_retailers
+from worker.core.retailers import ConfigError, Retailer
+from worker.services.config import RetailersConfig
 from worker.services.ports import FINAL_STATUSES
 
 # Piped output (logs, CI, scripts) gets wide tables instead of 80 columns of folded text.
 console = Console(width=None if sys.stdout.isatty() else 160)
+stderr_console = Console(
+    stderr=True, width=None if sys.stderr.isatty() else 160
+)  # warnings that must not mix with --json
+
+
+def retailers_in_force(settings: Settings) -> dict[str, Retailer]:
+    """The retailers file; while it is invalid (said on stderr), the last valid configuration the workers stored.
+    Read only: while the file is valid, no database is needed."""
+    config = RetailersConfig(settings.retailers_path, PgConfigSnapshots(settings.database_url), record=False)
+    retailers = config.current()
+    if config.error:
+        stored = config.fallback
+        using = "the last valid configuration"
+        if stored:
+            using += f" (sha256 {stored.sha256[:12]}, loaded {stored.loaded_at:%Y-%m-%d %H:%M:%S %Z})"
+        stderr_console.print(f"[red]tlogsync: {escape(config.error)}\nusing {using} until the file is fixed[/red]")
+    return retailers
 
 
 def known_retailer(settings: Settings, retailer_id: str) -> Retailer:
-    """The named retailer of the retailers file; UnknownRetailer (exit 2, naming the known ones) if absent."""
-    retailers = load_retailers(settings.retailers_path)
+    """The named retailer of the retailers in force; UnknownRetailer (exit 2, naming the known ones) if absent."""
+    retailers = retailers_in_force(settings)
     if retailer_id not in retailers:
         raise UnknownRetailer(f"unknown retailer {retailer_id!r}; known: {', '.join(retailers)}")
     return retailers[retailer_id]
@@ -43,7 +63,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
-    retailers = load_retailers(settings.retailers_path)
+    retailers = retailers_in_force(settings)
     table = Table(title=f"retailers in {settings.retailers_path}")
     for col in ("retailer", "enabled", "schedule", "order master", "sftp", "orders dir"):
         table.add_column(col)
@@ -136,6 +156,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         leftovers = reads.listing_leftovers()
         failures = reads.recent_failures(args.failures)
         followups = reads.followups()
+        checks = reads.config_checks()
         now = reads.now()
     dead = _dead_letter_depths()
     by_retailer: dict[str, dict[str, Any]] = {}
@@ -177,6 +198,19 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         )
     report = {
         "retailers": by_retailer,
+        "retailers_files": [
+            {
+                "file": c.source,
+                "valid": c.valid,
+                "error": c.error,
+                "invalid_since": c.invalid_since.isoformat() if c.invalid_since else None,
+                "in_use_sha256": c.in_use_sha256,
+                "in_use_loaded_at": c.in_use_loaded_at.isoformat() if c.in_use_loaded_at else None,
+                "checked_at": c.checked_at.isoformat(),
+                "checked_by": c.checked_by,
+            }
+            for c in checks
+        ],
         "dead_letters": dead,
         "recent_failures": [
             {
@@ -233,6 +267,16 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         )
         table.add_row(retailer, scan_text, files_text, pending_text, unmoved_text, not_taken, follow)
     console.print(table)
+    for c in checks:
+        if c.valid:
+            console.print(f"retailers file {escape(c.source)}: valid (sha256 {(c.sha256 or '')[:12]})")
+            continue
+        since = f"{(now - c.invalid_since).total_seconds():.0f}s" if c.invalid_since else "?"
+        using = f"sha256 {c.in_use_sha256[:12]}" if c.in_use_sha256 else "none"
+        console.print(
+            f"[red]retailers file {escape(c.source)}: INVALID for {since}: {escape(c.error or '')}[/red]\n"
+            f"[red]  the processes use the last valid configuration ({using}) until it is fixed[/red]"
+        )
     if dead is None:
         console.print("[red]dead letters: the broker did not answer[/red]")
     else:
@@ -286,7 +330,10 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
         "--purge_offline_workers=300",
     ]
     if flower.broker_api:
-        cmd.append(f"--broker-api={flower.broker_api}")
+        env["FLOWER_BROKER_API"] = flower.broker_api  # it holds RabbitMQ's password: not on the command line
+    # Flower would otherwise broadcast enable_events every 5 s, turning task events on in every worker started
+    # without -E (one more publish per task state): that is the operator's choice, made with -E or here.
+    env["FLOWER_ENABLE_EVENTS"] = "true" if args.enable_events else "false"
     os.execve(sys.executable, cmd, env)  # noqa: S606 - become Flower, no shell involved
     return 0  # not reached
 
@@ -560,6 +607,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="0.0.0.0")  # noqa: S104
     p.add_argument("--db", default="flower.db", help="Flower's persistent state file")
     p.add_argument("--insecure-local", action="store_true", help="no auth, loopback only (development)")
+    p.add_argument(
+        "--enable-events",
+        action="store_true",
+        help="let Flower turn task events on in workers started without -E (off by default)",
+    )
     p.set_defaults(func=cmd_flower)
     for what in ("facilities", "inventory"):
         group = sub.add_parser(what, help=f"{what} data").add_subparsers(dest="action", required=True)

@@ -1,4 +1,4 @@
-"""The retailers file: one TOML table per retailer, validated at start-up."""
+"""The retailers file: one TOML table per retailer, validated when a process loads it."""
 
 from __future__ import annotations
 
@@ -199,13 +199,28 @@ def parse_retailers(document: dict[str, Any], source: str = "retailers file") ->
     return retailers
 
 
+def parse_retailers_text(text: str, source: str = "retailers file") -> dict[str, Retailer]:
+    """Parse and validate the text of a retailers file; errors name the source, the retailer and the key."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"retailers file {source}: not valid TOML: {exc}") from None
+    return parse_retailers(document, source)
+
+
+def decode_retailers_file(data: bytes, source: str) -> str:
+    """The bytes of a retailers file as text (TOML is UTF-8); ConfigError names the offset otherwise."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        raise ConfigError(f"retailers file {source}: not UTF-8: {where}") from None
+
+
 def load_retailers(path: Path) -> dict[str, Retailer]:
     """Read and validate the retailers TOML file."""
     try:
-        with open(path, "rb") as fh:
-            document = tomllib.load(fh)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"retailers file {path} not found (set TLOGSYNC_RETAILERS)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"retailers file {path}: not valid TOML: {exc}") from None
-    return parse_retailers(document, str(path))
+    return parse_retailers_text(decode_retailers_file(data, str(path)), str(path))

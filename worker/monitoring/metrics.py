@@ -135,6 +135,16 @@ class TlogsyncCollector(Collector):
             yield self._family(
                 "tlogsync_pending_followups", "Brokering/inventory follow-ups not done", ["retailer", "kind"], pending
             )
+            # (_retailer_ids above read the file in this process too: a change is recorded before it is shown)
+            valid = GaugeMetricFamily(
+                "tlogsync_retailers_file_valid",
+                "1 when the retailers file was valid when a process last read it; 0 while the processes use the"
+                " last valid configuration instead",
+                labels=["file"],
+            )
+            for check in reads.config_checks():
+                valid.add_metric([check.source], 1.0 if check.valid else 0.0)
+            yield valid
             yield self._family(
                 "tlogsync_negative_stock_rows",
                 "Stock rows below zero (sales of stock the store did not have on record)",

@@ -207,3 +207,29 @@ class DeadLetters(Protocol):
     def reasons(self, task_ids: Sequence[str]) -> dict[str, DeadLetterReason]: ...
 
     def mark_replayed(self, task_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    """A configuration file's text as some process last loaded it valid."""
+
+    source: str  # the file's path, as the processes name it
+    sha256: str
+    content: str
+    file_mtime: datetime | None
+    loaded_at: datetime
+
+
+class ConfigSnapshots(Protocol):
+    """The last valid configuration, kept where every process can read it, and whether the file is valid now.
+
+    Every method raises TransientError when the store cannot be reached.
+    """
+
+    def store_valid(self, source: str, content: str, sha256: str, file_mtime: datetime | None) -> None:
+        """Keep content as source's newest valid configuration, and record the file valid."""
+
+    def latest_valid(self, source: str) -> ConfigSnapshot | None: ...
+
+    def record_invalid(self, source: str, error: str, sha256: str | None, in_use_sha256: str | None) -> None:
+        """Record that source cannot be used (why), and which configuration is used meanwhile."""

@@ -90,6 +90,21 @@ class FollowupCount:
 
 
 @dataclass(frozen=True)
+class ConfigCheck:
+    """Whether a configuration file was valid when a process last looked, and what the processes use."""
+
+    source: str
+    valid: bool
+    error: str | None
+    sha256: str | None
+    invalid_since: datetime | None
+    in_use_sha256: str | None
+    in_use_loaded_at: datetime | None
+    checked_at: datetime
+    checked_by: str
+
+
+@dataclass(frozen=True)
 class ScanRun:
     """What `scan --wait` polls: the files a scan saw unfinished, or why it failed."""
 
@@ -258,6 +273,12 @@ WHERE status = 'failed' AND replayed_by IS NULL ORDER BY finished_at DESC NULLS 
 FOLLOWUPS = """
 SELECT retailer_id, kind, status, count(*) AS count FROM order_followups GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
+CONFIG_CHECKS = """
+SELECT c.source, c.valid, c.error, c.sha256, c.invalid_since, c.in_use_sha256, s.loaded_at AS in_use_loaded_at,
+       c.checked_at, c.checked_by
+FROM config_checks c LEFT JOIN config_snapshots s ON s.source = c.source AND s.sha256 = c.in_use_sha256
+ORDER BY c.source
+"""
 SCAN_RUN = "SELECT pending_ids, error, will_retry, note FROM scan_runs WHERE id = %s"
 FILES_PROGRESS = """
 SELECT status, count(*) FILTER (WHERE moved_at IS NOT NULL) AS moved, count(*) AS files FROM tlog_files
@@ -352,6 +373,10 @@ class PgReadModel:
 
     def followups(self) -> list[FollowupCount]:
         return self._rows(FollowupCount, FOLLOWUPS)
+
+    def config_checks(self) -> list[ConfigCheck]:
+        """Each retailers file the processes read: valid or why not, and the configuration they use."""
+        return self._rows(ConfigCheck, CONFIG_CHECKS)
 
     # -- scan --wait, replay-file --wait
     def scan_run(self, scan_id: str) -> ScanRun | None:
