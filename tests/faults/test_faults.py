@@ -196,7 +196,7 @@ def test_rabbitmq_restarted_mid_batch(batch, db, own_rabbitmq, fault_env):
     start(b)
     wait_until(db, b, len(b.names) // 3)
     own_rabbitmq.restart()  # every connection dropped; durable queues and persistent messages carry the work
-    check_invariants(db, b, "RabbitMQ restarted mid-batch (node stop/start)", drain(db, b, timeout=180))
+    check_invariants(db, b, "RabbitMQ node stopped and started again", drain(db, b, timeout=180))
 
 
 def test_postgresql_restarted_mid_batch(batch, own_postgres, fault_env):
