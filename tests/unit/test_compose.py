@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from worker.adapters.queues import WORK_QUEUES
-from worker.cli import parser
+from worker.cli.main import parser
 from worker.core.retailers import load_retailers
 
 ROOT = Path(__file__).resolve().parents[2]

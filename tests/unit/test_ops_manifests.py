@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from worker.adapters.queues import TASK_ROUTES, WORK_QUEUES
-from worker.cli import parser
+from worker.cli.main import parser
 from worker.core.retailers import load_retailers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -400,7 +400,7 @@ def test_flower_has_basic_auth_from_a_secret_and_keeps_its_state_on_a_volume(obj
     (container,) = containers(flower)
     command = container["command"]
     assert command[:2] == ["tlogsync", "flower"]
-    from worker.cli import parser
+    from worker.cli.main import parser
 
     parser().parse_args(command[1:])  # `tlogsync flower` turns on persistence and takes auth from the env
     env = {e["name"]: e for e in container["env"]}
