@@ -132,20 +132,6 @@ class PgStock:
 
 
 @dataclass(frozen=True)
-class SaleLineRow:
-    """An in-store line of a sale, with the stock row it moves (all None but the header for a sale without one)."""
-
-    external_id: str
-    store_id: str
-    item_seq: int | None
-    product_id: str | None
-    gtin: str | None
-    quantity: int | None
-    stock_product_id: str | None
-    known_here: bool
-
-
-@dataclass(frozen=True)
 class WaitingLine:
     item_seq: int
     gtin: str
@@ -165,10 +151,23 @@ class FacilityRecord:
     sequence: int | None
 
 
-# An order's in-store lines, each with the product id its store's stock row uses (or, where the store has
-# no row, the product id another facility uses for that GTIN, else the line's own) and whether the row exists.
-SALE_LINES = """
-SELECT o.external_id, o.store_id, i.item_seq, i.product_id, i.gtin, i.quantity,
+@dataclass(frozen=True)
+class SaleLinesRow:
+    order_id: int
+    external_id: str
+    store_id: str
+    item_seq: int | None
+    product_id: str | None
+    gtin: str | None
+    quantity: int | None
+    stock_product_id: str | None
+    known_here: bool
+
+
+# The in-store lines of several sales, each with the product id its store's stock row uses (else the one
+# another facility uses for the GTIN, else the line's own) and whether the store has the row.
+SALE_LINES_MANY = """
+SELECT o.id AS order_id, o.external_id, o.store_id, i.item_seq, i.product_id, i.gtin, i.quantity,
        coalesce(inv.product_id,
                 (SELECT x.product_id FROM inventory x WHERE x.retailer_id = o.retailer_id AND x.gtin = i.gtin LIMIT 1),
                 i.product_id, i.gtin) AS stock_product_id,
@@ -176,40 +175,12 @@ SELECT o.external_id, o.store_id, i.item_seq, i.product_id, i.gtin, i.quantity,
 FROM orders o
 LEFT JOIN order_items i ON i.order_id = o.id AND i.fulfillment = 'IN_STORE'
 LEFT JOIN inventory inv ON inv.retailer_id = o.retailer_id AND inv.facility_id = o.store_id AND inv.gtin = i.gtin
-WHERE o.id = %(o)s AND o.retailer_id = %(r)s
-ORDER BY i.item_seq
+WHERE o.id = ANY(%(o)s) AND o.retailer_id = %(r)s
+ORDER BY o.id, i.item_seq
 """
 
-# The variances of a sale, once per source, and the on-hand quantities they move, in one statement.
-APPLY_SALE = """
-WITH v AS (
-    INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,
-                                     comments, source)
-    SELECT %(r)s, u.f, 'UPCA', u.g, u.d, 'POS_SALE', u.c, u.s
-    FROM unnest(%(f)s::text[], %(g)s::text[], %(d)s::int[], %(c)s::text[], %(s)s::text[]) AS u(f, g, d, c, s)
-    ON CONFLICT (retailer_id, source) DO NOTHING
-    RETURNING facility_id, id_value, available_delta, source
-), products AS (
-    SELECT * FROM unnest(%(s)s::text[], %(p)s::text[]) AS u(source, product_id)
-), moved AS (
-    INSERT INTO inventory AS i (retailer_id, facility_id, product_id, gtin, quantity_on_hand)
-    SELECT %(r)s, v.facility_id, products.product_id, max(v.id_value), sum(v.available_delta)
-    FROM v JOIN products USING (source)
-    GROUP BY v.facility_id, products.product_id
-    ORDER BY v.facility_id, products.product_id  -- rows locked in the order brokering locks them: no deadlock
-    ON CONFLICT (retailer_id, facility_id, product_id) DO UPDATE
-        SET quantity_on_hand = i.quantity_on_hand + EXCLUDED.quantity_on_hand, updated_at = now()
-    RETURNING 1
-), done AS (
-    UPDATE order_followups SET status = 'done', done_at = now(),
-        result = (SELECT count(*) FROM v)::text || ' variances' || %(notes)s
-    WHERE order_id = %(o)s AND kind = %(kind)s
-)
-SELECT (SELECT count(*) FROM v), (SELECT count(*) FROM moved)
-"""
-
-
-# The same for several sales at once: their follow-ups marked done with a result each.
+# The variances of several sales, once per source, the on-hand quantities they move and their follow-ups marked
+# done with a result each, in one statement.
 APPLY_SALE_MANY = """
 WITH v AS (
     INSERT INTO inventory_variances (retailer_id, facility_id, id_type, id_value, available_delta, reason_id,
@@ -324,8 +295,8 @@ class PgInventory:
     def apply_sale(self, retailer_id: str, order_id: int) -> tuple[int, list[str]]:
         """Lower the store's inventory for an order's in-store lines, once; (variances applied, notes).
 
-        Two round trips, pipelined: lock the follow-up and read the lines with their stock rows; then record
-        the variances and move on-hand quantities in one statement.
+        Two round trips, pipelined: lock the follow-up and read the lines with their stock rows; then the same
+        statement as an inventory run's (apply_sale_lines), for this one sale.
         """
         with transient_db_errors(), self.db.connection() as conn, conn.pipeline(), conn.transaction():
             follow = conn.execute(
@@ -333,8 +304,8 @@ class PgInventory:
                 (order_id, INVENTORY, retailer_id),
             )
             found = (
-                conn.cursor(row_factory=class_row(SaleLineRow))
-                .execute(SALE_LINES, {"o": order_id, "r": retailer_id})
+                conn.cursor(row_factory=class_row(SaleLinesRow))
+                .execute(SALE_LINES_MANY, {"o": [order_id], "r": retailer_id})
                 .fetchall()
             )
             status = follow.fetchone()
@@ -343,36 +314,8 @@ class PgInventory:
                 raise NotFound(f"order {order_id} of retailer {retailer_id!r} does not exist")
             if status is not None and status[0] == "done":
                 return 0, ["already applied"]
-            external_id, store_id = found[0].external_id, found[0].store_id
-            lines = [
-                SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity)
-                for x in found
-                if x.item_seq is not None and x.gtin is not None and x.quantity is not None
-            ]
-            stock = {x.item_seq: x for x in found}
-            notes = [
-                f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
-                for line in lines
-                if not stock[line.item_seq].known_here
-            ]  # the sale happened: negative stock
-            variances = sale_variances(order_id, external_id, store_id, lines)
-            row = conn.execute(
-                APPLY_SALE,
-                {
-                    "r": retailer_id,
-                    "o": order_id,
-                    "kind": INVENTORY,
-                    "notes": "".join(f"; {n}" for n in notes),
-                    "f": [v.facility_id for v in variances],
-                    "g": [v.id_value for v in variances],
-                    "d": [v.available_delta for v in variances],
-                    "c": [v.comments for v in variances],
-                    "s": [v.source for v in variances],
-                    "p": [stock[line.item_seq].stock_product_id for line in lines],
-                },
-            ).fetchone()
-            applied = int(row[0]) if row else 0
-        return applied, notes
+            applied, notes = apply_sale_lines(conn, retailer_id, found)
+        return applied, notes.get(order_id, [])
 
     # -- brokering
     @contextmanager
@@ -542,6 +485,57 @@ class PgBrokeringUnit:
             " result = %s WHERE order_id = %s AND kind = %s",
             (result, self.order_id, BROKERING),
         )
+
+
+def apply_sale_lines(
+    conn: psycopg.Connection[Any], retailer_id: str, found: list[SaleLinesRow]
+) -> tuple[int, dict[int, list[str]]]:
+    """Record the POS_SALE variances of these sales' lines, move on-hand and mark their follow-ups done, in one
+    statement; (variances applied, notes per order)."""
+    by_order: dict[int, list[SaleLinesRow]] = {}
+    for x in found:
+        by_order.setdefault(x.order_id, []).append(x)
+    variances: list[Variance] = []
+    products: list[str | None] = []
+    notes: dict[int, list[str]] = {}
+    done: list[int] = []
+    results: list[str] = []
+    for order_id, rows in by_order.items():
+        lines = [
+            SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity)
+            for x in rows
+            if x.item_seq is not None and x.gtin is not None and x.quantity is not None
+        ]
+        stock = {x.item_seq: x for x in rows}
+        store_id = rows[0].store_id
+        # the sale happened: a line the store had no row for is recorded as negative stock
+        order_notes = [
+            f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
+            for line in lines
+            if not stock[line.item_seq].known_here
+        ]
+        notes[order_id] = order_notes
+        for variance, line in zip(sale_variances(order_id, rows[0].external_id, store_id, lines), lines, strict=True):
+            variances.append(variance)
+            products.append(stock[line.item_seq].stock_product_id)
+        done.append(order_id)
+        results.append(f"{len(lines)} variances" + "".join(f"; {n}" for n in order_notes))
+    row = conn.execute(
+        APPLY_SALE_MANY,
+        {
+            "r": retailer_id,
+            "kind": INVENTORY,
+            "f": [v.facility_id for v in variances],
+            "g": [v.id_value for v in variances],
+            "d": [v.available_delta for v in variances],
+            "c": [v.comments for v in variances],
+            "s": [v.source for v in variances],
+            "p": products,
+            "o": done,
+            "res": results,
+        },
+    ).fetchone()
+    return (int(row[0]) if row else 0), notes
 
 
 def _ship_group(payload: Any) -> dict[str, Any]:

@@ -6,51 +6,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from psycopg.rows import class_row
 
-from worker.adapters.postgres.inventory import APPLY_SALE_MANY
+from worker.adapters.postgres.inventory import SALE_LINES_MANY, SaleLinesRow, apply_sale_lines
 from worker.adapters.postgres.pool import Database, transient_db_errors
-from worker.core.inventory import Variance
-from worker.core.routing import INVENTORY, SoldLine, sale_variances
 from worker.services.ports import TakenFollowups
 
 
 def run_lock_key(retailer_id: str, kind: str) -> int:
     """The advisory lock of one retailer's runs of one kind (distinct from the scan lock's key space)."""
     return zlib.crc32(f"tlogsync-run:{kind}:{retailer_id}".encode()) - 2**31
-
-
-@dataclass(frozen=True)
-class SaleLinesRow:
-    order_id: int
-    external_id: str
-    store_id: str
-    item_seq: int | None
-    product_id: str | None
-    gtin: str | None
-    quantity: int | None
-    stock_product_id: str | None
-    known_here: bool
-
-
-# The in-store lines of several sales, each with the product id its store's stock row uses (else the one
-# another facility uses for the GTIN, else the line's own) and whether the store has the row.
-SALE_LINES_MANY = """
-SELECT o.id AS order_id, o.external_id, o.store_id, i.item_seq, i.product_id, i.gtin, i.quantity,
-       coalesce(inv.product_id,
-                (SELECT x.product_id FROM inventory x WHERE x.retailer_id = o.retailer_id AND x.gtin = i.gtin LIMIT 1),
-                i.product_id, i.gtin) AS stock_product_id,
-       inv.product_id IS NOT NULL AS known_here
-FROM orders o
-LEFT JOIN order_items i ON i.order_id = o.id AND i.fulfillment = 'IN_STORE'
-LEFT JOIN inventory inv ON inv.retailer_id = o.retailer_id AND inv.facility_id = o.store_id AND inv.gtin = i.gtin
-WHERE o.id = ANY(%(o)s) AND o.retailer_id = %(r)s
-ORDER BY o.id, i.item_seq
-"""
 
 
 class PgRouting:
@@ -163,51 +129,5 @@ class PgRouting:
                 .execute(SALE_LINES_MANY, {"o": list(order_ids), "r": retailer_id})
                 .fetchall()
             )
-            return _apply_sales(conn, retailer_id, found)
-
-
-def _apply_sales(conn: psycopg.Connection[Any], retailer_id: str, found: list[SaleLinesRow]) -> tuple[int, list[str]]:
-    by_order: dict[int, list[SaleLinesRow]] = {}
-    for x in found:
-        by_order.setdefault(x.order_id, []).append(x)
-    variances: list[Variance] = []
-    products: list[str | None] = []
-    notes: list[str] = []
-    done: list[int] = []
-    results: list[str] = []
-    for order_id, rows in by_order.items():
-        lines = [
-            SoldLine(x.item_seq, x.product_id, x.gtin, x.quantity)
-            for x in rows
-            if x.item_seq is not None and x.gtin is not None and x.quantity is not None
-        ]
-        stock = {x.item_seq: x for x in rows}
-        store_id = rows[0].store_id
-        # the sale happened: a line the store had no row for is recorded as negative stock
-        order_notes = [
-            f"store {store_id} had no inventory row for {line.gtin}: created at {-line.quantity}"
-            for line in lines
-            if not stock[line.item_seq].known_here
-        ]
-        notes.extend(f"order {order_id}: {n}" for n in order_notes)
-        for variance, line in zip(sale_variances(order_id, rows[0].external_id, store_id, lines), lines, strict=True):
-            variances.append(variance)
-            products.append(stock[line.item_seq].stock_product_id)
-        done.append(order_id)
-        results.append(f"{len(lines)} variances" + "".join(f"; {n}" for n in order_notes))
-    row = conn.execute(
-        APPLY_SALE_MANY,
-        {
-            "r": retailer_id,
-            "kind": INVENTORY,
-            "f": [v.facility_id for v in variances],
-            "g": [v.id_value for v in variances],
-            "d": [v.available_delta for v in variances],
-            "c": [v.comments for v in variances],
-            "s": [v.source for v in variances],
-            "p": products,
-            "o": done,
-            "res": results,
-        },
-    ).fetchone()
-    return (int(row[0]) if row else 0), notes
+            applied, notes = apply_sale_lines(conn, retailer_id, found)
+        return applied, [f"order {order_id}: {note}" for order_id, listed in notes.items() for note in listed]
