@@ -19,7 +19,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
     from worker.adapters.postgres.audit import PgAudit
     from worker.adapters.sftp import SftpSource
-    from worker.core.audit import ErpFileError, parse_erp_csv, reconcile
+    from worker.core.audit import CSV_COLUMNS, ErpFileError, parse_erp_csv, reconcile
     from worker.core.money import cents
     from worker.services.audit import run_audit
 
@@ -72,19 +72,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(outcome))
         return 1 if mismatch else 0
     table = Table(title=f"audit of {retailer.retailer_id} for {day} (store-local business day)")
-    for col in (
-        "store",
-        "type",
-        "orders",
-        "units",
-        "merchandise",
-        "discounts",
-        "tax",
-        "shipping",
-        "grand total",
-        "tenders",
-    ):
-        table.add_column(col)
+    for col in CSV_COLUMNS:  # the report's columns, as the CSV names them
+        table.add_column(col.replace("_", " "))
     for r in document["rows"]:
         table.add_row(
             r["store"],
