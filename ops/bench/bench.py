@@ -560,7 +560,7 @@ min_age_seconds = {min_age}
             log(f"backlog: worker ready after {ready:.1f}s, first file final after {first_final:.1f}s")
             # Until drained, or the phase's time is up: a backlog tlogsync drains too slowly is a finding, and
             # what it did until then (files final, CPU per final file, memory, the broker) is still measured.
-            deadline = t0 + self.args.backlog_seconds
+            deadline = t0 + (self.args.backlog_seconds or self.args.timeout * 10)  # 0: until drained
             while True:
                 final, pending, last = self.progress(run)
                 progress.add(final)
@@ -996,7 +996,7 @@ def main() -> int:
         "--backlog-seconds",
         type=float,
         default=env_float("BENCH_BACKLOG_SECONDS", 120.0),
-        help="the backlog phase stops after this long from the worker's start, drained or not",
+        help="the backlog phase stops after this long from the worker's start, drained or not (0: when drained)",
     )
     ap.add_argument(
         "--count-files",

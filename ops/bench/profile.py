@@ -126,7 +126,8 @@ def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
         total += count
         by_group[GROUPS.get(pkg, "stdlib, other" if pkg.startswith("stdlib") else f"other ({pkg})")] += count
         by_package[pkg] += count
-        short = leaf.group("path").split("/site-packages/")[-1].replace(str(ROOT) + "/", "")
+        short = re.sub(r"^.*/lib/python3\.\d+/", "", leaf.group("path").split("/site-packages/")[-1])
+        short = short.replace(str(ROOT) + "/", "")
         by_function[f"{leaf.group('func')} ({short}) [{pkg}]"] += count
         by_process[process] += count
 
