@@ -1,6 +1,6 @@
 """The benchmark's per-process counters (SQL statements, SFTP requests, peak RSS): a plugin of the runtime.
 
-Installed by ops/bench/countingapp.py, the Celery app the benchmark's workers run; production code counts
+Installed by ops/bench/countingapp.py, the Celery app of the benchmark's counting run; production code counts
 nothing. Written as <TLOGSYNC_STATS_DIR>/<pid>.json when a pool process shuts down (prefork's children), and by
 the worker's main process when it stops (where a single-process pool, threads or solo, ran the tasks).
 """
