@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,10 +23,10 @@ import pytest
 from tests import conftest
 from tests.conftest import need, start_worker, vhost_env
 from tests.e2e.test_pipeline import cli
+from tests.support.scrape import scrape_metrics
 from tests.support.waiting import eventually
 from worker.adapters.sftp import SftpSource
 from worker.core.retailers import load_retailers
-from worker.demo.sshd import free_port, port_open
 from worker.demo.tlogfactory import dumps, make_sale
 from worker.services.feeds import orders_feed
 from worker.services.scan import scan_feed
@@ -170,26 +169,6 @@ def test_unwritable_archive_and_error_folders_pile_up_no_dead_letters_and_hold_b
     assert db.execute(
         "SELECT count(*), count(DISTINCT external_id) FROM orders WHERE retailer_id = %s", (rid,)
     ).fetchone() == (4, 4)
-
-
-def scrape_metrics() -> str:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "metrics", "--port", str(port), "--address", "127.0.0.1"],
-        env=os.environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", port):
-            assert proc.poll() is None and time.monotonic() < deadline, "metrics endpoint did not start"
-            time.sleep(0.1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:  # noqa: S310
-            return resp.read().decode()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_a_future_dated_file_and_entries_that_are_not_files_show_in_status_and_metrics(celery_worker, make_retailer):

@@ -4,20 +4,18 @@ Prometheus, structured JSON logs and the operator's status screen."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
 
 from tests.conftest import start_worker, vhost_env
 from tests.e2e.test_pipeline import cli, wait_final
+from tests.support.scrape import scrape_metrics
 from tests.support.waiting import eventually
-from worker.demo.sshd import free_port, port_open
 from worker.demo.tlogfactory import dumps, make_sale, mix
 
 pytestmark = pytest.mark.e2e
@@ -80,23 +78,7 @@ def test_prometheus_metrics_per_retailer(celery_worker, make_retailer, db):
     ).fetchone()[0]:
         assert time.monotonic() < deadline, "follow-ups not done"
         time.sleep(0.2)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "metrics", "--port", str(port), "--address", "127.0.0.1"],
-        env=os.environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", port):
-            assert proc.poll() is None and time.monotonic() < deadline, "metrics endpoint did not start"
-            time.sleep(0.1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:  # noqa: S310
-            text = resp.read().decode()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    text = scrape_metrics()
     rid = r.retailer_id
     assert f'tlogsync_files{{feed="orders",retailer="{rid}",status="processed"}} 2.0' in text
     assert f'tlogsync_files{{feed="orders",retailer="{rid}",status="failed"}} 1.0' in text
