@@ -70,8 +70,11 @@ def make_sale(
     created: datetime | None = None,
     lines: int | None = None,
     products: tuple[Product, ...] = CATALOG,
+    register_txn: int | None = None,
+    register_id: str = "ANY",
 ) -> dict[str, Any]:
-    """A TLog document; kind is IN_STORE, SEND_SALE or MIXED."""
+    """A TLog document; kind is IN_STORE, SEND_SALE or MIXED. Its register transaction number is seq unless
+    register_txn says otherwise; its tax is one jurisdiction's (header taxRates), as much as the lines'."""
     rng = rng or random.Random(seq)
     template = load_sample("sendSaleOrdersSample.json" if kind != "IN_STORE" else "inStoreOrdersSample.json")
     doc = copy.deepcopy(template)
@@ -130,6 +133,11 @@ def make_sale(
         doc["shippingSubTotal"], doc["shippingTax"] = shipping, Decimal(0)
     tender = dict(doc["tenders"][0], orderId=order_id, amountAuthorized=total)
     doc["tenders"] = [tender]
+    doc["orderAttribution"] = {"storeRegisterId": register_id, "registerTransactionId": str(register_txn or seq)}
+    doc["taxRates"] = [
+        {"taxType": "STATE", "chargeType": "TAX", "taxRate": TAX_RATE, "taxAmount": tax_total, "taxName": "STATE TAX"}
+    ]
+    doc.pop("orderActivityLog", None)
     return doc
 
 
