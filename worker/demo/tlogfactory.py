@@ -186,8 +186,10 @@ def make_return(
     order_prefix: str = "RET",
     created: datetime | None = None,
     product_class: str = "Merchandise",
+    register_txn: int | None = None,
 ) -> dict[str, Any]:
-    """A return TLog: the first line of `original` (or of a fresh sale) comes back, refunded in cash."""
+    """A return TLog: the first line of `original` (or of a fresh sale) comes back, refunded in cash. Its register
+    transaction number is seq unless register_txn says otherwise."""
     source = original or make_sale(seq, "IN_STORE", store_id=store_id, lines=1, order_prefix=f"{order_prefix}S")
     line = copy.deepcopy(source["orderProductList"][0])
     line.update(orderItemId="1", productClass=product_class, reasons=[{"reasonCode": "DID_NOT_FIT"}])
@@ -215,4 +217,9 @@ def make_return(
     )
     if original is not None:
         doc["originalOrderId"] = original["orderId"]
+    doc["orderAttribution"] = {"storeRegisterId": "ANY", "registerTransactionId": str(register_txn or seq)}
+    doc["taxRates"] = [
+        {"taxType": "STATE", "chargeType": "TAX", "taxRate": TAX_RATE, "taxAmount": tax, "taxName": "STATE TAX"}
+    ]
+    doc.pop("orderActivityLog", None)
     return doc
