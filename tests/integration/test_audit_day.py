@@ -126,6 +126,19 @@ def test_a_day_with_a_failed_file_a_skip_a_missing_sale_and_a_short_tender_is_no
             (r.retailer_id, DAY),
         ).fetchone()
     assert row == (False, 3)
+    # visible: the last audit per retailer in the read model behind tlogsync status, and as metrics
+    from worker.adapters.postgres.readmodel import PgReadModel
+    from worker.monitoring.metrics import TlogsyncCollector
+
+    [last] = [a for a in PgReadModel(database).last_audits() if a.retailer_id == r.retailer_id]
+    assert (last.business_date, last.consistent, last.differences) == (DAY, False, 3)
+    samples = {
+        (m.name, s.labels["retailer"]): s.value
+        for m in TlogsyncCollector._audits(PgReadModel(database))
+        for s in m.samples
+    }
+    assert samples[("tlogsync_audit_consistent", r.retailer_id)] == 0
+    assert samples[("tlogsync_audit_differences", r.retailer_id)] == 3
 
     # The fixes: the file replayed once fixed, the missing sale uploaded late, the cent explained by finance.
     with ledger.replay_transaction(cfg.retailer_id, "orders") as tx:
@@ -140,6 +153,13 @@ def test_a_day_with_a_failed_file_a_skip_a_missing_sale_and_a_short_tender_is_no
     assert [d["explained"] for d in fixed["differences"]] == ["the till rounded the cash tender down; ticket FIN-17"]
     assert fixed["files"]["totals"]["replayed"] == 1 and fixed["files"]["totals"]["processed"] == 2
     assert len(sales) == 5
+    env = dict(os.environ, TLOGSYNC_BROKER_URL="amqp://guest:guest@127.0.0.1:1//")  # status without a broker
+    status = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "status", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)["retailers"][r.retailer_id]["last_audit"]
+    assert shown["consistent"] is True and shown["differences"] == 0 and shown["business_date"] == "2024-07-01"
 
     # The ERP's export built from the same sales matches, order by order and store/day/type by store/day/type.
     rows = erp_rows(sold[i] for i in range(1, 6))
