@@ -82,7 +82,8 @@ def hour_chart(by_hour: list[dict[str, Any]]) -> str:
                 down_base[hour] += h
             label = f"{hour:02d}:00 {kind}: {item['orders']} orders, {item['total']}"
             parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 4:.1f}" height="{max(h, 0.5):.1f}"'
+                f'<rect class="bar" data-hour="{hour}" data-type="{escape(kind)}" x="{x:.1f}" y="{y:.1f}"'
+                f' width="{bar_w - 4:.1f}" height="{max(h, 0.5):.1f}"'
                 f' fill="{COLOURS.get(kind, "#718096")}"><title>{escape(label)}</title></rect>'
             )
     for hour in range(0, 24, 2):
