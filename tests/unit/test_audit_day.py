@@ -315,3 +315,10 @@ def test_make_sale_reconciles_with_its_own_tax_rates():
     doc = make_sale(1, "MIXED", lines=3)
     assert sum(Decimal(str(r["taxAmount"])) for r in doc["taxRates"]) == doc["taxSubTotal"]
     assert copy.deepcopy(doc)["orderAttribution"]["registerTransactionId"] == "1"
+
+
+def test_a_truncated_upload_still_says_which_transaction_it_held():
+    outcome = decide(dumps(make_sale(7))[:-40], retailer())
+    assert outcome.status == FAILED
+    f = outcome.facts
+    assert (f.business_day, f.store_id, f.register_id, f.register_txn) == (DAY, "254", "ANY", "7")

@@ -104,6 +104,27 @@ def _printable(value: Any, limit: int) -> str:
     return "".join(ch for ch in str(value)[:limit] if ch.isprintable()) or "?"
 
 
+_SALVAGE = {
+    key: re.compile(rf'"{key}"\s*:\s*"?(\d{{4}}-\d{{2}}-\d{{2}} \d{{2}}:\d{{2}}:\d{{2}}|[A-Za-z0-9_.:-]{{1,60}})"?')
+    for key in ("creationDate", "storeId", "storeRegisterId", "registerTransactionId")
+}
+
+
+def salvage_facts(data: bytes) -> LedgerFacts:
+    """What can be read of bytes that are not JSON at all (a truncated upload): the first creationDate, storeId,
+    storeRegisterId and registerTransactionId found in the text, so that the transaction it held is known to have
+    arrived (and failed) rather than to be missing."""
+    text = data[:2_000_000].decode("utf-8", "replace")
+    found = {key: (m[1] if (m := pattern.search(text)) else None) for key, pattern in _SALVAGE.items()}
+    txn = found["registerTransactionId"]
+    return LedgerFacts(
+        business_day_of(found["creationDate"]),
+        found["storeId"],
+        (found["storeRegisterId"] or "-") if txn else None,
+        txn,
+    )
+
+
 def _money(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
         return None

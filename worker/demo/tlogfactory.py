@@ -147,13 +147,16 @@ def dumps(doc: Any) -> bytes:
 
 def mix(count: int, seed: int = 7, bad_every: int = 0, order_prefix: str = "GEN") -> list[tuple[str, bytes]]:
     """(file name, bytes) for count files: mostly in-store, a share of send-sale and mixed carts,
-    and every bad_every-th file broken (0: none)."""
+    and every bad_every-th file broken (0: none). Each store's register POS1 numbers its sales without a gap."""
     rng = random.Random(seed)
     files = []
+    rung: dict[str, int] = {}  # each store's register numbers its transactions 1, 2, 3, ...
     for seq in range(1, count + 1):
         roll = rng.random()
         kind = "IN_STORE" if roll < 0.6 else "SEND_SALE" if roll < 0.9 else "MIXED"
-        doc = make_sale(seq, kind, rng.choice(STORES), rng, order_prefix=order_prefix)
+        store = rng.choice(STORES)
+        rung[store] = rung.get(store, 0) + 1
+        doc = make_sale(seq, kind, store, rng, order_prefix=order_prefix, register_txn=rung[store], register_id="POS1")
         data = dumps(doc)
         if bad_every and seq % bad_every == 0:
             data = BAD_VARIANTS[(seq // bad_every) % len(BAD_VARIANTS)](doc)

@@ -12,7 +12,7 @@ from worker.core.oms import to_order
 from worker.core.retailers import Retailer
 from worker.core.returns import Return, has_both, is_return, to_return
 from worker.core.routing import followups_for
-from worker.core.salefacts import partial_facts, return_facts, sale_facts
+from worker.core.salefacts import partial_facts, return_facts, sale_facts, salvage_facts
 from worker.core.tlog import TLogError, decode, validate_sale
 from worker.services.feeds import Feed, join, safe_local_name, unsafe_name_reason
 from worker.services.ports import (
@@ -87,7 +87,8 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
         facts = sale_facts(document, sale)
         order = to_order(sale, retailer)
     except TLogError as exc:
-        return Outcome(FAILED, digest, len(data), str(exc), facts=partial_facts(document))
+        facts = partial_facts(document) if document is not None else salvage_facts(data)
+        return Outcome(FAILED, digest, len(data), str(exc), facts=facts)
     if order.order_type == "IN_STORE" and not retailer.order_master:
         return Outcome(
             SKIPPED,
