@@ -322,3 +322,10 @@ def test_a_truncated_upload_still_says_which_transaction_it_held():
     assert outcome.status == FAILED
     f = outcome.facts
     assert (f.business_day, f.store_id, f.register_id, f.register_txn) == (DAY, "254", "ANY", "7")
+
+
+def test_an_erp_order_cancelled_here_is_named_so():
+    void = sale("V", "25.00", (TenderLine("CASH", Decimal("25.00"), "PAYMENT_VOIDED"),), status="ORDER_CANCELLED")
+    erp = parse_erp_export("store,type,order_id,total\n254,IN_STORE,V,25.00\n", DAY)
+    [diff] = compare(DAY, [void], erp, lambda ids: {}).differences
+    assert diff["kind"] == "cancelled here"

@@ -179,11 +179,23 @@ def compare(
         }
         other_days = {(e.order_type == "RETURN", str(e.order_id)): e for e in order_rows if e.day != business_date}
         mine = {(s.order_type == "RETURN", s.external_id): s for s in ours}
+        cancelled = {(s.order_type == "RETURN", s.external_id) for s in sales if s.cancelled}
         unknown = [k[1] for k in today if k not in mine]
         found = elsewhere([x for x in unknown if x is not None])
         for key, theirs_row in today.items():
             sale = mine.get(key)
             oid = str(theirs_row.order_id)
+            if sale is None and key in cancelled:
+                add(
+                    {
+                        "kind": "cancelled here",
+                        "subject": oid,
+                        "order": oid,
+                        "text": f"{oid}: cancelled (voided) here, counted in the ERP (line {theirs_row.line},"
+                        f" {cents(theirs_row.total)})",
+                    }
+                )
+                continue
             if sale is None:
                 where = found.get(oid)
                 if where is not None and where[0] != business_date:
