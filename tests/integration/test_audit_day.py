@@ -145,7 +145,12 @@ def test_a_day_with_a_failed_file_a_skip_a_missing_sale_and_a_short_tender_is_no
         again = tx.claim_again(tx.row(failed.id), "/x")
     assert ledger.record(again.id, decide(dumps(sold[2]), cfg)).row.status == "processed"
     assert record(ledger, cfg, dumps(sold[3])).status == "skipped"
-    audit.note(r.retailer_id, DAY, short["subject"], "the till rounded the cash tender down; ticket FIN-17")
+    explained = audit_cli(
+        r.retailer_id, tmp_path, "--explain", f"{short['subject']}=the till rounded the cash tender down; ticket FIN-17"
+    )
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    assert "consistent: every file and every cent accounted for" in explained.stdout
+    assert "explained:" in explained.stdout and "FIN-17" in explained.stdout
 
     fixed, sales, _ = run_audit(cfg, DAY, audit, None, tmp_path)
     assert fixed["consistent"], fixed["differences"]

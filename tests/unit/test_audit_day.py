@@ -329,3 +329,23 @@ def test_an_erp_order_cancelled_here_is_named_so():
     erp = parse_erp_export("store,type,order_id,total\n254,IN_STORE,V,25.00\n", DAY)
     [diff] = compare(DAY, [void], erp, lambda ids: {}).differences
     assert diff["kind"] == "cancelled here"
+
+
+def test_the_audit_alert_fires_under_promtool_while_the_last_audit_is_not_consistent():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from tests.conftest import need
+
+    promtool = shutil.which("promtool")
+    need(promtool is not None, "promtool (apt-get install prometheus)")
+    folder = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
+    done = subprocess.run(
+        [str(promtool), "test", "rules", "audit_alerts_test.yml"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -103,6 +103,10 @@ def audit_command(
     finally:
         if source is not None:
             source.close()
+    subjects = {d["subject"] for d in document.get("differences", [])}
+    for subject, _ in notes:
+        if subject not in subjects:
+            error(f"--explain {subject!r}: no difference of {day} has that subject; the note is kept for it")
     outcome: dict[str, Any] = {"report": document, "files": [str(p) for p in written]}
     look = not document["consistent"]
     if comparison is not None:

@@ -65,19 +65,24 @@ WHERE retailer_id = %(r)s AND feed = 'orders' AND business_day = %(d)s AND statu
 ORDER BY store_id, id
 """
 
-# Every row of the orders feed that may belong to the day: its sale says so, or (no sale read) its name or
-# time is near it; the core decides (worker.core.dayaudit.file_day).
+# Every row of the orders feed that may belong to the day: its sale says so, or (no sale read, claimed two days
+# before the day or later) its name or time is near it; the core decides (worker.core.dayaudit.file_day).
 FILES_NEAR_DAY = """
 SELECT id, file_name, status, error, replayed_by, moved_at IS NOT NULL AS moved, business_day, store_id,
        register_id, register_txn, claimed_at, mtime, sale_totals ->> 'order_id' AS order_id
 FROM tlog_files
 WHERE retailer_id = %(r)s AND feed = 'orders'
-  AND (business_day = %(d)s
-       OR (business_day IS NULL
-           AND (strpos(file_name, to_char(%(d)s::date, 'YYYY-MM-DD')) > 0
-                OR strpos(file_name, to_char(%(d)s::date, 'YYYYMMDD')) > 0
-                OR coalesce(mtime, claimed_at) BETWEEN %(d)s::date - 1 AND %(d)s::date + 2
-                OR claimed_at BETWEEN %(d)s::date - 1 AND %(d)s::date + 2)))
+  AND business_day = %(d)s
+UNION ALL
+SELECT id, file_name, status, error, replayed_by, moved_at IS NOT NULL AS moved, business_day, store_id,
+       register_id, register_txn, claimed_at, mtime, NULL AS order_id
+FROM tlog_files
+WHERE retailer_id = %(r)s AND feed = 'orders' AND business_day IS NULL
+  AND claimed_at >= %(d)s::date - 2
+  AND (strpos(file_name, to_char(%(d)s::date, 'YYYY-MM-DD')) > 0
+       OR strpos(file_name, to_char(%(d)s::date, 'YYYYMMDD')) > 0
+       OR coalesce(mtime, claimed_at) BETWEEN %(d)s::date - 1 AND %(d)s::date + 2
+       OR claimed_at BETWEEN %(d)s::date - 1 AND %(d)s::date + 2)
 ORDER BY id
 """
 

@@ -14,8 +14,15 @@ ALTER TABLE tlog_files
     ADD COLUMN IF NOT EXISTS sale_totals  jsonb;
 
 CREATE INDEX IF NOT EXISTS tlog_files_business_day ON tlog_files (retailer_id, business_day);
+CREATE INDEX IF NOT EXISTS tlog_files_without_day ON tlog_files (retailer_id, claimed_at) WHERE business_day IS NULL;
 CREATE INDEX IF NOT EXISTS tlog_files_register ON tlog_files (retailer_id, store_id, register_id, business_day)
     WHERE register_txn IS NOT NULL;
+
+-- Files recorded before this migration: their day and store from the order or return they stored.
+UPDATE tlog_files t SET business_day = o.order_date::date, store_id = o.store_id
+FROM orders o WHERE o.tlog_file_id = t.id AND t.business_day IS NULL;
+UPDATE tlog_files t SET business_day = r.return_date::date, store_id = r.store_id
+FROM returns r WHERE r.tlog_file_id = t.id AND t.business_day IS NULL;
 
 -- The last audit per retailer, as status and the metrics show it.
 ALTER TABLE audit_reports
