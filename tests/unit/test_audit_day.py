@@ -349,3 +349,11 @@ def test_the_audit_alert_fires_under_promtool_while_the_last_audit_is_not_consis
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_rounding_between_the_rounded_orders_and_the_rounded_sum_is_named_for_the_row():
+    halves = [sale(o, "1.005", tenders=(TenderLine("CASH", Decimal("1.005"), "PAYMENT_SETTLED"),)) for o in "AB"]
+    document = report(DayData(sales=halves))
+    assert document["rows"][0]["grand_total"] == "2.01" and document["rows"][0]["rounding"] == "-0.01"
+    assert [r["subject"] for r in document["rounding"]] == ["row:254/IN_STORE"]
+    assert document["consistent"]

@@ -307,6 +307,14 @@ def full_report(retailer_id: str, business_date: date, time_zone: str, data: Day
             r.merchandise - r.discounts + r.tax + r.shipping
         ) == cents(r.grand_total)
         row["rounding"] = str(cents(r.grand_total) - rounded) if rounded != cents(r.grand_total) else "0.00"
+        if rounded != cents(r.grand_total):
+            sections["rounding"].append(
+                {
+                    "subject": f"row:{r.store_id}/{r.order_type}",
+                    "text": f"store {r.store_id} {r.order_type}: the orders' rounded totals add up to {rounded},"
+                    f" their exact sum rounds to {cents(r.grand_total)}: rounding {row['rounding']}",
+                }
+            )
     document.update(sections)
     document["time_zone"] = time_zone
     document["differences_count"] = count
