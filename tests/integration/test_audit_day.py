@@ -94,6 +94,7 @@ def test_a_day_with_a_failed_file_a_skip_a_missing_sale_and_a_short_tender_is_no
     assert failed.status == "failed"
     assert record(ledger, cfg, dumps(sold[4])).status == "processed"  # a send-sale: stored
     assert record(ledger, cfg, dumps(sold[5])).status == "skipped"
+    assert record(ledger, cfg, dumps(sold[5]) + b"\n").status == "skipped"  # the same sale again, other bytes
     # sale 3 never arrives (yet)
 
     document, _, written = run_audit(cfg, DAY, audit, None, tmp_path)
@@ -111,6 +112,7 @@ def test_a_day_with_a_failed_file_a_skip_a_missing_sale_and_a_short_tender_is_no
     assert short["subject"] == f"order:{sold[4]['orderId']}:tenders" and short["difference"] == "-0.01"
     files = document["files"]
     assert files["totals"]["processed"] == 1 and files["totals"]["failed"] == 1 and files["totals"]["skipped"] == 2
+    assert files["totals"]["duplicate"] == 1 and "counted once" in files["duplicate"][0]["reason"]
     assert all("not the order master" in s["reason"] for s in files["skipped"])
     # the in-store sales that were not stored are counted from the ledger, cent for cent
     by = {(row["store"], row["type"]): row for row in document["rows"]}

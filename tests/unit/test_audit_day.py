@@ -4,6 +4,7 @@ sequence, the ERP comparison and the HTML report."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -357,3 +358,12 @@ def test_a_rounding_between_the_rounded_orders_and_the_rounded_sum_is_named_for_
     assert document["rows"][0]["grand_total"] == "2.01" and document["rows"][0]["rounding"] == "-0.01"
     assert [r["subject"] for r in document["rounding"]] == ["row:254/IN_STORE"]
     assert document["consistent"]
+
+
+def test_a_sale_skipped_twice_in_other_bytes_is_a_duplicate_of_its_first_file():
+    skipped = "order O1: in-store sale and retailer is not the order master"
+    a = ledger_row(1, "skipped", error=skipped)
+    b = dataclasses.replace(ledger_row(2, "skipped", error=skipped), order_id="O1")
+    document = report(DayData(files=[b, a]))
+    assert document["files"]["totals"]["skipped"] == 1 and document["files"]["totals"]["duplicate"] == 1
+    assert "counted once, from ledger row 1" in document["files"]["duplicate"][0]["reason"]

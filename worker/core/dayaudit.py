@@ -249,7 +249,8 @@ def _files_section(files: Sequence[FileOfDay], time_zone: str, diffs: _Differenc
     by_store: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(FILE_COLUMNS, 0))
     listed: dict[str, list[dict[str, Any]]] = {k: [] for k in FILE_COLUMNS}
     not_moved = []
-    for row in files:
+    first_skip: dict[str, int] = {}  # a skipped sale's order id -> its first file (nothing stored deduplicates it)
+    for row in sorted(files, key=lambda f: f.id):
         day, placed_by = file_day(row, time_zone)
         store = row.store_id or "?"
         item = {
@@ -271,6 +272,14 @@ def _files_section(files: Sequence[FileOfDay], time_zone: str, diffs: _Differenc
                 "failed file",
                 f"{row.file_name} (store {store}) failed: {row.error}",
                 file=row.file_name,
+            )
+        elif (
+            row.status == SKIPPED and row.order_id is not None and first_skip.setdefault(row.order_id, row.id) != row.id
+        ):
+            column = "duplicate"
+            item["reason"] = (
+                f"order {row.order_id} again (skipped, not stored): counted once, from ledger row"
+                f" {first_skip[row.order_id]}"
             )
         elif row.status == SKIPPED:
             column = "skipped"

@@ -57,11 +57,18 @@ ORDER BY r.store_id, r.external_id
 """
 
 # Sales the ledger holds but the orders table does not: in-store sales of a retailer that is not the order master.
+# Nothing stored means no unique key caught a sale sent twice in other bytes: each order id counts once, from its
+# first file (the core lists the others as duplicates), and not at all when the order is stored after all.
 NOT_STORED_OF_DAY = """
-SELECT id, store_id, register_id, register_txn, sale_totals
-FROM tlog_files
-WHERE retailer_id = %(r)s AND feed = 'orders' AND business_day = %(d)s AND status = 'skipped'
-  AND replayed_by IS NULL AND sale_totals IS NOT NULL AND sale_totals ->> 'kind' = 'sale'
+SELECT * FROM (
+    SELECT DISTINCT ON (t.sale_totals ->> 'order_id') t.id, t.store_id, t.register_id, t.register_txn, t.sale_totals
+    FROM tlog_files t
+    WHERE t.retailer_id = %(r)s AND t.feed = 'orders' AND t.business_day = %(d)s AND t.status = 'skipped'
+      AND t.replayed_by IS NULL AND t.sale_totals IS NOT NULL AND t.sale_totals ->> 'kind' = 'sale'
+      AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.retailer_id = t.retailer_id
+                      AND o.external_id = t.sale_totals ->> 'order_id')
+    ORDER BY t.sale_totals ->> 'order_id', t.id
+) first_files
 ORDER BY store_id, id
 """
 
