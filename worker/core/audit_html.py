@@ -43,7 +43,7 @@ def _table(columns: list[str], rows: list[list[Any]], table_id: str, empty: str 
 
 def hour_chart(by_hour: list[dict[str, Any]]) -> str:
     """Stacked bars, one per hour of the store-local day, one colour per order type (returns below zero)."""
-    width, height, left, top, bottom = 760, 240, 56, 16, 36
+    width, height, left, top, bottom = 790, 240, 86, 16, 36
     plot_h = height - top - bottom
     ups = [Decimal(0)] * 24
     downs = [Decimal(0)] * 24
