@@ -293,9 +293,7 @@ def _diff(a: Any, b: Any, path: str, out: list[dict[str, Any]]) -> None:
             _diff(a.get(key), b.get(key), f"{path}.{key}" if path else key, out)
     elif isinstance(a, list) and isinstance(b, list):
         for index in range(max(len(a), len(b))):
-            _diff(
-                a[index] if index < len(a) else None, b[index] if index < len(b) else None, f"{path}[{index}]", out
-            )
+            _diff(a[index] if index < len(a) else None, b[index] if index < len(b) else None, f"{path}[{index}]", out)
     elif _number(a) != _number(b):
         out.append({"field": path, "stored": a, "received": b})
 

@@ -258,18 +258,18 @@ def in_store_decrements(retailer_id: str, data: dict[str, Any], source: str) -> 
         if master and feed:
             raise ConfigError(
                 f"{where}: order_master = true and sftp.variance_dir are both set, so in-store sales and the"
-                " variance feed's POS_SALE records would both lower stock; set in_store_decrements = \"sales\""
-                " (POS_SALE records of the feed are then ignored) or \"variance_feed\""
+                ' variance feed\'s POS_SALE records would both lower stock; set in_store_decrements = "sales"'
+                ' (POS_SALE records of the feed are then ignored) or "variance_feed"'
             )
         return SALES if master else VARIANCE_FEED
     if chosen == SALES and not master:
         raise ConfigError(
-            f"{where}: in_store_decrements = \"sales\" contradicts order_master = false (in-store sales are"
+            f'{where}: in_store_decrements = "sales" contradicts order_master = false (in-store sales are'
             " not stored, so they cannot lower stock)"
         )
     if chosen == VARIANCE_FEED and not feed:
         raise ConfigError(
-            f"{where}: in_store_decrements = \"variance_feed\" needs sftp.variance_dir (no variance feed is"
+            f'{where}: in_store_decrements = "variance_feed" needs sftp.variance_dir (no variance feed is'
             " configured, so nothing would lower stock for in-store sales)"
         )
     return str(chosen)
