@@ -73,7 +73,10 @@ def test_who_lowers_stock_decides_the_inventory_follow_up():
 
 
 def test_a_fulfilment_file_is_csv_or_json_told_apart_by_content():
-    csv = b"orderId,itemSeq,facilityId,quantity,status,trackingCode,reason\nA1,1,301,1,shipped,1Z,\nA1,x,301,1,SHIPPED,,\n"
+    csv = (
+        b"orderId,itemSeq,facilityId,quantity,status,trackingCode,reason\n"
+        b"A1,1,301,1,shipped,1Z,\nA1,x,301,1,SHIPPED,,\n"
+    )
     parsed = parse_fulfillment_file(csv)
     assert parsed.format == "csv" and [(r.external_id, r.item_seq, r.status) for r in parsed.records] == [
         ("A1", 1, "SHIPPED")
