@@ -24,6 +24,7 @@ from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.adapters.queues import WORK_QUEUES
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
+from worker.demo import lifecycle
 from worker.demo.procs import stop_group
 from worker.demo.sftpserver import EmbeddedSftpServer, SftpEndpoint
 from worker.demo.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
@@ -130,6 +131,7 @@ pattern = "*.json"
 min_age_seconds = 1
 """
             + (_variance_keys(retailer_id) if not master else "")
+            + lifecycle.fulfillment_keys(retailer_id)
             + BROKERING_RULES.format(rid=retailer_id)
         )
     return "".join(out)
@@ -246,11 +248,12 @@ def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files:
             console.print(f"[red]timed out after {timeout:.0f}s with {done} of {total} files final[/red]")
             status = 1
         elapsed = time.monotonic() - started
+        status = lifecycle.run(endpoint.root, dsn) or status
     finally:
         stop_group(beat, timeout=20)
         stop_group(worker, timeout=20)
         server.stop()
-    _summary(reads, total, elapsed, endpoint.root)
+    _summary(reads, total + lifecycle.FILES, elapsed, endpoint.root)
     console.print(f"logs: {workdir / 'worker.log'}, {workdir / 'beat.log'}")
     console.rule("daily audit of the demo day (dolcevita, 2024-01-12)")
     from worker import cli

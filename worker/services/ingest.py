@@ -85,7 +85,7 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
         order = to_order(sale, retailer)
     except TLogError as exc:
         return Outcome(FAILED, digest, len(data), str(exc))
-    if order.order_type == "IN_STORE" and not retailer.order_master and order.status_id != "ORDER_CANCELLED":
+    if order.order_type == "IN_STORE" and not retailer.order_master:
         return Outcome(
             SKIPPED,
             digest,

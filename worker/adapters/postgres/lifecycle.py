@@ -664,6 +664,38 @@ class PgOrderActions:
             ).fetchall()
         return [{"outcome": r[0], "ledger_id": r[1], "file": r[2], "updated_ms": r[3], "diff": r[4]} for r in rows]
 
+    def allocated(self, retailer_id: str, limit: int) -> list[tuple[str, int, str]]:
+        """(order, line, facility) of send-sale lines reserved at a facility, oldest first."""
+        with transient_db_errors(), self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT o.external_id, i.item_seq, i.facility_id FROM orders o JOIN order_items i ON i.order_id = o.id"
+                " WHERE o.retailer_id = %s AND i.fulfillment = 'SHIP_TO_HOME' AND i.status_id = 'ITEM_APPROVED'"
+                " AND i.facility_id NOT IN ('_NA_', 'UNFILLABLE_PARKING') ORDER BY o.id, i.item_seq LIMIT %s",
+                (retailer_id, limit),
+            ).fetchall()
+        return [(str(a), int(b), str(c)) for a, b, c in rows]
+
+    def lines(self, retailer_id: str, external_ids: Sequence[str]) -> list[tuple[str, str, int, str, str]]:
+        """(order, order status, line, line status, facility) of these orders."""
+        with transient_db_errors(), self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT o.external_id, o.status_id, i.item_seq, i.status_id, i.facility_id FROM orders o"
+                " JOIN order_items i ON i.order_id = o.id WHERE o.retailer_id = %s AND o.external_id = ANY(%s)"
+                " ORDER BY o.external_id, i.item_seq",
+                (retailer_id, list(external_ids)),
+            ).fetchall()
+        return [(str(a), str(b), int(c), str(d), str(e)) for a, b, c, d, e in rows]
+
+    def file_outcomes(self, retailer_id: str, names: Sequence[str]) -> list[tuple[str, str, str | None]]:
+        """(file, status, error) of the latest ledger row of each name, of any feed."""
+        with transient_db_errors(), self.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (file_name) file_name, status, error FROM tlog_files WHERE retailer_id = %s"
+                " AND file_name = ANY(%s) AND status <> 'claimed' AND moved_at IS NOT NULL ORDER BY file_name, id DESC",
+                (retailer_id, list(names)),
+            ).fetchall()
+        return [(str(a), str(b), c) for a, b, c in rows]
+
     def invariant(self, retailer_id: str) -> list[str]:
         """Every facility and product where reserved is not the open reservations, or on hand is not what its
         variances and movements add up to since the last load: empty when the inventory invariant holds."""
@@ -672,6 +704,8 @@ class PgOrderActions:
 
 
 def check_invariant(conn: psycopg.Connection[Any], retailer_id: str) -> list[str]:
+    """reserved = the open reservations (approved ship-to-home lines allocated there), never negative; on hand =
+    the sum of its variances and movements (every change traced to one source row)."""
     problems = []
     for facility, product, reserved, open_q in conn.execute(
         "SELECT i.facility_id, i.product_id, i.reserved, coalesce((SELECT sum(x.quantity) FROM order_items x"
@@ -682,7 +716,23 @@ def check_invariant(conn: psycopg.Connection[Any], retailer_id: str) -> list[str
     ):
         if reserved < 0 or reserved != open_q:
             problems.append(f"{facility} {product}: reserved {reserved}, open reservations {open_q}")
+    for facility, product, on_hand, traced in conn.execute(TRACED, (retailer_id,)):
+        if on_hand != traced:
+            problems.append(f"{facility} {product}: on hand {on_hand}, its variances and movements add up to {traced}")
     return problems
+
+
+# on hand as its source rows add it up: variances (by GTIN, or SKU = product id) and movements (by product)
+TRACED = """
+SELECT i.facility_id, i.product_id, i.quantity_on_hand,
+       coalesce((SELECT sum(v.available_delta) FROM inventory_variances v WHERE v.retailer_id = i.retailer_id
+                 AND v.facility_id = i.facility_id
+                 AND (v.id_value = i.gtin AND v.id_type <> 'SKU'
+                      OR v.id_type = 'SKU' AND v.id_value = i.product_id)), 0)
+     + coalesce((SELECT sum(m.on_hand_delta) FROM inventory_movements m WHERE m.retailer_id = i.retailer_id
+                 AND m.facility_id = i.facility_id AND m.product_id = i.product_id), 0)
+FROM inventory i WHERE i.retailer_id = %s ORDER BY 1, 2
+"""
 
 
 __all__ = ["CONFLICT", "DUPLICATE", "PgLifecycle", "PgOrderActions", "check_invariant", "record_load"]
