@@ -23,6 +23,7 @@ from worker.core.errors import NotFound
 from worker.core.inventory import InventoryRow, Rejected, Variance
 from worker.core.lifecycle import (
     CANCELLED,
+    NOT_A_FACILITY,
     REJECTED,
     SHIPPED,
     ActionRefused,
@@ -256,12 +257,20 @@ class PgLifecycle:
                 if item.status_id == "ITEM_COMPLETED" and item.fulfillment == "SHIP_TO_HOME":
                     already.append(item.item_seq)
                     continue
-                if item_seq is None and item.fulfillment != "SHIP_TO_HOME":
-                    continue
+                if item_seq is None and (
+                    item.fulfillment != "SHIP_TO_HOME"
+                    or item.status_id != "ITEM_APPROVED"
+                    or item.facility_id in NOT_A_FACILITY
+                ):
+                    continue  # the whole order: the lines a facility holds
                 change = ship(item, facility_id, quantity, where)
                 source = f"ship:{order_id}:{item.item_seq}"
             elif action == REJECTED:
-                if item_seq is None and (item.fulfillment != "SHIP_TO_HOME" or item.status_id != "ITEM_APPROVED"):
+                if item_seq is None and (
+                    item.fulfillment != "SHIP_TO_HOME"
+                    or item.status_id != "ITEM_APPROVED"
+                    or item.facility_id in NOT_A_FACILITY
+                ):
                     continue
                 change = reject(item, facility_id, reason, where)
                 source = f"reject:{order_id}:{item.item_seq}:{item.facility_id}"
@@ -272,7 +281,8 @@ class PgLifecycle:
             else:
                 already.append(item.item_seq)
         if not changed and not already:
-            raise ActionRefused(f"order {external_id}: no line to {action.lower().rstrip('ed')}")
+            verb = {SHIPPED: "ship", REJECTED: "reject", CANCELLED: "cancel"}[action]
+            raise ActionRefused(f"order {external_id}: no open line to {verb}")
         status = self.finish(order_id)
         if action == REJECTED and changed:
             self._owe_brokering(order_id)
@@ -470,6 +480,11 @@ class PgLifecycle:
         """Why a return cannot be stored against its sale, or None: per sale line, returned quantity at most what
         was sold less what earlier returns took (a line returned already names that return); refunds at most what
         was paid less earlier refunds."""
+        stored = self.conn.execute(
+            "SELECT 1 FROM returns WHERE retailer_id = %s AND external_id = %s", (self.retailer_id, ret.external_id)
+        ).fetchone()
+        if stored is not None:
+            return None  # the return id is stored already: a duplicate of that file, as before
         original_ids = {line.original_order_id for line in ret.lines if line.original_order_id}
         for external in sorted(original_ids):
             sale = self.conn.execute(
