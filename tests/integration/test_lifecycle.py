@@ -122,6 +122,11 @@ def test_a_rejected_item_is_released_excluded_and_brokered_elsewhere(inventory, 
     run_brokering(inventory, rid, order_id, NEARBY)
     assert db.execute("SELECT facility_id FROM order_items WHERE order_id = %s", (order_id,)).fetchone() == ("DC1",)
     assert atp(db, rid, "DC1") == (9, 1) and atp(db, rid, "301") == (3, 0)
+    current = db.execute("SELECT current_payload FROM orders WHERE id = %s", (order_id,)).fetchone()[0]
+    groups = current[0]["dataList"][0]["data"]["order"]["shipGroup"]
+    assert [(g["facilityId"], [i["status"] for i in g["items"]]) for g in groups] == [("DC1", ["ITEM_APPROVED"])]
+    received = db.execute("SELECT oms_payload FROM orders WHERE id = %s", (order_id,)).fetchone()[0]
+    assert received[0]["dataList"][0]["data"]["order"]["shipGroup"][0]["facilityId"] == "_NA_"  # as received
     assert check_invariant(db, rid) == []
 
 
