@@ -318,7 +318,9 @@ class PgFileLedger:
                 recorded = PgOrders(conn).store_order(row, outcome)
                 if recorded.row.status == DUPLICATE and recorded.order_id is None:
                     # the orderId is stored: a corrected, voided or conflicting version (docs/order-lifecycle.md)
-                    recorded = PgLifecycle(conn, row.retailer_id).correction(row, recorded, outcome.order)
+                    recorded = PgLifecycle(conn, row.retailer_id).correction(
+                        row, recorded, outcome.order, outcome.followups
+                    )
                 return recorded
             return_id = None
             triggered: tuple[str, ...] = ()

@@ -354,7 +354,7 @@ class PgLifecycle:
         return FulfillmentApplied(applied, already, tuple(rejected), reorder)
 
     # -- a TLog whose orderId is stored already
-    def correction(self, row: LedgerRow, recorded: Recorded, order: Order) -> Recorded:
+    def correction(self, row: LedgerRow, recorded: Recorded, order: Order, followups: Sequence[str] = ()) -> Recorded:
         """The file was found a duplicate by order id. Same content: it stays a duplicate. Other content: a
         newer version is applied (cancellations, or a replacement while no stock moved) or refused with the
         diff (failed); an older or equal one is a conflict (the diff kept, the file to the error folder)."""
@@ -369,6 +369,7 @@ class PgLifecycle:
         diff = payload_diff(stored_payload, order.payload)
         if not diff:
             return recorded
+        self._lock_inventory_followup(order_id)  # an inventory run of this sale takes turns with its correction
         items = self.items(order_id)
         stored_cancelled = {i.item_seq for i in items if i.status_id == ITEM_CANCELLED}
         cancelled_now = {line.item_seq for line in order.lines if line.status_id == ITEM_CANCELLED}
@@ -376,6 +377,7 @@ class PgLifecycle:
             stored_ms, order.updated_ms, diff, cancelled_now, self._stock_moved(order_id), stored_cancelled
         )
         text = describe_diff(diff)
+        triggered: tuple[str, ...] = ()
         if verdict.outcome == CONFLICT:
             status, error = (
                 CONFLICT,
@@ -391,6 +393,7 @@ class PgLifecycle:
         else:
             if verdict.outcome == "replace":
                 self._replace(order_id, order)
+                triggered = self._owe(order_id, followups)
             for seq in verdict.cancel_items:
                 self.act(CANCELLED, order.external_id, seq, file_id=row.id)
             self.conn.execute(
@@ -421,7 +424,25 @@ class PgLifecycle:
                 (status, error, Jsonb(diff, dumps=_dumps), status, row.id),
             ).fetchone()
         assert updated is not None
-        return Recorded(updated, order_id if status == "processed" else None)
+        return Recorded(updated, order_id if status == "processed" else None, triggered=triggered)
+
+    def _owe(self, order_id: int, kinds: Sequence[str]) -> tuple[str, ...]:
+        """The follow-ups a replaced sale needs (a version may add in-store or ship-to-home lines), pending; the
+        kinds whose run must start."""
+        for kind in kinds:
+            self.conn.execute(
+                "INSERT INTO order_followups (order_id, kind, retailer_id, sent_at) VALUES (%s, %s, %s, now())"
+                " ON CONFLICT (order_id, kind) DO UPDATE SET status = 'pending', done_at = NULL, attempts = 0,"
+                " result = 'a newer version replaced the order'",
+                (order_id, kind, self.retailer_id),
+            )
+            self.conn.execute(
+                "INSERT INTO routing_triggers AS t (retailer_id, kind, pending, requested_at)"
+                " VALUES (%s, %s, true, now())"
+                " ON CONFLICT (retailer_id, kind) DO UPDATE SET pending = true, requested_at = now()",
+                (self.retailer_id, kind),
+            )
+        return tuple(kinds)
 
     def _stock_moved(self, order_id: int) -> bool:
         row = self.conn.execute(
