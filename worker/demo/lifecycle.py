@@ -15,9 +15,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from worker.adapters.postgres.inventory import PgInventory
 from worker.adapters.postgres.lifecycle import PgOrderActions
 from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
+from worker.core.inventory import InventoryRow
 from worker.core.lifecycle import CANCELLED
 from worker.demo.tlogfactory import dumps, load_sample, make_sale
 
@@ -71,7 +73,12 @@ def run(root: Path, dsn: str, timeout: float = 90.0) -> int:
         if len(placed) < 3:
             console.print(f"[red]only {len(placed)} brokered lines to work with[/red]")
             return 1
-        (shipped, ship_seq, ship_at), (rejected, reject_seq, reject_at), (cancelled, cancel_seq, _) = placed
+        (shipped, ship_seq, ship_at, _, _), (rejected, reject_seq, reject_at, gtin, product), cancel = placed
+        cancelled, cancel_seq = cancel[0], cancel[1]
+        # a delivery at the LA store, counted and loaded: somewhere else for the rejected line to go
+        elsewhere = "301" if reject_at != "301" else "DC1"
+        PgInventory(db).load_inventory(RETAILER, [InventoryRow(elsewhere, product, gtin, 20)])
+        console.print(f"inventory load: {elsewhere} counted 20 of {product} (reserved recomputed from open lines)")
         sale = make_sale(1, "IN_STORE", store_id="254", lines=1, order_prefix="DVLIFE")
         files = reads.progress().files
         _write(inbound / "dolcevita_OrderTLog_lifecycle_sale.json", dumps(sale))

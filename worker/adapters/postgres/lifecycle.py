@@ -700,16 +700,17 @@ class PgOrderActions:
             ).fetchall()
         return [{"outcome": r[0], "ledger_id": r[1], "file": r[2], "updated_ms": r[3], "diff": r[4]} for r in rows]
 
-    def allocated(self, retailer_id: str, limit: int) -> list[tuple[str, int, str]]:
-        """(order, line, facility) of send-sale lines reserved at a facility, oldest first."""
+    def allocated(self, retailer_id: str, limit: int) -> list[tuple[str, int, str, str, str]]:
+        """(order, line, facility, gtin, product) of send-sale lines reserved at a facility, oldest first."""
         with transient_db_errors(), self.db.connection() as conn:
             rows = conn.execute(
-                "SELECT o.external_id, i.item_seq, i.facility_id FROM orders o JOIN order_items i ON i.order_id = o.id"
+                "SELECT o.external_id, i.item_seq, i.facility_id, i.gtin, coalesce(i.product_id, i.gtin)"
+                " FROM orders o JOIN order_items i ON i.order_id = o.id"
                 " WHERE o.retailer_id = %s AND i.fulfillment = 'SHIP_TO_HOME' AND i.status_id = 'ITEM_APPROVED'"
                 " AND i.facility_id NOT IN ('_NA_', 'UNFILLABLE_PARKING') ORDER BY o.id, i.item_seq LIMIT %s",
                 (retailer_id, limit),
             ).fetchall()
-        return [(str(a), int(b), str(c)) for a, b, c in rows]
+        return [(str(a), int(b), str(c), str(d), str(e)) for a, b, c, d, e in rows]
 
     def lines(self, retailer_id: str, external_ids: Sequence[str]) -> list[tuple[str, str, int, str, str]]:
         """(order, order status, line, line status, facility) of these orders."""
