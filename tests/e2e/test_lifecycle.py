@@ -96,3 +96,26 @@ def test_ship_reject_rebroker_and_cancel_through_the_workers(celery_worker, make
     assert (r.error / f"{conflict[0]}-a-again.json.error.txt").exists()
     diff = cli("order", "diff", r.retailer_id, ship_me["orderId"])
     assert diff.returncode == 1 and "city" in diff.stdout and "san diego" in diff.stdout
+
+
+def test_the_operator_tasks_ship_and_reject_through_the_workers(celery_worker, make_retailer, db, tmp_path):
+    """What an operator starts from Flower: tlogsync.ops.reject_order, then tlogsync.ops.ship_order."""
+    from tasks.lifecycle import reject_order, ship_order
+
+    r = make_retailer()
+    load_network(r, tmp_path, {("301", LAKOTA.gtin): 5, ("DC1", LAKOTA.gtin): 5})
+    sale = send_sale(7, store="254", quantity=2)
+    r.put("s.json", dumps(sale))
+    assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
+    wait_followups(db, r.retailer_id)
+    assert facility_of(db, r.retailer_id, sale["orderId"]) == ("301", "ITEM_APPROVED")
+    reject_order.apply_async((r.retailer_id, sale["orderId"]), {"item": 1, "reason": "shelf empty"})
+    wait_for(lambda: facility_of(db, r.retailer_id, sale["orderId"])[0] == "DC1", "the re-brokering")
+    assert atp(db, r.retailer_id, "301") == (5, 0) and atp(db, r.retailer_id, "DC1") == (5, 2)
+    ship_order.apply_async((r.retailer_id, sale["orderId"]))
+    wait_for(lambda: facility_of(db, r.retailer_id, sale["orderId"]) == ("DC1", "ITEM_COMPLETED"), "the shipment")
+    assert atp(db, r.retailer_id, "DC1") == (3, 0)
+    status = db.execute(
+        "SELECT status_id FROM orders WHERE retailer_id = %s AND external_id = %s", (r.retailer_id, sale["orderId"])
+    ).fetchone()
+    assert status == ("ORDER_COMPLETED",)
