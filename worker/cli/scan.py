@@ -86,6 +86,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 @retailer_argument
 @click.argument("file")
 @option("--variance", is_flag=True, help="The file belongs to the variance feed.")
+@option("--fulfillment", is_flag=True, help="The file belongs to the fulfilment feed.")
 @option("--wait", is_flag=True, help="Block until the file is final again.")
 @option("--timeout", type=click.FloatRange(min=0), default=120.0, help="Seconds to wait with --wait.")
 @with_settings
@@ -95,13 +96,19 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     from tasks.routing import apply_variance_file
     from worker.adapters.postgres.ledger import PgFileLedger
     from worker.adapters.sftp import SftpSource
-    from worker.services.feeds import orders_feed, variance_feed
+    from worker.services.feeds import fulfillment_feed, orders_feed, variance_feed
     from worker.services.replay import ReplayRefused, replay_file
 
     retailer = known_retailer(settings, args.retailer)
-    feed = variance_feed(retailer) if args.variance else orders_feed(retailer)
+    feed = (
+        fulfillment_feed(retailer)
+        if args.fulfillment
+        else variance_feed(retailer)
+        if args.variance
+        else orders_feed(retailer)
+    )
     if feed is None:
-        error(f"{args.retailer} has no variance feed")
+        error(f"{args.retailer} has no {'fulfilment' if args.fulfillment else 'variance'} feed")
         return 2
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds)
     with database(settings) as db:
@@ -113,6 +120,10 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             source.close()
         task = apply_variance_file if args.variance else ingest_tlog
+        if args.fulfillment:
+            from tasks.lifecycle import apply_fulfillment_file
+
+            task = apply_fulfillment_file
         task.apply_async((retailer.retailer_id, row.id, row.file_name))
         console.print(f"{args.file}: back in {feed.directory} as ledger row {row.id}; ingest enqueued")
         if not args.wait:

@@ -24,6 +24,7 @@ from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.adapters.queues import WORK_QUEUES
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
+from worker.demo import lifecycle
 from worker.demo.audit import audit_files, run_demo_audit
 from worker.demo.procs import stop_group
 from worker.demo.sftpserver import EmbeddedSftpServer, SftpEndpoint
@@ -131,6 +132,7 @@ pattern = "*.json"
 min_age_seconds = 1
 """
             + (_variance_keys(retailer_id) if not master else "")
+            + lifecycle.fulfillment_keys(retailer_id)
             + BROKERING_RULES.format(rid=retailer_id)
         )
     return "".join(out)
@@ -250,11 +252,12 @@ def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files:
             console.print(f"[red]timed out after {timeout:.0f}s with {done} of {total} files final[/red]")
             status = 1
         elapsed = time.monotonic() - started
+        status = lifecycle.run(endpoint.root, dsn) or status
     finally:
         stop_group(beat, timeout=20)
         stop_group(worker, timeout=20)
         server.stop()
-    _summary(reads, total, elapsed, endpoint.root)
+    _summary(reads, total + lifecycle.FILES, elapsed, endpoint.root)
     console.print(f"logs: {workdir / 'worker.log'}, {workdir / 'beat.log'}")
     # the day holds problems on purpose (broken files, a sale never uploaded, a tender a cent short): found, explained
     return status or run_demo_audit(dsn, retailers, workdir, endpoint.root)

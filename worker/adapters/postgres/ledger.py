@@ -17,12 +17,24 @@ from psycopg.rows import class_row
 
 from worker.adapters.postgres.auditcols import FACTS_SET, facts_params
 from worker.adapters.postgres.inventory import PgStock
+from worker.adapters.postgres.lifecycle import PgLifecycle
 from worker.adapters.postgres.orders import PgOrders
 from worker.adapters.postgres.pool import Database, describe_db_error, storable, transient_db_errors
 from worker.adapters.postgres.rows import ROW_COLUMNS, ROW_COLUMNS_T, ledger_row
 from worker.core.errors import TransientError, bounded
 from worker.services.ingest import content_checked, return_stored_before, variance_file_final
-from worker.services.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, Claim, LedgerRow, OpenRow, Outcome, Recorded
+from worker.services.ports import (
+    CLAIMED,
+    DUPLICATE,
+    FAILED,
+    PROCESSED,
+    Claim,
+    FinalStatus,
+    LedgerRow,
+    OpenRow,
+    Outcome,
+    Recorded,
+)
 from worker.services.scan import ScanResult
 
 log = logging.getLogger(__name__)
@@ -305,16 +317,33 @@ class PgFileLedger:
                 return Recorded(row)
             final = content_checked(outcome, locked.same_content)
             if final.status == PROCESSED and outcome.order is not None:
-                return PgOrders(conn).store_order(row, outcome)
+                recorded = PgOrders(conn).store_order(row, outcome)
+                if recorded.row.status == DUPLICATE and recorded.order_id is None:
+                    # the orderId is stored: a corrected, voided or conflicting version (docs/order-lifecycle.md)
+                    recorded = PgLifecycle(conn, row.retailer_id).correction(
+                        row, recorded, outcome.order, outcome.followups
+                    )
+                return recorded
             return_id = None
+            triggered: tuple[str, ...] = ()
             if final.status == PROCESSED and outcome.ret is not None:
-                stored = PgOrders(conn).store_return(row, outcome.ret)
-                return_id = stored.return_id
-                if return_id is None:
-                    final = return_stored_before(outcome.ret, stored.first_file_id)
-                elif outcome.restock:
-                    PgStock(conn, row.retailer_id).restock_return(outcome.ret, return_id)
+                refused = PgLifecycle(conn, row.retailer_id).check_return(outcome.ret)
+                stored = PgOrders(conn).store_return(row, outcome.ret) if refused is None else None
+                return_id = stored.return_id if stored else None
+                if refused is not None:
+                    final = FinalStatus(FAILED, refused)
+                elif return_id is None:
+                    final = return_stored_before(outcome.ret, stored.first_file_id if stored else None)
+                else:
+                    PgLifecycle(conn, row.retailer_id).link_return(outcome.ret, return_id, outcome.restock)
+                    if outcome.restock:
+                        PgStock(conn, row.retailer_id).restock_return(outcome.ret, return_id)
             applied = rejected = None
+            if final.status == PROCESSED and outcome.fulfillment is not None:
+                done = PgLifecycle(conn, row.retailer_id).apply_fulfillment_file(row.id, outcome.fulfillment)
+                final = FinalStatus(FAILED if done.failed else PROCESSED, done.summary)
+                applied, rejected = done.applied, len(done.rejected)
+                triggered = ("brokering",) if done.reorder else ()
             if final.status == PROCESSED and outcome.variance is not None:
                 result = PgStock(conn, row.retailer_id).apply_variance_file(row.id, outcome.variance)
                 final, applied, rejected = variance_file_final(result), result.applied, len(result.rejected)
@@ -341,7 +370,11 @@ class PgFileLedger:
             )
             assert updated is not None
             return Recorded(
-                updated, return_id if final.status == PROCESSED and outcome.ret else None, applied, rejected
+                updated,
+                return_id if final.status == PROCESSED and outcome.ret else None,
+                applied,
+                rejected,
+                triggered,
             )
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None:

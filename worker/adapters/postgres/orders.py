@@ -40,8 +40,8 @@ class StoredReturn:
 STORE_ORDER = f"""
 WITH o AS (
     INSERT INTO orders (retailer_id, external_id, order_type, status_id, store_id, order_date, ordered_at,
-                        currency, grand_total, oms_payload, tlog_file_id)
-    VALUES (%(r)s, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s)
+                        currency, grand_total, oms_payload, tlog_file_id, source_updated_ms)
+    VALUES (%(r)s, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s, %(um)s)
     ON CONFLICT (retailer_id, external_id) DO NOTHING
     RETURNING id
 ), items AS (
@@ -118,6 +118,7 @@ class PgOrders:
                     "g": order.grand_total,
                     "p": Jsonb(order.payload, dumps=_dumps),
                     "f": row.id,
+                    "um": order.updated_ms,
                     "seq": [x.item_seq for x in lines],
                     "pid": [x.product_id for x in lines],
                     "gtin": [x.gtin for x in lines],

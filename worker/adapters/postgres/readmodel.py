@@ -308,8 +308,9 @@ SELECT retailer_id, order_type, status_id, count(*) AS orders, sum(grand_total) 
 GROUP BY 1, 2, 3 ORDER BY 1, 2
 """
 DEMO_NOT_IMPORTED = """
-SELECT retailer_id, file_name, status, error FROM tlog_files WHERE status IN ('failed', 'skipped', 'duplicate')
-ORDER BY array_position(ARRAY['failed', 'duplicate', 'skipped'], status), id LIMIT 12
+SELECT retailer_id, file_name, status, error FROM tlog_files
+WHERE status IN ('failed', 'conflict', 'skipped', 'duplicate')
+ORDER BY array_position(ARRAY['failed', 'conflict', 'duplicate', 'skipped'], status), id LIMIT 12
 """
 DEMO_BROKERED = """
 SELECT retailer_id, coalesce(rule, '(none)') AS rule, facility_id, count(*) AS lines, sum(quantity) AS units
