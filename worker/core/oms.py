@@ -97,7 +97,7 @@ def _item(line: SaleLine, status: str) -> dict[str, Any]:
     adjustments += [
         {"type": _discount_type(a.adjustment_type), "amount": -abs(a.amount)} for a in line.adjustments if a.amount
     ]
-    return {
+    item: dict[str, Any] = {
         "idType": "UPCA",
         "idValue": line.gtin,
         "status": status,
@@ -105,6 +105,12 @@ def _item(line: SaleLine, status: str) -> dict[str, Any]:
         "unitPrice": line.price,
         "itemAdjustments": adjustments,
     }
+    # what brokering reads: non-merchandise is never brokered nor stocked; the category feeds routing filters
+    if line.product_class is not None and not line.merchandise:
+        item["productClass"] = line.product_class
+    if line.category is not None:
+        item["productCategoryId"] = line.category
+    return item
 
 
 def _ship_to(sale: Sale) -> dict[str, Any]:
@@ -172,7 +178,7 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
                 "orderFacilityId": sale.store_id,
                 "maySplit": may_split,
                 "carrierPartyId": "_NA_",
-                "items": [_item(line, ITEM_APPROVED) for line in ship],
+                "items": [_item(line, ITEM_APPROVED if line.merchandise else ITEM_COMPLETED) for line in ship],
             }
         )
     order_adjustments: list[dict[str, Any]] = []
@@ -244,8 +250,9 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
             tax=line.tax,
             line_total=line.sub_total - line_discount(line) + line.tax,
             fulfillment=line.fulfillment,
-            status_id=ITEM_COMPLETED if line.fulfillment == IN_STORE else ITEM_APPROVED,
-            facility_id=sale.store_id if line.fulfillment == IN_STORE else BROKERING_QUEUE,
+            # a gift card or service sent from the till is issued there: it never waits for brokering
+            status_id=ITEM_COMPLETED if line.fulfillment == IN_STORE or not line.merchandise else ITEM_APPROVED,
+            facility_id=sale.store_id if line.fulfillment == IN_STORE or not line.merchandise else BROKERING_QUEUE,
         )
         for line in sale.lines
     )
