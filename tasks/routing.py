@@ -56,7 +56,7 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
     soft_time_limit=120,
     time_limit=180,
 )
-def run_brokering(self: TlogTask, retailer_id: str, scheduled: bool = False) -> dict[str, Any]:
+def run_brokering(self: TlogTask, retailer_id: str, scheduled: bool = False, parked: bool = True) -> dict[str, Any]:
     """A brokering run: every send-sale order of the retailer waiting in the brokering queue, in batches, by its
     routings; scheduled (beat, `tlogsync broker`) also takes the parked and queued orders again."""
     retailer = runtime.retailer(retailer_id)
@@ -70,6 +70,7 @@ def run_brokering(self: TlogTask, retailer_id: str, scheduled: bool = False) -> 
         run_id,
         runtime.settings.max_attempts,
         scheduled=scheduled,
+        parked=parked,
     )
     if result.more or result.busy:
         # work left at the time budget, or another run held the lock and may have ended before seeing the

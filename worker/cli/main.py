@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from worker.app.settings import SettingsError
-from worker.cli import audit, dlq, flower, routing, scan, setup, status
+from worker.cli import audit, dlq, flower, orders, routing, scan, setup, status
 from worker.cli.common import CONTEXT, LOOK, UNREACHABLE, USAGE, error, redact
 from worker.core.errors import Permanent, SftpConfigError, TransientError, UnknownRetailer
 from worker.core.retailers import ConfigError
@@ -55,6 +55,7 @@ for command in (
     routing.facilities,
     routing.inventory,
     routing.cmd_broker,
+    orders.order,
     dlq.dlq,
     audit.cmd_audit,
     setup.cmd_demo,

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from worker.core.brokering import Rule
+from worker.core.brokering import BROKERING_QUEUE, Rule
 from worker.core.errors import TransientError
 from worker.core.routing import BROKERING, INVENTORY, BrokeringBatch, as_routings, broker_batch
 from worker.core.routings import DEFAULT_QUEUES, Routing
@@ -132,6 +132,7 @@ def run_brokering(
     max_attempts: int,
     batch: int = BROKERING_BATCH,
     scheduled: bool = False,
+    parked: bool = True,
 ) -> RunResult:
     """A brokering run of the retailer: orders past their auto-cancel date cancelled; with scheduled (beat, or
     `tlogsync broker`), every order waiting in a routing's queues taken again, parked ones first; then every
@@ -146,7 +147,7 @@ def run_brokering(
     def first() -> None:
         result.cancelled = store.cancel_due(retailer_id, run_id, queues)
         if scheduled:
-            result.requeued = store.requeue(retailer_id, queues)
+            result.requeued = store.requeue(retailer_id, queues if parked else [BROKERING_QUEUE])
 
     def broker(order_ids: tuple[int, ...]) -> None:
         with batch_for(order_ids, queues) as unit:

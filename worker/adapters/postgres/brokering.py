@@ -400,6 +400,10 @@ class PgBrokeringViews:
             ],
         }
 
+    def replay(self, retailer_id: str, order_ids: Sequence[int]) -> tuple[BatchSnapshot, dict[int, dict[int, str]]]:
+        found = replay(self.db, retailer_id, order_ids)
+        return found.snapshot, found.where_now
+
     def history(self, retailer_id: str, since: dt.datetime | None, limit: int = 5000) -> list[int]:
         """The send-sale orders of a period (newest `limit`), for a dry run."""
         with transient_db_errors(), self.db.connection() as conn:

@@ -204,13 +204,14 @@ class PgInventory:
         with transient_db_errors(), self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO facilities (retailer_id, facility_id, name, facility_type, postal_code, latitude,"
-                " longitude, allow_brokering, max_orders_per_day, facility_group, sequence)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " longitude, allow_brokering, max_orders_per_day, facility_group, sequence, time_zone)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (retailer_id, facility_id) DO UPDATE SET name = EXCLUDED.name,"
                 " facility_type = EXCLUDED.facility_type, postal_code = EXCLUDED.postal_code,"
                 " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,"
                 " allow_brokering = EXCLUDED.allow_brokering, max_orders_per_day = EXCLUDED.max_orders_per_day,"
-                " facility_group = EXCLUDED.facility_group, sequence = EXCLUDED.sequence",
+                " facility_group = EXCLUDED.facility_group, sequence = EXCLUDED.sequence,"
+                " time_zone = EXCLUDED.time_zone",
                 [
                     (
                         retailer_id,
@@ -224,6 +225,7 @@ class PgInventory:
                         r.max_orders_per_day,
                         r.facility_group,
                         r.sequence,
+                        r.time_zone,
                     )
                     for r in rows
                 ],
