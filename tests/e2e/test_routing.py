@@ -234,3 +234,43 @@ def test_parallel_brokering_on_several_workers_never_oversells(celery_worker, ma
     assert db.execute(
         "SELECT count(*) FROM order_facility_changes WHERE retailer_id = %s", (r.retailer_id,)
     ).fetchone() == (30,)
+
+
+def test_a_parked_order_is_brokered_by_the_next_scheduled_run_after_stock_arrives(
+    celery_worker, make_retailer, db, tmp_path
+):
+    """Nobody runs anything: beat's brokering entry of the retailer takes the parked order once stock is there."""
+    import subprocess
+    import sys
+
+    r = make_retailer(brokering={"every_seconds": 10})
+    load_network(r, tmp_path, {("DC1", LAKOTA.gtin): 0})
+    r.put("sendsale.json", dumps(send_sale(8, quantity=1)))
+    assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
+    wait_followups(db, r.retailer_id)
+    (order_id,) = db.execute("SELECT id FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()
+    assert db.execute("SELECT facility_id FROM order_items WHERE order_id = %s", (order_id,)).fetchone() == (
+        "UNFILLABLE_PARKING",
+    )
+    load_network(r, tmp_path, {("DC1", LAKOTA.gtin): 5})
+    log = open(tmp_path / "beat.log", "wb")  # noqa: SIM115 - closed below
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO", "-s", str(tmp_path / "schedule")],
+        env=os.environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while db.execute("SELECT facility_id FROM order_items WHERE order_id = %s", (order_id,)).fetchone() != ("DC1",):
+            assert time.monotonic() < deadline, (tmp_path / "beat.log").read_text()[-4000:]
+            time.sleep(0.5)
+    finally:
+        beat.terminate()
+        beat.wait(timeout=20)
+        log.close()
+    assert atp(db, r.retailer_id, "DC1") == (5, 1)
+    runs = db.execute(
+        "SELECT count(DISTINCT run_id) FROM brokering_decisions WHERE order_id = %s", (order_id,)
+    ).fetchone()
+    assert runs[0] >= 2  # the run after ingest parked it, a scheduled run brokered it
