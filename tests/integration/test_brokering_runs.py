@@ -323,3 +323,38 @@ def test_non_merchandise_lines_are_never_brokered_and_never_touch_inventory(ledg
     result = run_inventory(routing, rid, 25)
     assert result.orders == 1 and result.variances == 0
     assert atp(db, rid, "254") == (5, 0)
+
+
+def test_the_daily_order_limit_counts_the_facilitys_own_day_not_utcs(ledger, routing, inventory, db, rid):
+    r = retailer_for(rid)
+    load(inventory, rid, {("301", LAKOTA.gtin): 5, ("DC1", LAKOTA.gtin): 5})
+    # UTC+14: whatever the hour, one of the two checks below counts differently in the store's day and in UTC's
+    zone = "Pacific/Kiritimati"
+    db.execute(
+        "UPDATE facilities SET max_orders_per_day = 1, time_zone = %s WHERE retailer_id = %s AND facility_id = '301'",
+        (zone, rid),
+    )
+    earlier = store_order(ledger, r, standard(1))  # stands for an order brokered to 301 before
+    db.execute("UPDATE order_items SET facility_id = '301' WHERE order_id = %s", (earlier,))
+    db.execute("UPDATE order_followups SET status = 'done' WHERE order_id = %s", (earlier,))
+    routings = (Routing("stores first", (Rule("by sequence", sort=("sequence",)),)),)
+
+    def brokered_to_301_at(offset_minutes):
+        db.execute("DELETE FROM order_facility_changes WHERE order_id = %s", (earlier,))
+        db.execute(
+            "INSERT INTO order_facility_changes (retailer_id, order_id, item_seq, from_facility_id, facility_id,"
+            " quantity, reason, rule, run_id, changed_at) VALUES (%s, %s, 1, '_NA_', '301', 1, 'BROKERED', 'r',"
+            " 'x', (date_trunc('day', now() AT TIME ZONE %s) AT TIME ZONE %s) + make_interval(mins => %s))",
+            (rid, earlier, zone, zone, offset_minutes),
+        )
+
+    brokered_to_301_at(-1)  # the store's yesterday: does not count today
+    first = store_order(ledger, r, standard(2))
+    run(routing, inventory, rid, routings)
+    assert where(db, first) == [("301",)]
+    brokered_to_301_at(+1)  # the store's today, with `first` that makes two: the limit of one is reached
+    second = store_order(ledger, r, standard(3))
+    run(routing, inventory, rid, routings)
+    assert where(db, second) == [("DC1",)]
+    (line,) = db.execute("SELECT lines FROM brokering_decisions WHERE order_id = %s", (second,)).fetchone()[0]
+    assert line["rules"][0]["facilities"]["301"] == "capacity: 2 of 1 orders today"
