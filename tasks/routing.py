@@ -72,7 +72,11 @@ def run_brokering(self: TlogTask, retailer_id: str, scheduled: bool = False, par
         scheduled=scheduled,
         parked=parked,
     )
-    if result.more or result.busy:
+    if result.busy and scheduled:
+        # a scheduled run found another run going: it is tried again a little later, still as a scheduled run,
+        # so that the parked orders are taken again all the same
+        run_brokering.apply_async((retailer_id,), {"scheduled": True, "parked": parked}, countdown=5)
+    elif result.more or result.busy:
         # work left at the time budget, or another run held the lock and may have ended before seeing the
         # orders that asked for this run: try again in a moment (the trigger is still pending)
         publish_runs(retailer_id, [BROKERING])

@@ -177,7 +177,7 @@ def check_rule(rule: Rule) -> None:
     """A rule the engine can run; ValueError names the rule and what is wrong."""
     unknown = [key for key in rule.sort if key not in ALL_SORT_KEYS]
     if unknown:
-        raise ValueError(f"rule {rule.name!r}: unknown sort key(s) {unknown}; expected some of {list(SORT_KEYS)}")
+        raise ValueError(f"rule {rule.name!r}: unknown sort key(s) {unknown}; expected some of {list(ALL_SORT_KEYS)}")
     if rule.safety_stock < 0:
         raise ValueError(f"rule {rule.name!r}: safety_stock {rule.safety_stock} is negative")
     if rule.action not in ACTIONS:

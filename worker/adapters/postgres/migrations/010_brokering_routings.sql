@@ -35,6 +35,7 @@ ALTER TABLE facilities ADD COLUMN IF NOT EXISTS time_zone text;
 -- A scheduled run takes parked orders again, ahead of the others.
 ALTER TABLE order_followups ADD COLUMN IF NOT EXISTS parked boolean NOT NULL DEFAULT false;
 
--- Orders waiting in a queue, found by a scheduled run without reading every line of the retailer.
-CREATE INDEX IF NOT EXISTS order_items_queued ON order_items (facility_id, order_id)
-    WHERE facility_id IN ('_NA_', 'UNFILLABLE_PARKING', 'BACKORDER_PARKING', 'REJECTED_ITM_PARKING');
+-- Orders waiting in a queue, found by a scheduled run without reading every line of the retailer (only lines
+-- still open are indexed: in-store lines and shipped ones are not).
+CREATE INDEX IF NOT EXISTS order_items_open ON order_items (facility_id, order_id)
+    WHERE status_id = 'ITEM_APPROVED' AND fulfillment = 'SHIP_TO_HOME';
