@@ -358,3 +358,33 @@ def test_the_daily_order_limit_counts_the_facilitys_own_day_not_utcs(ledger, rou
     assert where(db, second) == [("DC1",)]
     (line,) = db.execute("SELECT lines FROM brokering_decisions WHERE order_id = %s", (second,)).fetchone()[0]
     assert line["rules"][0]["facilities"]["301"] == "capacity: 2 of 1 orders today"
+
+
+def test_an_order_a_rule_moved_to_a_queue_is_taken_by_a_routing_of_that_queue_in_a_scheduled_run(
+    ledger, routing, inventory, db, rid
+):
+    r = retailer_for(rid)
+    load(inventory, rid, {("DC1", LAKOTA.gtin): 0})
+    routings = (
+        Routing(
+            "backorders",
+            (Rule("dc", facility_group="DC"),),
+            include={"queues": frozenset({"BACKORDER_PARKING"})},
+        ),
+        Routing("new orders", (Rule("dc or backorder", facility_group="DC", action="move_to_queue",
+                                     queue="BACKORDER_PARKING"),)),
+    )  # fmt: skip
+    order_id = store_order(ledger, r, standard(1))
+    run(routing, inventory, rid, routings)
+    assert where(db, order_id) == [("BACKORDER_PARKING",)]
+    assert db.execute("SELECT reason FROM order_facility_changes WHERE order_id = %s", (order_id,)).fetchone() == (
+        "QUEUED",
+    )
+    load(inventory, rid, {("DC1", LAKOTA.gtin): 2})
+    result = run(routing, inventory, rid, routings, scheduled=True)
+    assert (result.requeued, result.allocated) == (1, 1)
+    assert where(db, order_id) == [("DC1",)]
+    (routed,) = db.execute(
+        "SELECT routing FROM brokering_decisions WHERE order_id = %s ORDER BY id DESC LIMIT 1", (order_id,)
+    ).fetchone()
+    assert routed == "backorders"

@@ -376,3 +376,26 @@ def test_a_bad_routing_or_rule_stops_start_up_naming_retailer_routing_rule_and_k
         + message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]"),
     ):
         retailer(brokering=brokering)
+
+
+# Non-merchandise
+
+
+def test_a_gift_card_sent_from_the_till_is_issued_there_and_never_waits_for_brokering():
+    from tests.unit.helpers import sample, to_bytes
+    from worker.core.oms import to_order
+    from worker.core.routing import BROKERING, followups_for
+    from worker.core.tlog import parse_sale
+
+    doc = sample("sendSaleOrdersSample.json")
+    for line in doc["orderProductList"]:
+        line["productClass"] = "Gift Card"
+    order = to_order(parse_sale(to_bytes(doc)), retailer())
+    assert {(line.facility_id, line.status_id) for line in order.lines} == {(doc["storeId"], "ITEM_COMPLETED")}
+    assert BROKERING not in followups_for(order, retailer())
+    items = order.payload[0]["dataList"][0]["data"]["order"]["shipGroup"][0]["items"]
+    assert {item["productClass"] for item in items} == {"Gift Card"}
+    merch = to_order(parse_sale(to_bytes(sample("sendSaleOrdersSample.json"))), retailer())
+    assert BROKERING in followups_for(merch, retailer())
+    assert all("productClass" not in item for group in merch.payload[0]["dataList"][0]["data"]["order"]["shipGroup"]
+               for item in group["items"])  # fmt: skip
