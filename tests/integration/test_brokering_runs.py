@@ -388,3 +388,22 @@ def test_an_order_a_rule_moved_to_a_queue_is_taken_by_a_routing_of_that_queue_in
         "SELECT routing FROM brokering_decisions WHERE order_id = %s ORDER BY id DESC LIMIT 1", (order_id,)
     ).fetchone()
     assert routed == "backorders"
+
+
+def test_an_in_store_sale_lowers_a_stock_row_loaded_without_a_gtin(ledger, routing, inventory, db, rid):
+    from tests.integration.test_routing_runs import in_store_sale
+    from worker.services.routing import run_inventory
+
+    r = retailer_for(rid, order_master=True)
+    load(inventory, rid, {})
+    sale = in_store_sale(1)
+    line = sale["orderProductList"][0]
+    inventory.load_inventory(
+        rid, parse_inventory_csv(f"facility_id,product_id,gtin,quantity_on_hand\n254,{line['productId']},,5\n")
+    )
+    store_order(ledger, r, sale)
+    result = run_inventory(routing, rid, 25)
+    assert (result.variances, result.notes) == (1, [])
+    assert db.execute(
+        "SELECT quantity_on_hand, gtin FROM inventory WHERE retailer_id = %s AND facility_id = '254'", (rid,)
+    ).fetchall() == [(5 - line["quantity"], None)]

@@ -144,8 +144,9 @@ class SaleLinesRow:
     known_here: bool
 
 
-# The in-store lines of several sales, each with the product id its store's stock row uses (else the one
-# another facility uses for the GTIN, else the line's own) and whether the store has the row.
+# The in-store lines of several sales (non-merchandise ones left out), each with the product id its store's stock
+# row uses (by GTIN or product id; else the one another facility uses for the GTIN, else the line's own) and
+# whether the store has the row.
 SALE_LINES_MANY = """
 SELECT o.id AS order_id, o.external_id, o.store_id, i.item_seq, i.product_id, i.gtin, i.quantity,
        coalesce(inv.product_id,
@@ -158,7 +159,12 @@ LEFT JOIN order_items i ON i.order_id = o.id AND i.fulfillment = 'IN_STORE'
     AND NOT jsonb_path_exists(o.oms_payload, '$[0].dataList[0].data.order.shipGroup[*].items[*] ? (@.idValue == $g
         && exists(@.productClass) && !(@.productClass like_regex "^merchandise$" flag "i"))',
         jsonb_build_object('g', i.gtin))
-LEFT JOIN inventory inv ON inv.retailer_id = o.retailer_id AND inv.facility_id = o.store_id AND inv.gtin = i.gtin
+-- the store's stock row of the line: by GTIN, else (stock loaded without GTINs) by product id
+LEFT JOIN LATERAL (
+    SELECT x.product_id FROM inventory x
+    WHERE x.retailer_id = o.retailer_id AND x.facility_id = o.store_id
+      AND (x.gtin = i.gtin OR (x.gtin IS NULL AND x.product_id = i.product_id))
+    ORDER BY x.gtin IS NULL LIMIT 1) inv ON true
 WHERE o.id = ANY(%(o)s) AND o.retailer_id = %(r)s
 ORDER BY o.id, i.item_seq
 """
