@@ -84,8 +84,8 @@ def print_order(found: dict[str, Any]) -> None:
 )
 @retailer_argument
 @click.argument("order_id", metavar="ORDER_ID")
-@option("--json", "as_json", is_flag=True, help="The order and its decisions as JSON.")
+@option("--json", is_flag=True, help="The order and its decisions as JSON.")
 @option("--runs", type=click.IntRange(min=1), default=1, help="How many of the latest brokering runs to show.")
 @with_settings
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
-    return show_order(settings, args.retailer, args.order_id, args.as_json, args.runs)
+    return show_order(settings, args.retailer, args.order_id, args.json, args.runs)

@@ -99,13 +99,13 @@ inventory.add_command(_load_command("inventory", INVENTORY_COLUMNS))
     default=None,
     help="With --dry-run: orders stored since this date (UTC); default: the latest 5000.",
 )
-@option("--json", "as_json", is_flag=True, help="With --dry-run: the report as JSON.")
+@option("--json", is_flag=True, help="With --dry-run: the report as JSON.")
 @with_settings
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     """A brokering run now, or a dry run."""
     retailer = known_retailer(settings, args.retailer)
     if args.dry_run:
-        return broker_dry_run(settings, retailer, args.rules, args.since, args.as_json)
+        return broker_dry_run(settings, retailer, args.rules, args.since, args.json)
     if args.rules or args.since:
         error("tlogsync: --rules and --since go with --dry-run")
         return 2
