@@ -393,6 +393,7 @@ def test_a_gift_card_sent_from_the_till_is_issued_there_and_never_waits_for_brok
     order = to_order(parse_sale(to_bytes(doc)), retailer())
     assert {(line.facility_id, line.status_id) for line in order.lines} == {(doc["storeId"], "ITEM_COMPLETED")}
     assert BROKERING not in followups_for(order, retailer())
+    assert order.status_id == "ORDER_COMPLETED"
     items = order.payload[0]["dataList"][0]["data"]["order"]["shipGroup"][0]["items"]
     assert {item["productClass"] for item in items} == {"Gift Card"}
     merch = to_order(parse_sale(to_bytes(sample("sendSaleOrdersSample.json"))), retailer())

@@ -197,7 +197,8 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
             sale.order_id,
         )
 
-    status = ORDER_COMPLETED if not ship else ORDER_APPROVED
+    # an order whose only ship-to-home lines are gift cards or services is complete at the till
+    status = ORDER_APPROVED if any(line.merchandise for line in ship) else ORDER_COMPLETED
     payments = _payments(sale, retailer)
     first = sale.billing_first_name or sale.customer_first_name
     last = sale.billing_last_name or sale.customer_last_name
