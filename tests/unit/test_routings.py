@@ -203,6 +203,14 @@ def test_auto_cancel_days_set_an_auto_cancel_date_on_an_order_the_rules_cannot_p
     assert o.auto_cancel_at is None
 
 
+def test_a_rule_may_remove_the_auto_cancel_date_of_what_it_cannot_place():
+    routing = Routing(
+        "hold", (Rule("dc", auto_cancel_days=3), Rule("hold", facility_group="DC", remove_auto_cancel=True))
+    )
+    (o,) = plan_batch([order(1)], [DC], {}, [routing], NOW)
+    assert o.auto_cancel_at is None and o.remove_auto_cancel
+
+
 # The explained decision
 
 

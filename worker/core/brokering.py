@@ -43,6 +43,7 @@ class Rule:
     action: str = NEXT_RULE
     queue: str | None = None  # with action move_to_queue: the parking facility unplaced lines go to
     auto_cancel_days: int | None = None  # unplaced lines: the order gets an auto-cancel date this many days ahead
+    remove_auto_cancel: bool = False  # unplaced lines: the order's auto-cancel date is removed (it waits, held)
 
 
 DEFAULT_RULES: tuple[Rule, ...] = (Rule("default: nearest facility", sort=("distance",)),)
@@ -113,6 +114,7 @@ class BrokeringPlan:
     unfillable: tuple[Unfillable, ...]
     trace: Mapping[int, tuple[RuleTrace, ...]] = field(default_factory=dict, compare=False)
     auto_cancel_days: int | None = field(default=None, compare=False)  # set by a rule's action, if any
+    remove_auto_cancel: bool = field(default=False, compare=False)  # a rule's action removes the date
 
 
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -339,6 +341,7 @@ def broker(
     # Lines some rule could have shipped on their own, had it been allowed to split: their reason says so.
     held_back: set[int] = set()
     auto_cancel_days: int | None = None
+    remove_auto_cancel = False
     queued: list[Unfillable] = []
     tried_rules: list[str] = []
 
@@ -411,8 +414,10 @@ def broker(
                     )
                 )
         remaining = [line for line in remaining if line.item_seq not in placed]
-        if remaining and rule.auto_cancel_days is not None and auto_cancel_days is None:
+        if remaining and rule.auto_cancel_days is not None and auto_cancel_days is None and not remove_auto_cancel:
             auto_cancel_days = rule.auto_cancel_days
+        if remaining and rule.remove_auto_cancel:
+            remove_auto_cancel, auto_cancel_days = True, None
         if remaining and rule.action == MOVE_TO_QUEUE:
             assert rule.queue is not None
             tried = ", ".join(tried_rules)
@@ -435,4 +440,5 @@ def broker(
         tuple(sorted(unfillable, key=lambda u: u.item_seq)),
         {seq: tuple(rows) for seq, rows in trace.items()},
         auto_cancel_days,
+        remove_auto_cancel,
     )

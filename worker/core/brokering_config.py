@@ -81,6 +81,7 @@ class RuleSchema(_Strict):
     action = fields.String(load_default=NEXT_RULE, validate=validate.OneOf(ACTIONS))
     queue = fields.String(load_default=None, validate=validate.Regexp(QUEUE_NAME, error="must be a queue id"))
     auto_cancel_days = fields.Integer(load_default=None, validate=validate.Range(min=1, max=3650))
+    remove_auto_cancel = fields.Boolean(load_default=False)
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
@@ -92,6 +93,8 @@ class RuleSchema(_Strict):
             raise ValidationError("only with action = 'move_to_queue'", "queue")
         if data.get("queue") in ("_NA_",):
             raise ValidationError("cannot be the brokering queue itself", "queue")
+        if data.get("auto_cancel_days") is not None and data.get("remove_auto_cancel"):
+            raise ValidationError("set auto_cancel_days or remove_auto_cancel, not both", "remove_auto_cancel")
         same = data.get("facility_group")
         if same is not None and same == data.get("exclude_facility_group"):
             raise ValidationError("the same group cannot be included and excluded", "exclude_facility_group")

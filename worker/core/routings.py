@@ -85,6 +85,7 @@ class OrderOutcome:
     plan: BrokeringPlan | None
     why_unrouted: str | None = None
     auto_cancel_at: dt.datetime | None = None  # newly set by a rule's action
+    remove_auto_cancel: bool = False  # a rule's action removes the order's auto-cancel date
 
 
 def _attributes(order: OrderToBroker, origin_group: str | None) -> dict[str, set[str]]:
@@ -201,7 +202,15 @@ def plan_batch(
             cancel_at = None
             if plan.unfillable and plan.auto_cancel_days is not None and order.auto_cancel_at is None:
                 cancel_at = now + dt.timedelta(days=plan.auto_cancel_days)
-            outcomes.append(OrderOutcome(order, routing.name, plan, auto_cancel_at=cancel_at))
+            outcomes.append(
+                OrderOutcome(
+                    order,
+                    routing.name,
+                    plan,
+                    auto_cancel_at=cancel_at,
+                    remove_auto_cancel=bool(plan.unfillable) and plan.remove_auto_cancel,
+                )
+            )
     return outcomes
 
 

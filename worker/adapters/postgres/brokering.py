@@ -307,8 +307,8 @@ class PgBrokeringBatch:
                 line = self._lines[(order_id, u.item_seq)]
                 reason = "UNFILLABLE" if u.queue == UNFILLABLE_PARKING else "QUEUED"
                 moves.append((order_id, u.item_seq, line.facility_id, u.queue, line.quantity, reason, None, u.reason))
-            if not plan.unfillable:
-                cancels.append((order_id, None, True))  # placed: an auto-cancel date no longer applies
+            if not plan.unfillable or outcome.remove_auto_cancel:
+                cancels.append((order_id, None, True))  # placed, or held: an auto-cancel date no longer applies
             elif outcome.auto_cancel_at is not None:
                 cancels.append((order_id, outcome.auto_cancel_at, False))
         if not decisions and not followups:
