@@ -39,7 +39,8 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
     ):
         plan = broker_order_core(unit, retailer.brokering.routings, run_id)
     if plan is None:
-        return {"retailer": retailer_id, "order_id": order_id, "allocated": 0, "note": "nothing waiting"}
+        note = "nothing waiting, or no routing matched (tlogsync order show says which)"
+        return {"retailer": retailer_id, "order_id": order_id, "allocated": 0, "note": note}
     return {
         "retailer": retailer_id,
         "order_id": order_id,

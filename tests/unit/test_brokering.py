@@ -546,3 +546,13 @@ def test_a_plan_respects_stock_exclusion_and_capacity_and_accounts_for_every_lin
     for fid in {a.facility_id for a in plan.allocations}:
         limit = by_id[fid].max_orders_per_day
         assert limit is None or by_id[fid].orders_today + 1 <= limit
+
+
+def test_where_the_greedy_split_needs_three_facilities_two_are_found_when_two_will_do():
+    # A holds the most lines, but taking A first leaves 5 and 6 for two more packages; B and C ship it all.
+    facilities = [facility("A", NEWARK), facility("B", PHILADELPHIA), facility("C", LOS_ANGELES)]
+    stock = {("A", g): 1 for g in ("G1", "G2", "G3", "G4")}
+    stock |= {("B", g): 1 for g in ("G1", "G2", "G5")} | {("C", g): 1 for g in ("G3", "G4", "G6")}
+    group = ship_group(*(line(i, f"G{i}") for i in range(1, 7)), may_split=True)
+    plan = broker(group, facilities, stock, [Rule("split", allow_split=True, sort=("distance",))])
+    assert placed(plan) == {1: "B", 2: "B", 5: "B", 3: "C", 4: "C", 6: "C"}
