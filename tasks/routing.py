@@ -37,9 +37,10 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
         forgiven_on_transient(order_id, BROKERING),
         runtime.inventory().brokering_unit(retailer_id, order_id, parked) as unit,
     ):
-        plan = broker_order_core(unit, retailer.brokering_rules, run_id)
+        plan = broker_order_core(unit, retailer.brokering.routings, run_id)
     if plan is None:
-        return {"retailer": retailer_id, "order_id": order_id, "allocated": 0, "note": "nothing waiting"}
+        note = "nothing waiting, or no routing matched (tlogsync order show says which)"
+        return {"retailer": retailer_id, "order_id": order_id, "allocated": 0, "note": note}
     return {
         "retailer": retailer_id,
         "order_id": order_id,
@@ -56,20 +57,27 @@ def broker_order(self: TlogTask, retailer_id: str, order_id: int, parked: bool =
     soft_time_limit=120,
     time_limit=180,
 )
-def run_brokering(self: TlogTask, retailer_id: str) -> dict[str, Any]:
-    """A brokering run: every send-sale order of the retailer waiting in the brokering queue, in batches."""
+def run_brokering(self: TlogTask, retailer_id: str, scheduled: bool = False, parked: bool = True) -> dict[str, Any]:
+    """A brokering run: every send-sale order of the retailer waiting in the brokering queue, in batches, by its
+    routings; scheduled (beat, `tlogsync broker`) also takes the parked and queued orders again."""
     retailer = runtime.retailer(retailer_id)
     run_id = self.request.id or f"run-{uuid.uuid4()}"
     inventory = runtime.inventory()
     result = run_brokering_core(
         runtime.routing(),
-        lambda order_id: inventory.brokering_unit(retailer_id, order_id),
-        retailer.brokering_rules,
+        lambda order_ids, queues: inventory.brokering_batch(retailer_id, order_ids, queues),
+        retailer.brokering.routings,
         retailer_id,
         run_id,
         runtime.settings.max_attempts,
+        scheduled=scheduled,
+        parked=parked,
     )
-    if result.more or result.busy:
+    if result.busy and scheduled:
+        # a scheduled run found another run going: it is tried again a little later, still as a scheduled run,
+        # so that the parked orders are taken again all the same
+        run_brokering.apply_async((retailer_id,), {"scheduled": True, "parked": parked}, countdown=5)
+    elif result.more or result.busy:
         # work left at the time budget, or another run held the lock and may have ended before seeing the
         # orders that asked for this run: try again in a moment (the trigger is still pending)
         publish_runs(retailer_id, [BROKERING])

@@ -190,6 +190,9 @@ def render_retailers(sshd: Sshd, retailers: Iterable[RetailerDirs] | None = None
             "min_age_seconds = 2",
         ]
         lines += [f"{k} = {_toml(v)}" for k, v in dict(r.options.get("sftp", {})).items()]  # type: ignore[call-overload]
+        if r.options.get("brokering"):  # scalar keys only, e.g. every_seconds
+            lines.append(f"[retailers.{r.retailer_id}.brokering]")
+            lines += [f"{k} = {_toml(v)}" for k, v in dict(r.options["brokering"]).items()]  # type: ignore[call-overload]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 

@@ -234,3 +234,94 @@ def test_parallel_brokering_on_several_workers_never_oversells(celery_worker, ma
     assert db.execute(
         "SELECT count(*) FROM order_facility_changes WHERE retailer_id = %s", (r.retailer_id,)
     ).fetchone() == (30,)
+
+
+def test_a_parked_order_is_brokered_by_the_next_scheduled_run_after_stock_arrives(
+    celery_worker, make_retailer, db, tmp_path
+):
+    """Nobody runs anything: beat's brokering entry of the retailer takes the parked order once stock is there."""
+    import subprocess
+    import sys
+
+    r = make_retailer(brokering={"every_seconds": 10})
+    load_network(r, tmp_path, {("DC1", LAKOTA.gtin): 0})
+    r.put("sendsale.json", dumps(send_sale(8, quantity=1)))
+    assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
+    wait_followups(db, r.retailer_id)
+    (order_id,) = db.execute("SELECT id FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone()
+    assert db.execute("SELECT facility_id FROM order_items WHERE order_id = %s", (order_id,)).fetchone() == (
+        "UNFILLABLE_PARKING",
+    )
+    load_network(r, tmp_path, {("DC1", LAKOTA.gtin): 5})
+    log = open(tmp_path / "beat.log", "wb")  # noqa: SIM115 - closed below
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO", "-s", str(tmp_path / "schedule")],
+        env=os.environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while db.execute("SELECT facility_id FROM order_items WHERE order_id = %s", (order_id,)).fetchone() != ("DC1",):
+            assert time.monotonic() < deadline, (tmp_path / "beat.log").read_text()[-4000:]
+            time.sleep(0.5)
+    finally:
+        beat.terminate()
+        beat.wait(timeout=20)
+        log.close()
+    assert atp(db, r.retailer_id, "DC1") == (5, 1)
+    runs = db.execute(
+        "SELECT count(DISTINCT run_id) FROM brokering_decisions WHERE order_id = %s", (order_id,)
+    ).fetchone()
+    assert runs[0] >= 2  # the run after ingest parked it, a scheduled run brokered it
+
+
+def test_order_show_explains_each_facility_and_a_dry_run_changes_nothing(celery_worker, make_retailer, db, tmp_path):
+    import json
+
+    r = make_retailer()
+    load_network(r, tmp_path, {("254", LAKOTA.gtin): 5, ("301", LAKOTA.gtin): 0, ("DC1", LAKOTA.gtin): 5})
+    doc = send_sale(9, quantity=1)
+    r.put("sendsale.json", dumps(doc))
+    assert cli("scan", r.retailer_id, "--wait", "--timeout", "60").returncode == 0
+    wait_followups(db, r.retailer_id)
+    shown = cli("order", "show", r.retailer_id, doc["orderId"])
+    assert shown.returncode == 0, shown.stderr
+    assert "excluded: the selling store" in shown.stdout and "short by 1" in shown.stdout
+    as_json = json.loads(cli("order", "show", r.retailer_id, doc["orderId"], "--json").stdout)
+    (line,) = as_json["decisions"][0]["lines"]
+    assert line["result"] == "allocated" and line["facility"] == "DC1"
+    assert line["rules"][0]["facilities"]["254"] == "excluded: the selling store"
+    missing = cli("order", "show", r.retailer_id, "NO-SUCH-ORDER")
+    assert missing.returncode == 1 and "has no order 'NO-SUCH-ORDER'" in missing.stderr
+
+    def state():
+        return [
+            db.execute(sql, (r.retailer_id,)).fetchall()
+            for sql in (
+                "SELECT facility_id, quantity_on_hand, reserved, updated_at FROM inventory WHERE retailer_id = %s"
+                " ORDER BY 1",
+                "SELECT count(*) FROM order_facility_changes WHERE retailer_id = %s",
+                "SELECT count(*) FROM brokering_decisions WHERE retailer_id = %s",
+                "SELECT i.facility_id FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.retailer_id = %s",
+            )
+        ]
+
+    before = state()
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text('[brokering]\n[[brokering.rules]]\nname = "stores only"\nfacility_group = "STORES"\n')
+    dry = cli("broker", r.retailer_id, "--dry-run", "--rules", str(candidate), "--json")
+    assert dry.returncode == 0, dry.stderr
+    report = json.loads(dry.stdout)
+    assert report["orders"] == 1
+    assert report["current_rules"]["fill_rate"] == 1.0 and report["candidate_rules"]["fill_rate"] == 0.0
+    assert [c["order_id"] for c in report["changed"]] == [doc["orderId"]]
+    table = cli("broker", r.retailer_id, "--dry-run", "--since", "2020-01-01")
+    assert table.returncode == 0 and "fill rate" in table.stdout and "nothing reserved" in table.stdout
+    assert state() == before
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rules]]\nname = "x"\nsort = ["nearest"]\n')
+    refused = cli("broker", r.retailer_id, "--dry-run", "--rules", str(bad))
+    assert refused.returncode == 2 and "rule 'x': sort[0]" in refused.stderr
+    listed = cli("retailers")
+    assert listed.returncode == 0 and "after ingest only" in listed.stdout

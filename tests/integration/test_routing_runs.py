@@ -59,9 +59,11 @@ def test_a_brokering_run_takes_every_waiting_order_once(ledger, routing, invento
     r = retailer_for(rid)
     load(inventory, rid, {("301", LAKOTA.gtin): 3, ("DC1", LAKOTA.gtin): 3})
     orders = [store(ledger, r, send_sale(n, quantity=1)).order_id for n in range(1, 6)]
-    result = run_brokering(routing, lambda o: inventory.brokering_unit(rid, o), NEARBY, rid, "run-1", 25, batch=2)
+    result = run_brokering(
+        routing, lambda ids, q: inventory.brokering_batch(rid, ids, q), NEARBY, rid, "run-1", 25, batch=2
+    )
     assert (result.orders, result.allocated, result.unfillable, result.passes) == (5, 5, 0, 3)
-    again = run_brokering(routing, lambda o: inventory.brokering_unit(rid, o), NEARBY, rid, "run-2", 25)
+    again = run_brokering(routing, lambda ids, q: inventory.brokering_batch(rid, ids, q), NEARBY, rid, "run-2", 25)
     assert (again.orders, again.allocated) == (0, 0)
     reserved = sum(atp(db, rid, f)[1] for f in ("301", "DC1"))
     assert reserved == 5

@@ -111,14 +111,23 @@ def test_one_facility_holding_every_line_is_preferred_to_splitting_even_when_spl
     assert placed(plan) == {1: "FAR", 2: "FAR"}
 
 
-def test_a_split_rule_places_each_line_at_the_first_facility_in_sort_order_that_can_take_it():
+def test_a_split_rule_uses_the_fewest_facilities_not_the_first_per_line():
+    # Issue 12, "fewest shipments": line by line would give three packages (NEAR, MID, FAR); two will do.
     facilities = [facility("NEAR", NEWARK), facility("MID", PHILADELPHIA), facility("FAR", LOS_ANGELES)]
     stock = {("NEAR", "G1"): 5, ("MID", "G2"): 5, ("FAR", "G1"): 5, ("FAR", "G2"): 1, ("FAR", "G3"): 5}
     rules = [Rule("split", allow_split=True, sort=("distance",))]
     group = ship_group(line(1, "G1"), line(2, "G2", 2), line(3, "G3"), may_split=True)
     plan = broker(group, facilities, stock, rules)
-    assert placed(plan) == {1: "NEAR", 2: "MID", 3: "FAR"}
+    assert placed(plan) == {1: "FAR", 2: "MID", 3: "FAR"}
     assert plan.unfillable == ()
+
+
+def test_among_splits_of_as_many_facilities_the_rules_sort_decides():
+    facilities = [facility("NEAR", NEWARK), facility("MID", PHILADELPHIA), facility("FAR", LOS_ANGELES)]
+    stock = {("NEAR", "G1"): 5, ("MID", "G2"): 5, ("FAR", "G1"): 5, ("FAR", "G2"): 5, ("FAR", "G3"): 5}
+    rules = [Rule("split", allow_split=True, sort=("distance",))]
+    group = ship_group(line(1, "G1"), line(2, "G2"), may_split=True)
+    assert placed(broker(group, facilities[:2], stock, rules)) == {1: "NEAR", 2: "MID"}
 
 
 @pytest.mark.parametrize(("may_split", "allow_split"), [(True, False), (False, True), (False, False)])
@@ -537,3 +546,13 @@ def test_a_plan_respects_stock_exclusion_and_capacity_and_accounts_for_every_lin
     for fid in {a.facility_id for a in plan.allocations}:
         limit = by_id[fid].max_orders_per_day
         assert limit is None or by_id[fid].orders_today + 1 <= limit
+
+
+def test_where_the_greedy_split_needs_three_facilities_two_are_found_when_two_will_do():
+    # A holds the most lines, but taking A first leaves 5 and 6 for two more packages; B and C ship it all.
+    facilities = [facility("A", NEWARK), facility("B", PHILADELPHIA), facility("C", LOS_ANGELES)]
+    stock = {("A", g): 1 for g in ("G1", "G2", "G3", "G4")}
+    stock |= {("B", g): 1 for g in ("G1", "G2", "G5")} | {("C", g): 1 for g in ("G3", "G4", "G6")}
+    group = ship_group(*(line(i, f"G{i}") for i in range(1, 7)), may_split=True)
+    plan = broker(group, facilities, stock, [Rule("split", allow_split=True, sort=("distance",))])
+    assert placed(plan) == {1: "B", 2: "B", 5: "B", 3: "C", 4: "C", 6: "C"}

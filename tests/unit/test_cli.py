@@ -14,7 +14,7 @@ from worker.cli.main import cli, main
 
 EVERY_COMMAND = {
     "migrate", "retailers", "scan", "replay-file", "status", "metrics", "flower",
-    "facilities", "inventory", "broker", "dlq", "audit", "demo",
+    "facilities", "inventory", "broker", "order", "dlq", "audit", "demo",
 }  # fmt: skip
 
 

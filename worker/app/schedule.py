@@ -1,4 +1,5 @@
-"""Beat: one scan entry per enabled retailer, built from the retailers file."""
+"""Beat: one scan entry per enabled retailer (and its scheduled brokering run, its audit), built from the
+retailers file."""
 
 from __future__ import annotations
 
@@ -33,6 +34,26 @@ def retailer_schedule(retailer: Retailer) -> Any:
         raise ConfigError(f"retailer {retailer.retailer_id!r}: schedule: {exc}") from None
 
 
+def brokering_entry_name(retailer_id: str) -> str:
+    return f"broker:{retailer_id}"
+
+
+def brokering_schedule(retailer: Retailer) -> Any:
+    """The retailer's scheduled brokering run (crontab or interval), or None when it has none."""
+    config = retailer.brokering
+    if config.every_seconds is not None:
+        return schedule(config.every_seconds)
+    if config.schedule is None:
+        return None
+    minute, hour, day_of_month, month_of_year, day_of_week = config.schedule.split()
+    try:
+        return crontab(
+            minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year, day_of_week=day_of_week
+        )
+    except ValueError as exc:
+        raise ConfigError(f"retailer {retailer.retailer_id!r}: brokering: schedule: {exc}") from None
+
+
 def build_beat_schedule(retailers: dict[str, Retailer]) -> dict[str, dict[str, Any]]:
     """The beat schedule: each enabled retailer's scan on its own crontab or interval."""
     entries = {}
@@ -47,6 +68,16 @@ def build_beat_schedule(retailers: dict[str, Retailer]) -> dict[str, dict[str, A
             # a scan that waited longer than its retailer's interval is stale: the next one replaces it
             "options": {"expires": retailer.poll_seconds or 300},
         }
+        broker_when = brokering_schedule(retailer)
+        if broker_when is not None:
+            # A scheduled run takes the parked and queued orders again (parked first) and cancels what is due.
+            entries[brokering_entry_name(retailer.retailer_id)] = {
+                "task": "tlogsync.run_brokering",
+                "schedule": broker_when,
+                "args": (retailer.retailer_id,),
+                "kwargs": {"scheduled": True},
+                "options": {"expires": retailer.brokering.every_seconds or 300},
+            }
         if retailer.audit_time:
             # Checked every 15 minutes: the task runs the audit once the retailer's local audit_time has
             # passed (daylight saving included) and the day has no report yet.

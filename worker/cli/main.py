@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from worker.app.settings import SettingsError
-from worker.cli import audit, dlq, flower, lifecycle, routing, scan, setup, status
+from worker.cli import audit, dlq, flower, lifecycle, orders, routing, scan, setup, status
 from worker.cli.common import CONTEXT, LOOK, UNREACHABLE, USAGE, error, redact
 from worker.core.errors import Permanent, SftpConfigError, TransientError, UnknownRetailer
 from worker.core.retailers import ConfigError
@@ -55,12 +55,15 @@ for command in (
     routing.facilities,
     routing.inventory,
     routing.cmd_broker,
+    orders.order,
     dlq.dlq,
     audit.cmd_audit,
-    lifecycle.order_group,  # until the brokering work's `order` group: attach lifecycle.COMMANDS to it instead
     setup.cmd_demo,
 ):
     cli.add_command(command)
+
+for command in lifecycle.COMMANDS:  # ship, reject, cancel, diff beside show
+    orders.order.add_command(command)
 
 
 def _unreachable(exc: BaseException) -> str | None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+from typing import Any
 
 import click
+from rich.table import Table
 
 from worker.app.settings import Settings
 from worker.cli.common import console, database, error, known_retailer, option, retailer_argument, with_settings
@@ -75,19 +79,125 @@ facilities.add_command(_load_command("facilities", FACILITY_COLUMNS))
 inventory.add_command(_load_command("inventory", INVENTORY_COLUMNS))
 
 
-@click.command("broker", help="Enqueue brokering of RETAILER's orders still in _NA_ (--parked: and parked ones).")
+@click.command(
+    "broker",
+    help="Start a brokering run of RETAILER now (--parked: the parked and queued orders too, as a scheduled run "
+    "does), or with --dry-run replay its orders against the current or a candidate rule set, changing nothing.",
+)
 @retailer_argument
-@option("--parked", is_flag=True, help="Also the orders parked in UNFILLABLE_PARKING.")
+@option("--parked", is_flag=True, help="Also the orders parked in UNFILLABLE_PARKING and the routings' queues.")
+@option("--dry-run", is_flag=True, help="Reserve nothing: print fill rate, split rate, distance, changed orders.")
+@option(
+    "--rules",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="With --dry-run: a TOML file with a candidate [brokering] table (routings, or a flat rules list).",
+)
+@option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+    default=None,
+    help="With --dry-run: orders stored since this date (UTC); default: the latest 5000.",
+)
+@option("--json", is_flag=True, help="With --dry-run: the report as JSON.")
 @with_settings
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
-    """Re-run brokering for orders still waiting (and, with --parked, those parked as unfillable)."""
-    known_retailer(settings, args.retailer)
-    from tasks.routing import broker_order
+    """A brokering run now, or a dry run."""
+    retailer = known_retailer(settings, args.retailer)
+    if args.dry_run:
+        return broker_dry_run(settings, retailer, args.rules, args.since, args.json)
+    if args.rules or args.since:
+        error("tlogsync: --rules and --since go with --dry-run")
+        return 2
+    from tasks.routing import run_brokering
 
     db, store_cls = _inventory_store(settings)
     with db:
         orders = store_cls(db).orders_waiting(args.retailer, args.parked)
-    for order_id in orders:
-        broker_order.apply_async((args.retailer, order_id), {"parked": args.parked})
-    console.print(f"brokering enqueued for {len(orders)} orders of {args.retailer}")
+    run_brokering.apply_async((args.retailer,), {"scheduled": True, "parked": args.parked})
+    console.print(f"brokering run enqueued for {len(orders)} orders of {args.retailer}")
     return 0
+
+
+def load_candidate(path: str) -> tuple[Any, ...]:
+    """The routings of a candidate rules file: a [brokering] table, or its keys at the top level."""
+    import tomllib
+
+    from worker.core.brokering_config import BrokeringConfigError, parse_brokering
+    from worker.core.retailers import ConfigError
+
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"rules file {path}: {exc}") from None
+    table = document.get("brokering", document)
+    try:
+        return parse_brokering(table).routings
+    except BrokeringConfigError as exc:
+        raise ConfigError(f"rules file {path}: {exc}") from None
+
+
+def broker_dry_run(
+    settings: Settings, retailer: Any, rules: str | None, since: dt.datetime | None, as_json: bool
+) -> int:
+    """Replay RETAILER's orders since a date; print the fill rate, split rate, average distance and the orders
+    whose outcome would change. Exit 0."""
+    from worker.adapters.postgres.brokering import PgBrokeringViews
+    from worker.services.brokering import dry_run
+
+    candidate = load_candidate(rules) if rules else None
+    when = since.replace(tzinfo=dt.UTC) if since is not None else None
+    db = database(settings)
+    with db:
+        views = PgBrokeringViews(db)
+        report = dry_run(
+            lambda s: views.history(retailer.retailer_id, s),
+            lambda ids: views.replay(retailer.retailer_id, ids),
+            retailer.brokering.routings,
+            candidate,
+            when,
+        )
+    sets = [("current rules", report.current)] + ([("candidate rules", report.candidate)] if report.candidate else [])
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "retailer": retailer.retailer_id,
+                    "orders": report.orders,
+                    **{
+                        name.replace(" ", "_"): {
+                            "fill_rate": round(stats.fill_rate, 4),
+                            "split_rate": round(stats.split_rate, 4),
+                            "average_distance_km": stats.average_distance_km,
+                            "lines": stats.lines,
+                            "filled_lines": stats.filled_lines,
+                        }
+                        for name, stats in sets
+                    },
+                    "changed": [{"order_id": o, "before": b, "after": a} for o, b, a in report.changed],
+                }
+            )
+        )
+        return 0
+    table = Table(title=f"dry run of {retailer.retailer_id}: {report.orders} orders (nothing reserved)")
+    for col in ("rules", "fill rate", "split rate", "average distance", "lines filled"):
+        table.add_column(col)
+    for name, stats in sets:
+        distance = f"{stats.average_distance_km:.1f} km" if stats.average_distance_km is not None else "-"
+        table.add_row(
+            name, f"{stats.fill_rate:.1%}", f"{stats.split_rate:.1%}", distance, f"{stats.filled_lines}/{stats.lines}"
+        )
+    console.print(table)
+    against = "the current rules" if report.candidate else "where the lines are now"
+    changed = Table(title=f"{len(report.changed)} orders whose outcome would change (against {against})")
+    for col in ("order", "before", "after"):
+        changed.add_column(col)
+    for order_id, before, after in report.changed[:200]:
+        changed.add_row(order_id, _where(before), _where(after))
+    console.print(changed)
+    return 0
+
+
+def _where(placed: dict[int, str]) -> str:
+    return ", ".join(f"{seq}: {fid}" for seq, fid in sorted(placed.items())) or "-"

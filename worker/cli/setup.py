@@ -29,14 +29,18 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
     retailers = retailers_in_force(settings)
     table = Table(title=f"retailers in {settings.retailers_path}")
-    for col in ("retailer", "enabled", "schedule", "order master", "sftp", "orders dir"):
+    for col in ("retailer", "enabled", "schedule", "brokering", "order master", "sftp", "orders dir"):
         table.add_column(col)
     for r in retailers.values():
         when = r.schedule if r.schedule else f"every {r.poll_seconds:g}s"
+        b = r.brokering
+        runs = b.schedule or (f"every {b.every_seconds:g}s" if b.every_seconds else "after ingest only")
+        routings = f"{len(b.routings)} routing{'s' if len(b.routings) != 1 else ''}"
         table.add_row(
             r.retailer_id,
             "yes" if r.enabled else "paused",
             when,
+            f"{runs}; {routings}",
             "yes" if r.order_master else "no",
             f"{r.sftp.username}@{r.sftp.host}:{r.sftp.port}",
             r.sftp.orders_dir,

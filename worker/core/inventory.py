@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker.core.money import JsonError, loads_decimal
 
@@ -42,6 +43,7 @@ FACILITY_COLUMNS = (
     "facility_group",
     "sequence",
 )
+FACILITY_OPTIONAL_COLUMNS = ("time_zone",)  # IANA name: the day its daily order limit counts in (empty: UTC)
 INVENTORY_COLUMNS = ("facility_id", "product_id", "gtin", "quantity_on_hand")
 
 MAX_DELTA = 1_000_000  # one variance moving a million units is corrupt data, not a stock count
@@ -137,6 +139,7 @@ class FacilityRow:
     max_orders_per_day: int | None  # None = no limit
     facility_group: str | None
     sequence: int | None
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -444,7 +447,7 @@ def _variance_record(
 
 def parse_facilities_csv(text: str) -> list[FacilityRow]:
     """An operator's facilities CSV to rows; a bad header or any bad row raises one LoadError naming them all."""
-    return _load(text, FACILITY_COLUMNS, _facility, ("facility_id",))
+    return _load(text, FACILITY_COLUMNS, _facility, ("facility_id",), FACILITY_COLUMNS + FACILITY_OPTIONAL_COLUMNS)
 
 
 def parse_inventory_csv(text: str) -> list[InventoryRow]:
@@ -464,6 +467,7 @@ def _facility(fields: _Fields) -> FacilityRow:
         max_orders_per_day=fields.read("max_orders_per_day", _whole, None, low=0, high=MAX_INT),
         facility_group=fields.read("facility_group", _text, None),
         sequence=fields.read("sequence", _whole, None, low=-MAX_INT, high=MAX_INT),
+        time_zone=fields.read("time_zone", _zone, None),
     )
     # half a position cannot be used for distance rules; judge by the cells so a bad value is not reported twice
     if fields.blank("latitude") != fields.blank("longitude"):
@@ -481,13 +485,30 @@ def _inventory(fields: _Fields) -> InventoryRow:
     )
 
 
-def _load(text: str, columns: tuple[str, ...], build: Callable[[_Fields], _T], key: tuple[str, ...]) -> list[_T]:
+def _zone(value: Any) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _Invalid(f"{_show(text)} is not a time zone (e.g. America/New_York)") from None
+    return text
+
+
+def _load(
+    text: str,
+    columns: tuple[str, ...],
+    build: Callable[[_Fields], _T],
+    key: tuple[str, ...],
+    known: tuple[str, ...] | None = None,
+) -> list[_T]:
     rows = _rows(text.removeprefix("\ufeff"), LoadError)
     first = next(rows, None)
     if first is None:
         raise LoadError("empty file: no header row")
     header_line, cells = first
-    names, problems = _header(header_line, cells, columns, columns, strict=True)
+    names, problems = _header(header_line, cells, columns, known or columns, strict=True)
     if problems:
         raise LoadError(*problems)
     errors: list[str] = []

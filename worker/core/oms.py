@@ -123,7 +123,7 @@ def _item(line: SaleLine, status: str) -> dict[str, Any]:
     adjustments += [
         {"type": _discount_type(a.adjustment_type), "amount": -abs(a.amount)} for a in line.adjustments if a.amount
     ]
-    return {
+    item: dict[str, Any] = {
         "idType": id_type(line.gtin),
         "idValue": line.gtin,
         "status": status,
@@ -131,6 +131,12 @@ def _item(line: SaleLine, status: str) -> dict[str, Any]:
         "unitPrice": line.price,
         "itemAdjustments": adjustments,
     }
+    # what brokering reads: non-merchandise is never brokered nor stocked; the category feeds routing filters
+    if line.product_class is not None and not line.merchandise:
+        item["productClass"] = line.product_class
+    if line.category is not None:
+        item["productCategoryId"] = line.category
+    return item
 
 
 def _ship_to(sale: Sale) -> dict[str, Any]:
@@ -242,7 +248,7 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
                 "orderFacilityId": sale.store_id,
                 "maySplit": may_split,
                 "carrierPartyId": "_NA_",
-                "items": [_item(line, ITEM_APPROVED) for line in ship],
+                "items": [_item(line, ITEM_APPROVED if line.merchandise else ITEM_COMPLETED) for line in ship],
             }
         )
     order_adjustments: list[dict[str, Any]] = []
@@ -261,7 +267,14 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
             sale.order_id,
         )
 
-    status = ORDER_CANCELLED if sale.cancelled else ORDER_COMPLETED if not live_ship else ORDER_APPROVED
+    # an order whose only live ship-to-home lines are gift cards or services is complete at the till
+    status = (
+        ORDER_CANCELLED
+        if sale.cancelled
+        else ORDER_APPROVED
+        if any(line.merchandise for line in live_ship)
+        else ORDER_COMPLETED
+    )
     payments = _payments(sale, retailer)
     first = sale.billing_first_name or sale.customer_first_name
     last = sale.billing_last_name or sale.customer_last_name
@@ -314,12 +327,13 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
             tax=line.tax,
             line_total=line.sub_total - line_discount(line) + line.tax,
             fulfillment=line.fulfillment,
+            # a gift card or service sent from the till is issued there: it never waits for brokering
             status_id=ITEM_CANCELLED
             if line.cancelled
             else ITEM_COMPLETED
-            if line.fulfillment == IN_STORE
+            if line.fulfillment == IN_STORE or not line.merchandise
             else ITEM_APPROVED,
-            facility_id=sale.store_id if line.fulfillment == IN_STORE else BROKERING_QUEUE,
+            facility_id=sale.store_id if line.fulfillment == IN_STORE or not line.merchandise else BROKERING_QUEUE,
         )
         for line in sale.lines
     )

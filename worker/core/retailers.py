@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from worker.core.brokering import DEFAULT_RULES, SORT_KEYS, Rule
+from worker.core.brokering import DEFAULT_RULES, Rule
+from worker.core.brokering_config import DEFAULT_BROKERING, BrokeringConfig, BrokeringConfigError, parse_brokering
 from worker.core.validation import flatten_messages
 
 RETAILER_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -81,7 +82,8 @@ class Retailer:
     shipment_methods: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SHIPMENT_METHODS))
     in_store_shipment_method: str = "POS_COMPLETED"
     channel: str = "POS_SALES_CHANNEL"
-    brokering_rules: tuple[Rule, ...] = DEFAULT_RULES
+    brokering_rules: tuple[Rule, ...] = DEFAULT_RULES  # the first routing's rules (older callers)
+    brokering: BrokeringConfig = DEFAULT_BROKERING  # routings, their rules and the run's schedule
     audit_time: str | None = None  # "HH:MM" in audit_time_zone: the daily audit of the previous day runs then
     audit_time_zone: str = "UTC"
     # SALES or VARIANCE_FEED, never both (docs/configuration.md, "In-store stock decrements")
@@ -177,23 +179,6 @@ class SftpSchema(_Strict):
         return SftpConfig(**data)
 
 
-class RuleSchema(_Strict):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    facility_group = fields.String(load_default=None)
-    max_distance_km = fields.Float(load_default=None, validate=validate.Range(min=0))
-    safety_stock = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    allow_split = fields.Boolean(load_default=False)
-    sort = fields.List(fields.String(validate=validate.OneOf(SORT_KEYS)), load_default=lambda: list(SORT_KEYS))
-
-    @post_load
-    def _make(self, data: dict[str, Any], **_: Any) -> Rule:
-        return Rule(**{**data, "sort": tuple(data["sort"])})
-
-
-class BrokeringSchema(_Strict):
-    rules = fields.List(fields.Nested(RuleSchema), load_default=list)
-
-
 class RetailerSchema(_Strict):
     product_store_id = fields.String(required=True, validate=validate.Length(min=1))
     currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}$", error="must be ISO 4217"))
@@ -208,7 +193,7 @@ class RetailerSchema(_Strict):
     in_store_shipment_method = fields.String(load_default="POS_COMPLETED")
     channel = fields.String(load_default="POS_SALES_CHANNEL")
     sftp = fields.Nested(SftpSchema, required=True)
-    brokering = fields.Nested(BrokeringSchema, load_default=None)
+    brokering = fields.Raw(load_default=None)  # validated by brokering_config, naming routing and rule
     audit_time = fields.String(
         load_default=None, validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", error="must be HH:MM (24 h)")
     )
@@ -241,9 +226,17 @@ def parse_retailers(document: dict[str, Any], source: str = "retailers file") ->
         shipping = dict(DEFAULT_SHIPMENT_METHODS)
         shipping.update(data.pop("shipment_methods") or {})
         data["in_store_decrements"] = in_store_decrements(retailer_id, data, source)
-        rules = tuple((data.pop("brokering") or {}).get("rules") or ()) or DEFAULT_RULES
+        try:
+            brokering = parse_brokering(data.pop("brokering"))
+        except BrokeringConfigError as exc:
+            raise ConfigError(f"{source}: retailer {retailer_id!r}: {exc}") from None
         retailers[retailer_id] = Retailer(
-            retailer_id=retailer_id, payment_methods=methods, shipment_methods=shipping, brokering_rules=rules, **data
+            retailer_id=retailer_id,
+            payment_methods=methods,
+            shipment_methods=shipping,
+            brokering_rules=brokering.rules,
+            brokering=brokering,
+            **data,
         )
     return retailers
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.core.brokering import BrokeringPlan, Facility, Rule, ShipGroup, Stock, broker
+from worker.core.brokering import BROKERING_QUEUE, BrokeringPlan, Facility, Rule, Stock
 from worker.core.geo import zip_location
 from worker.core.inventory import Variance
 from worker.core.oms import Order
 from worker.core.retailers import Retailer
+from worker.core.routings import OrderOutcome, OrderToBroker, Routing, legacy_routing, plan_batch
 from worker.core.tlog import IN_STORE, SHIP_TO_HOME
 
 INVENTORY, BROKERING = "inventory", "brokering"
@@ -26,7 +28,8 @@ def followups_for(order: Order, retailer: Retailer) -> tuple[str, ...]:
     # Not the order master, or the variance feed's POS_SALE records lower stock: the sale must not do it too.
     if IN_STORE in kinds and retailer.sales_lower_stock:
         out.append(INVENTORY)
-    if SHIP_TO_HOME in kinds:
+    # a line waits for brokering in _NA_; a non-merchandise one (gift card, service) never does
+    if any(line.fulfillment == SHIP_TO_HOME and line.facility_id == BROKERING_QUEUE for line in order.lines):
         out.append(BROKERING)
     return tuple(out)
 
@@ -57,33 +60,45 @@ def sale_variances(order_id: int, external_id: str, store_id: str, lines: Sequen
 
 
 @dataclass(frozen=True)
-class BrokeringSnapshot:
-    """What brokering sees of one order, read under lock: its unplaced lines, the network and the stock."""
+class BatchSnapshot:
+    """What a brokering run sees of a batch, read under lock in one transaction: the orders' waiting lines and
+    attributes, the network (with today's order counts) and the stock of their products, read once."""
 
-    group: ShipGroup  # coordinates may be None: filled from postal codes here
-    ship_to_postal_code: str | None
+    orders: tuple[OrderToBroker, ...]  # coordinates may be None: filled from postal codes here
+    ship_to_postal_codes: Mapping[int, str | None]
     facilities: tuple[Facility, ...]
-    facility_postal_codes: dict[str, str | None]
+    facility_postal_codes: Mapping[str, str | None]
     stock: Stock
+    now: dt.datetime  # the database's clock, UTC
+    nothing_waiting: tuple[int, ...] = ()  # orders taken whose lines were brokered or moved meanwhile
 
 
-class BrokeringUnit(Protocol):
-    def snapshot(self) -> BrokeringSnapshot | None:
-        """The order's lines waiting for brokering, or None when there are none."""
+class BrokeringBatch(Protocol):
+    def snapshot(self) -> BatchSnapshot:
+        """The batch's orders with lines waiting, locked, with the network and stock."""
         ...
 
-    def apply(self, plan: BrokeringPlan, run_id: str) -> None:
-        """Reserve, move the lines and record each change, in the snapshot's transaction."""
+    def apply(self, outcomes: Sequence[OrderOutcome], run_id: str) -> None:
+        """Reserve, move the lines, record each move and each order's decision, in the snapshot's transaction."""
         ...
 
 
-def locate(snapshot: BrokeringSnapshot) -> tuple[ShipGroup, tuple[Facility, ...]]:
+# the per-order unit of `broker_order` is a batch of one
+BrokeringUnit = BrokeringBatch
+
+
+def locate(snapshot: BatchSnapshot) -> tuple[tuple[OrderToBroker, ...], tuple[Facility, ...]]:
     """Fill unknown coordinates from postal codes (ship-to and facilities)."""
-    group = snapshot.group
-    if group.latitude is None or group.longitude is None:
-        where = zip_location(snapshot.ship_to_postal_code)
-        if where:
-            group = dataclasses.replace(group, latitude=where[0], longitude=where[1])
+    orders = []
+    for order in snapshot.orders:
+        group = order.group
+        if group.latitude is None or group.longitude is None:
+            where = zip_location(snapshot.ship_to_postal_codes.get(group.order_id))
+            if where:
+                order = dataclasses.replace(
+                    order, group=dataclasses.replace(group, latitude=where[0], longitude=where[1])
+                )
+        orders.append(order)
     facilities = []
     for f in snapshot.facilities:
         if f.latitude is None or f.longitude is None:
@@ -91,15 +106,27 @@ def locate(snapshot: BrokeringSnapshot) -> tuple[ShipGroup, tuple[Facility, ...]
             if where:
                 f = dataclasses.replace(f, latitude=where[0], longitude=where[1])
         facilities.append(f)
-    return group, tuple(facilities)
+    return tuple(orders), tuple(facilities)
 
 
-def broker_order(unit: BrokeringUnit, rules: Sequence[Rule], run_id: str) -> BrokeringPlan | None:
-    """Allocate an order's waiting lines by the retailer's rules; None when nothing was waiting."""
-    snapshot = unit.snapshot()
-    if snapshot is None:
-        return None
-    group, facilities = locate(snapshot)
-    plan = broker(group, facilities, snapshot.stock, rules)
-    unit.apply(plan, run_id)
-    return plan
+def broker_batch(batch: BrokeringBatch, routings: Sequence[Routing], run_id: str) -> list[OrderOutcome]:
+    """Broker a batch of orders by the retailer's routings and record the outcome."""
+    snapshot = batch.snapshot()
+    orders, facilities = locate(snapshot)
+    outcomes = plan_batch(orders, facilities, snapshot.stock, routings, snapshot.now)
+    batch.apply(outcomes, run_id)
+    return outcomes
+
+
+def as_routings(rules_or_routings: Sequence[Rule] | Sequence[Routing]) -> tuple[Routing, ...]:
+    """Routings as they are, or a flat rule list as the one routing that matches every order."""
+    items = tuple(rules_or_routings)
+    if items and all(isinstance(x, Routing) for x in items):
+        return items  # type: ignore[return-value]
+    return (legacy_routing([x for x in items if isinstance(x, Rule)]),)
+
+
+def broker_order(unit: BrokeringBatch, rules: Sequence[Rule] | Sequence[Routing], run_id: str) -> BrokeringPlan | None:
+    """Allocate one order's waiting lines; None when nothing was waiting (or no routing took it)."""
+    outcomes = broker_batch(unit, as_routings(rules), run_id)
+    return outcomes[0].plan if outcomes else None

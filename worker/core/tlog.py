@@ -70,6 +70,14 @@ class SaleLine:
     fulfillment: str  # IN_STORE or SHIP_TO_HOME
     adjustments: tuple[PriceAdjustment, ...] = ()
     cancelled: bool = False  # itemStatus CANCELLED/VOIDED, or the whole sale is
+    product_class: str | None = None  # the POS productClass: "Merchandise", "Gift Card", "Service", ...
+    category: str | None = None  # productCategoryId, when the POS sends one (brokering's category filter)
+
+    @property
+    def merchandise(self) -> bool:
+        """Gift cards, services and any other productClass than merchandise are never brokered and never
+        move inventory; a line without a productClass is merchandise."""
+        return self.product_class is None or self.product_class.strip().lower() == "merchandise"
 
 
 @dataclass(frozen=True)
@@ -325,6 +333,8 @@ class LineSchema(_Lenient):
     fulfillment_type = _opt_text(data_key="fulfillmentType")
     omni_fulfillment_type = _opt_text(data_key="omniFulfillmentType")
     item_status = _opt_text(data_key="itemStatus")
+    product_class = _opt_text(data_key="productClass")
+    category = _opt_text(data_key="productCategoryId")
     price_adjustments = fields.List(
         fields.Nested(PriceAdjustmentSchema), load_default=list, allow_none=True, data_key="priceAdjustments"
     )
@@ -517,6 +527,8 @@ def _build(d: dict[str, Any]) -> Sale:
             fulfillment=_fulfillment_of(line, header),
             adjustments=tuple(line["price_adjustments"] or ()),
             cancelled=voided or is_voided(line["item_status"]),
+            product_class=line["product_class"],
+            category=line["category"],
         )
         for line in d["order_product_list"]
     )

@@ -26,6 +26,7 @@ from worker.adapters.queues import WORK_QUEUES
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
 from worker.demo import lifecycle
 from worker.demo.audit import audit_files, run_demo_audit
+from worker.demo.brokering import brokering_demo
 from worker.demo.procs import stop_group
 from worker.demo.sftpserver import EmbeddedSftpServer, SftpEndpoint
 from worker.demo.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
@@ -259,6 +260,7 @@ def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files:
         server.stop()
     _summary(reads, total + lifecycle.FILES, elapsed, endpoint.root)
     console.print(f"logs: {workdir / 'worker.log'}, {workdir / 'beat.log'}")
+    status = max(status, brokering_demo(dsn, console))
     # the day holds problems on purpose (broken files, a sale never uploaded, a tender a cent short): found, explained
     return status or run_demo_audit(dsn, retailers, workdir, endpoint.root)
 

@@ -9,13 +9,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from worker.core.brokering import Rule
+from worker.core.brokering import BROKERING_QUEUE, Rule
 from worker.core.errors import TransientError
-from worker.core.routing import BROKERING, INVENTORY, BrokeringUnit, broker_order
+from worker.core.routing import BROKERING, INVENTORY, BrokeringBatch, as_routings, broker_batch
+from worker.core.routings import DEFAULT_QUEUES, Routing
 from worker.services.ports import TakenFollowups
 
 INVENTORY_BATCH = 500  # sales per transaction: one statement applies them all
-BROKERING_BATCH = 100  # orders per pass; each order is brokered in a transaction of its own
+BROKERING_BATCH = 100  # orders per pass, brokered together in one transaction on one read of network and stock
 RUN_SECONDS = 60.0  # a run stops taking new batches after this long and asks for the next run (short tasks)
 
 
@@ -32,6 +33,10 @@ class RoutingStore(Protocol):
 
     def apply_sales(self, retailer_id: str, order_ids: Sequence[int]) -> tuple[int, list[str]]: ...
 
+    def requeue(self, retailer_id: str, queues: Sequence[str]) -> int: ...
+
+    def cancel_due(self, retailer_id: str, run_id: str, queues: Sequence[str]) -> list[str]: ...
+
 
 @dataclass
 class RunResult:
@@ -43,6 +48,9 @@ class RunResult:
     variances: int = 0
     allocated: int = 0
     unfillable: int = 0
+    unrouted: int = 0
+    requeued: int = 0
+    cancelled: list[str] = field(default_factory=list)
     given_up: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -51,6 +59,12 @@ class RunResult:
             done = f"{self.orders} sales, {self.variances} variances"
         else:
             done = f"{self.orders} orders, {self.allocated} lines allocated, {self.unfillable} unfillable"
+            if self.unrouted:
+                done += f", {self.unrouted} matched no routing"
+            if self.requeued:
+                done += f", {self.requeued} parked or queued taken again"
+            if self.cancelled:
+                done += f", {len(self.cancelled)} auto-cancelled"
         gave_up = f", gave up on orders {self.given_up}" if self.given_up else ""
         return f"{done} in {self.passes} passes{gave_up}"
 
@@ -64,6 +78,7 @@ def _passes(
     result: RunResult,
     work: Callable[[tuple[int, ...]], None],
     budget_seconds: float = RUN_SECONDS,
+    first: Callable[[], None] | None = None,
 ) -> RunResult:
     """Take batches from the outbox until none is left (or the time budget is spent), under the retailer's run
     lock of this kind."""
@@ -72,6 +87,8 @@ def _passes(
         if not got:
             result.busy = True
             return result
+        if first is not None:
+            first()  # under the lock: what a run does once before its batches
         while True:
             if time.monotonic() > deadline:
                 result.more = True
@@ -108,22 +125,38 @@ def run_inventory(store: RoutingStore, retailer_id: str, max_attempts: int, batc
 
 def run_brokering(
     store: RoutingStore,
-    unit_for: Callable[[int], AbstractContextManager[BrokeringUnit]],
-    rules: Sequence[Rule],
+    batch_for: Callable[[tuple[int, ...], Sequence[str]], AbstractContextManager[BrokeringBatch]],
+    routings: Sequence[Routing] | Sequence[Rule],
     retailer_id: str,
     run_id: str,
     max_attempts: int,
     batch: int = BROKERING_BATCH,
+    scheduled: bool = False,
+    parked: bool = True,
 ) -> RunResult:
-    """Broker every send-sale order of the retailer waiting in the brokering queue, oldest first."""
+    """A brokering run of the retailer: orders past their auto-cancel date cancelled; with scheduled (beat, or
+    `tlogsync broker`), every order waiting in a routing's queues taken again, parked ones first; then every
+    pending order brokered, batch by batch, each batch by the routings in one transaction."""
+    chosen = as_routings(routings)
+    queues: list[str] = []
+    for routing in chosen:
+        queues += [q for q in routing.queues if q not in queues]
+    queues = queues or list(DEFAULT_QUEUES)
     result = RunResult(BROKERING)
 
-    def broker(order_ids: tuple[int, ...]) -> None:
-        for order_id in order_ids:
-            with unit_for(order_id) as unit:
-                plan = broker_order(unit, rules, run_id)
-            if plan is not None:
-                result.allocated += len(plan.allocations)
-                result.unfillable += len(plan.unfillable)
+    def first() -> None:
+        result.cancelled = store.cancel_due(retailer_id, run_id, queues)
+        if scheduled:
+            result.requeued = store.requeue(retailer_id, queues if parked else [BROKERING_QUEUE])
 
-    return _passes(store, retailer_id, BROKERING, batch, max_attempts, result, broker)
+    def broker(order_ids: tuple[int, ...]) -> None:
+        with batch_for(order_ids, queues) as unit:
+            outcomes = broker_batch(unit, chosen, run_id)
+        for outcome in outcomes:
+            if outcome.plan is None:
+                result.unrouted += 1
+                continue
+            result.allocated += len(outcome.plan.allocations)
+            result.unfillable += len(outcome.plan.unfillable)
+
+    return _passes(store, retailer_id, BROKERING, batch, max_attempts, result, broker, first=first)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +11,8 @@ import psycopg
 from psycopg.rows import class_row
 
 from worker.adapters.postgres.pool import Database, transient_db_errors
-from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING, BrokeringPlan, Facility, LineToPlace, ShipGroup
-from worker.core.errors import GaveUp, NotFound, Oversell, WrongRetailer
+from worker.core.brokering import BROKERING_QUEUE, UNFILLABLE_PARKING
+from worker.core.errors import GaveUp, NotFound, WrongRetailer
 from worker.core.inventory import (
     FacilityRow,
     InventoryRow,
@@ -25,7 +25,7 @@ from worker.core.inventory import (
     variance_for_record,
 )
 from worker.core.returns import Return, lines_to_restock, restock
-from worker.core.routing import BROKERING, INVENTORY, BrokeringSnapshot, SoldLine, sale_variances
+from worker.core.routing import INVENTORY, SoldLine, sale_variances
 
 GTIN_TYPES = ("UPCA", "EAN", "GTIN")
 
@@ -132,26 +132,6 @@ class PgStock:
 
 
 @dataclass(frozen=True)
-class WaitingLine:
-    item_seq: int
-    gtin: str
-    quantity: int
-    facility_id: str
-
-
-@dataclass(frozen=True)
-class FacilityRecord:
-    facility_id: str
-    latitude: float | None
-    longitude: float | None
-    postal_code: str | None
-    allow_brokering: bool
-    max_orders_per_day: int | None
-    facility_group: str | None
-    sequence: int | None
-
-
-@dataclass(frozen=True)
 class SaleLinesRow:
     order_id: int
     external_id: str
@@ -164,8 +144,9 @@ class SaleLinesRow:
     known_here: bool
 
 
-# The in-store lines of several sales, each with the product id its store's stock row uses (else the one
-# another facility uses for the GTIN, else the line's own) and whether the store has the row.
+# The in-store lines of several sales (non-merchandise ones left out), each with the product id its store's stock
+# row uses (by GTIN or product id; else the one another facility uses for the GTIN, else the line's own) and
+# whether the store has the row.
 SALE_LINES_MANY = """
 SELECT o.id AS order_id, o.external_id, o.store_id, i.item_seq, i.product_id, i.gtin, i.quantity,
        coalesce(inv.product_id,
@@ -174,7 +155,16 @@ SELECT o.id AS order_id, o.external_id, o.store_id, i.item_seq, i.product_id, i.
        inv.product_id IS NOT NULL AS known_here
 FROM orders o
 LEFT JOIN order_items i ON i.order_id = o.id AND i.fulfillment = 'IN_STORE' AND i.status_id <> 'ITEM_CANCELLED'
-LEFT JOIN inventory inv ON inv.retailer_id = o.retailer_id AND inv.facility_id = o.store_id AND inv.gtin = i.gtin
+    -- gift cards, services (any productClass but merchandise): no stock moves
+    AND NOT jsonb_path_exists(o.oms_payload, '$[0].dataList[0].data.order.shipGroup[*].items[*] ? (@.idValue == $g
+        && exists(@.productClass) && !(@.productClass like_regex "^merchandise$" flag "i"))',
+        jsonb_build_object('g', i.gtin))
+-- the store's stock row of the line: by GTIN, else (stock loaded without GTINs) by product id
+LEFT JOIN LATERAL (
+    SELECT x.product_id FROM inventory x
+    WHERE x.retailer_id = o.retailer_id AND x.facility_id = o.store_id
+      AND (x.gtin = i.gtin OR (x.gtin IS NULL AND x.product_id = i.product_id))
+    ORDER BY x.gtin IS NULL LIMIT 1) inv ON true
 WHERE o.id = ANY(%(o)s) AND o.retailer_id = %(r)s
 ORDER BY o.id, i.item_seq
 """
@@ -220,13 +210,14 @@ class PgInventory:
         with transient_db_errors(), self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO facilities (retailer_id, facility_id, name, facility_type, postal_code, latitude,"
-                " longitude, allow_brokering, max_orders_per_day, facility_group, sequence)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " longitude, allow_brokering, max_orders_per_day, facility_group, sequence, time_zone)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (retailer_id, facility_id) DO UPDATE SET name = EXCLUDED.name,"
                 " facility_type = EXCLUDED.facility_type, postal_code = EXCLUDED.postal_code,"
                 " latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,"
                 " allow_brokering = EXCLUDED.allow_brokering, max_orders_per_day = EXCLUDED.max_orders_per_day,"
-                " facility_group = EXCLUDED.facility_group, sequence = EXCLUDED.sequence",
+                " facility_group = EXCLUDED.facility_group, sequence = EXCLUDED.sequence,"
+                " time_zone = EXCLUDED.time_zone",
                 [
                     (
                         retailer_id,
@@ -240,6 +231,7 @@ class PgInventory:
                         r.max_orders_per_day,
                         r.facility_group,
                         r.sequence,
+                        r.time_zone,
                     )
                     for r in rows
                 ],
@@ -325,10 +317,22 @@ class PgInventory:
 
     # -- brokering
     @contextmanager
-    def brokering_unit(self, retailer_id: str, order_id: int, parked: bool = False) -> Iterator[PgBrokeringUnit]:
-        with transient_db_errors(), self.db.connection() as conn, conn.transaction():
-            conn.execute("SET LOCAL lock_timeout = '30s'")
-            yield PgBrokeringUnit(conn, retailer_id, order_id, parked)
+    def brokering_unit(self, retailer_id: str, order_id: int, parked: bool = False) -> Iterator[Any]:
+        """One order brokered as a batch of one (worker/adapters/postgres/brokering.py): its lines in _NA_ and,
+        with parked, in the parking queues too."""
+        from worker.adapters.postgres.brokering import brokering_batch
+
+        queues = [BROKERING_QUEUE, UNFILLABLE_PARKING, "BACKORDER_PARKING"] if parked else [BROKERING_QUEUE]
+        with brokering_batch(self.db, retailer_id, [order_id], queues) as unit:
+            yield unit
+
+    def brokering_batch(
+        self, retailer_id: str, order_ids: Sequence[int], queues: Sequence[str]
+    ) -> AbstractContextManager[Any]:
+        """A run's batch of orders, brokered in one transaction (worker/adapters/postgres/brokering.py)."""
+        from worker.adapters.postgres.brokering import brokering_batch
+
+        return brokering_batch(self.db, retailer_id, order_ids, queues)
 
     def orders_waiting(self, retailer_id: str, parked: bool) -> list[int]:
         """Orders with lines still in the brokering queue (and, with parked, in UNFILLABLE_PARKING)."""
@@ -343,165 +347,6 @@ class PgInventory:
                     (retailer_id, places),
                 )
             ]
-
-
-class PgBrokeringUnit:
-    """One order's brokering in one transaction: lock, read, then reserve and record."""
-
-    def __init__(self, conn: psycopg.Connection[Any], retailer_id: str, order_id: int, parked: bool):
-        self.conn, self.retailer_id, self.order_id, self.parked = conn, retailer_id, order_id, parked
-        self._from: dict[int, str] = {}
-        self._gtin: dict[int, str] = {}
-        self._quantity: dict[int, int] = {}
-
-    def snapshot(self) -> BrokeringSnapshot | None:
-        conn = self.conn
-        # The order row lock makes two deliveries of the same brokering message take turns.
-        order = conn.execute(
-            "SELECT store_id, oms_payload FROM orders WHERE id = %s AND retailer_id = %s FOR UPDATE",
-            (self.order_id, self.retailer_id),
-        ).fetchone()
-        if order is None:
-            refuse_foreign_order(self.order_id, order_owner(conn, self.order_id), self.retailer_id)
-            raise NotFound(f"order {self.order_id} of retailer {self.retailer_id!r} does not exist")
-        store_id, payload = order
-        places = [BROKERING_QUEUE, UNFILLABLE_PARKING] if self.parked else [BROKERING_QUEUE]
-        rows = (
-            conn.cursor(row_factory=class_row(WaitingLine))
-            .execute(
-                "SELECT item_seq, gtin, quantity, facility_id FROM order_items WHERE order_id = %s"
-                " AND fulfillment = 'SHIP_TO_HOME' AND facility_id = ANY(%s) AND status_id = 'ITEM_APPROVED'"
-                " ORDER BY item_seq",
-                (self.order_id, places),
-            )
-            .fetchall()
-        )
-        if not rows:
-            self._done("nothing waiting")
-            return None
-        for w in rows:
-            self._from[w.item_seq], self._gtin[w.item_seq], self._quantity[w.item_seq] = (
-                w.facility_id,
-                w.gtin,
-                w.quantity,
-            )
-        group_json = _ship_group(payload)
-        postal = ((group_json.get("shipTo") or {}).get("postalAddress") or {}).get("postalCode")
-        may_split = group_json.get("maySplit") == "Y"
-        # Capacity-limited facilities are locked so two orders cannot both take a facility's last slot today.
-        conn.execute(
-            "SELECT facility_id FROM facilities WHERE retailer_id = %s AND max_orders_per_day IS NOT NULL"
-            " ORDER BY facility_id FOR UPDATE",
-            (self.retailer_id,),
-        )
-        today = dict(
-            conn.execute(
-                "SELECT facility_id, count(DISTINCT order_id) FROM order_facility_changes WHERE retailer_id = %s"
-                " AND reason = 'BROKERED'"
-                " AND changed_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-                " AND order_id <> %s GROUP BY facility_id",
-                (self.retailer_id, self.order_id),
-            ).fetchall()
-        )
-        facilities, postal_codes = [], {}
-        for f in (
-            conn.cursor(row_factory=class_row(FacilityRecord))
-            .execute(
-                "SELECT facility_id, latitude, longitude, postal_code, allow_brokering, max_orders_per_day,"
-                " facility_group, sequence FROM facilities WHERE retailer_id = %s ORDER BY facility_id",
-                (self.retailer_id,),
-            )
-            .fetchall()
-        ):
-            facilities.append(
-                Facility(
-                    f.facility_id,
-                    f.facility_group,
-                    f.latitude,
-                    f.longitude,
-                    f.allow_brokering,
-                    f.max_orders_per_day,
-                    int(today.get(f.facility_id, 0)),
-                    f.sequence,
-                )
-            )
-            postal_codes[f.facility_id] = f.postal_code
-        gtins = sorted({w.gtin for w in rows})
-        # Locking every stock row of these products, in one order, serializes brokering per SKU without deadlocks.
-        stock = {
-            (fid, gtin): int(atp)
-            for fid, gtin, atp in conn.execute(
-                "SELECT facility_id, gtin, quantity_on_hand - reserved FROM inventory WHERE retailer_id = %s"
-                " AND gtin = ANY(%s) ORDER BY facility_id, product_id FOR UPDATE",
-                (self.retailer_id, gtins),
-            )
-        }
-        # a facility that rejected a line of this order does not get it back (order_item_exclusions)
-        for fid, gtin in conn.execute(
-            "SELECT e.facility_id, i.gtin FROM order_item_exclusions e JOIN order_items i"
-            " ON i.order_id = e.order_id AND i.item_seq = e.item_seq WHERE e.order_id = %s",
-            (self.order_id,),
-        ).fetchall():
-            stock.pop((fid, gtin), None)
-        lines = tuple(LineToPlace(w.item_seq, w.gtin, w.quantity) for w in rows)
-        group = ShipGroup(self.order_id, lines, may_split, store_id, None, None)
-        return BrokeringSnapshot(group, postal, tuple(facilities), postal_codes, stock)
-
-    def apply(self, plan: BrokeringPlan, run_id: str) -> None:
-        conn = self.conn
-        for a in plan.allocations:
-            reserved = conn.execute(
-                "UPDATE inventory SET reserved = reserved + %(q)s, updated_at = now() WHERE retailer_id = %(r)s"
-                " AND facility_id = %(f)s AND gtin = %(g)s AND quantity_on_hand - reserved >= %(q)s RETURNING 1",
-                {"q": a.quantity, "r": self.retailer_id, "f": a.facility_id, "g": self._gtin[a.item_seq]},
-            ).fetchone()
-            if reserved is None:
-                raise Oversell(f"order {self.order_id} line {a.item_seq}: {a.facility_id} lacks {a.quantity}")
-            self._move(a.item_seq, a.facility_id, a.quantity, "BROKERED", a.rule, run_id, a.note)
-        for u in plan.unfillable:
-            self._move(u.item_seq, UNFILLABLE_PARKING, self._quantity[u.item_seq], "UNFILLABLE", None, run_id, u.reason)
-        self._done(f"{len(plan.allocations)} allocated, {len(plan.unfillable)} unfillable (run {run_id})")
-        from worker.adapters.postgres.lifecycle import PgLifecycle
-
-        PgLifecycle(self.conn, self.retailer_id).finish(self.order_id)  # the current payload: new facilities
-
-    def _move(
-        self,
-        item_seq: int,
-        facility_id: str,
-        quantity: int,
-        reason: str,
-        rule: str | None,
-        run_id: str,
-        note: str | None,
-    ) -> None:
-        self.conn.execute(
-            "UPDATE order_items SET facility_id = %s WHERE order_id = %s AND item_seq = %s",
-            (facility_id, self.order_id, item_seq),
-        )
-        self.conn.execute(
-            "INSERT INTO order_facility_changes (retailer_id, order_id, item_seq, from_facility_id, facility_id,"
-            " quantity, reason, rule, run_id, note) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                self.retailer_id,
-                self.order_id,
-                item_seq,
-                self._from[item_seq],
-                facility_id,
-                quantity,
-                reason,
-                rule,
-                run_id,
-                note,
-            ),
-        )
-
-    def _done(self, result: str) -> None:
-        self.conn.execute(
-            "UPDATE order_followups SET status = 'done', done_at = now(),"
-            " result = %s WHERE order_id = %s AND kind = %s",
-            (result, self.order_id, BROKERING),
-        )
 
 
 def apply_sale_lines(
@@ -553,12 +398,3 @@ def apply_sale_lines(
         },
     ).fetchone()
     return (int(row[0]) if row else 0), notes
-
-
-def _ship_group(payload: Any) -> dict[str, Any]:
-    """The ship-to-home ship group of a stored createSalesOrder envelope."""
-    order = payload[0]["dataList"][0]["data"]["order"]
-    for group in order["shipGroup"]:
-        if group.get("facilityId") == BROKERING_QUEUE or "shipTo" in group:
-            return group  # type: ignore[no-any-return]
-    return {}
