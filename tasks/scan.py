@@ -23,6 +23,7 @@ FILE_TASKS = {ORDERS_FEED: ingest_tlog}
     bind=True,
     name="tlogsync.scan_retailer",
     retry_policy_name="scan_retry",
+    redone_by_schedule=True,  # out of retries: no dead letter, the next scheduled scan redoes it
     soft_time_limit=300,
     time_limit=360,
 )
@@ -66,6 +67,8 @@ def scan_retailer(
         )
         raise
     ledger.record_scan(run_id, retailer_id, requested_by, started, total)
+    # dead letters of this retailer whose work has since been done another way are marked resolved
+    runtime.dead_letters().resolve_done(retailer_id)
     if total.busy:
         # another scan of this retailer holds its lock: it does this one's work, this one gives up at once
         return {"retailer": retailer_id, "busy": True, "note": total.note, "followups_resent": len(resent)}

@@ -8,6 +8,8 @@ import sys
 from worker.app.settings import FlowerSettings, Settings
 from worker.cli.common import console
 
+TASKS_COLUMNS = "name,uuid,state,args,kwargs,result,received,started,runtime,worker,retries,exception"
+
 
 def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     """Flower with basic auth from the environment, persistent state and the RabbitMQ management API."""
@@ -45,5 +47,9 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     # Flower would otherwise broadcast enable_events every 5 s, turning task events on in every worker started
     # without -E (one more publish per task state): that is the operator's choice, made with -E or here.
     env["FLOWER_ENABLE_EVENTS"] = "true" if args.enable_events else "false"
+    # The task list shows each task's arguments (retailer, ledger id, file name: bounded by Celery's argsrepr,
+    # 1,024 characters) and result, so a row says which retailer and file it is about; FLOWER_TASKS_COLUMNS
+    # set by the operator wins.
+    env.setdefault("FLOWER_TASKS_COLUMNS", TASKS_COLUMNS)
     os.execve(sys.executable, cmd, env)  # noqa: S606 - become Flower, no shell involved
     return 0  # not reached
