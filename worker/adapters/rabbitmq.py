@@ -190,7 +190,16 @@ def queue_depths(app: Celery) -> dict[str, int]:
     return out
 
 
-def as_json(letters: Sequence[DeadLetter]) -> str:
+def as_json(letters: Sequence[DeadLetter], states: dict[str, str] | None = None) -> str:
+    """The list as JSON; states: each task id's state in dead_letters (dead, replayed, resolved, purged)."""
     return json.dumps(
-        [{**letter.__dict__, "died_at": letter.died_at.isoformat() if letter.died_at else None} for letter in letters]
+        [
+            {
+                **letter.__dict__,
+                "died_at": letter.died_at.isoformat() if letter.died_at else None,
+                **({"state": states.get(letter.task_id, "dead")} if states is not None else {}),
+            }
+            for letter in letters
+        ],
+        default=str,
     )

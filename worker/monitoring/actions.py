@@ -22,7 +22,7 @@ from worker.adapters import queues
 from worker.adapters.postgres.deadletters import PgDeadLetters
 from worker.adapters.postgres.operations import FILE_FAILED, GAVE_UP, PgOperations
 from worker.adapters.postgres.pool import Database
-from worker.adapters.rabbitmq import REPLAY_HEADER, purge, replay
+from worker.adapters.rabbitmq import REPLAY_HEADER, list_dead, purge, replay
 from worker.core.errors import bounded
 from worker.services.feeds import ORDERS_FEED
 
@@ -99,23 +99,48 @@ class Actions:
             actor, "replay dead letter" if task_id else "replay dead-letter queue", target, remote_addr, work
         )
 
-    def purge_dead(self, actor: str, queue: str | None, task_id: str | None, remote_addr: str | None = None) -> Done:
-        """Remove one dead letter (task_id) or all of a queue (all queues when None) from RabbitMQ; the rows in
-        dead_letters stay, marked purged (by whom, when)."""
+    def purge_dead(
+        self,
+        actor: str,
+        queue: str | None,
+        task_ids: Sequence[str] | None,
+        remote_addr: str | None = None,
+        resolved_only: bool = False,
+    ) -> Done:
+        """Remove dead letters (these task ids, or all of a queue, all queues when None; with resolved_only, those
+        whose work has been done since) from RabbitMQ; their rows in dead_letters stay, marked purged (who, when)."""
 
         def work(_: int) -> tuple[bool | None, str, str | None]:
-            removed = purge(self.app, [queue] if queue else None, [task_id] if task_id else None)
+            wanted = list(task_ids) if task_ids else None
+            if resolved_only:
+                self.dead.resolve_done()
+                letters = list_dead(self.app, [queue] if queue else None, self.dead.reasons)
+                rows = self.dead.letters([d.task_id for d in letters])
+                resolved = [i for i, row in rows.items() if row.state == "resolved"]
+                wanted = [i for i in resolved if wanted is None or i in wanted]
+                if not wanted:
+                    return True, "purged 0: no resolved dead letter in the queue", None
+            removed = purge(self.app, [queue] if queue else None, wanted)
             self.dead.mark_purged(removed, actor)
-            if task_id and not removed:
-                raise Refused(f"{task_id} is not in {queue or 'any'} dead-letter queue (replayed or purged already?)")
+            missing = sorted(set(task_ids or ()) - set(removed))
+            if missing and not removed:
+                raise Refused(f"{', '.join(missing)}: not in {queue or 'any'} dead-letter queue (replayed or purged?)")
             where = f"{queue}.dead" if queue else "every dead-letter queue"
-            return True, f"purged {len(removed)} from {where}" + _ids(removed), None
+            note = f"; not found: {', '.join(missing)}" if missing else ""
+            return True, f"purged {len(removed)} from {where}" + _ids(removed) + note, None
 
         target: dict[str, Any] = {"queue": queue}
-        target.update({"task_id": task_id} if task_id else {"all": True})
-        return self._run(
-            actor, "purge dead letter" if task_id else "purge dead-letter queue", target, remote_addr, work
+        target.update(
+            {"task_id": task_ids[0]}
+            if task_ids and len(task_ids) == 1
+            else {"task_ids": list(task_ids)}
+            if task_ids
+            else {"all": True}
         )
+        if resolved_only:
+            target["resolved_only"] = True
+        action = "purge dead letter" if task_ids else "purge dead-letter queue"
+        return self._run(actor, action, target, remote_addr, work)
 
     # -- failed tasks
     def retry_task(self, actor: str, task_id: str, remote_addr: str | None = None) -> Done:

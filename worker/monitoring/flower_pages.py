@@ -226,8 +226,11 @@ class DeadLetterAction(Page):
         if task_id is None and self.get_argument("all", "") != "1":
             raise tornado.web.HTTPError(400, "give task_id, or all=1 for the whole queue")
         actions = self.actions()
-        act = actions.replay_dead if verb == "replay" else actions.purge_dead
-        result = await self.blocking(act, self.actor, queue, task_id, self.request.remote_ip)
+        if verb == "replay":
+            result = await self.blocking(actions.replay_dead, self.actor, queue, task_id, self.request.remote_ip)
+        else:
+            ids = [task_id] if task_id else None
+            result = await self.blocking(actions.purge_dead, self.actor, queue, ids, self.request.remote_ip)
         back = self.get_argument("back", "")
         self.done("tlogsync-dead-letters", result, **({"queue": back} if back in queues.WORK_QUEUES else {}))
 
