@@ -39,7 +39,10 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def flower(celery_worker: object) -> Iterator[Flower]:
-    with vhost_env("pages", FLOWER_USER="ops", FLOWER_PASSWORD=secrets.token_urlsafe(12)) as env:
+    # scans get no retry here: one that cannot reach its SFTP host gives up at once
+    with vhost_env(
+        "pages", FLOWER_USER="ops", FLOWER_PASSWORD=secrets.token_urlsafe(12), TLOGSYNC_SCAN_MAX_RETRIES="0"
+    ) as env:
         yield from _flower(env)
 
 
@@ -361,3 +364,42 @@ def test_the_json_api_lists_dead_letters_whole(flower, make_retailer, ledger, db
         assert mine["state"] == "dead"
     finally:
         _fix_retailer(flower, r, options)
+
+
+def test_a_scan_out_of_retries_is_not_dead_lettered_and_retry_on_its_page_scans_again(
+    flower, page, shots, make_retailer, sshd, db
+):
+    import dataclasses
+
+    from worker.adapters.postgres.pool import open_pool
+    from worker.demo.sshd import free_port
+    from worker.monitoring.deadletter_metrics import DeadLetterCollector
+
+    r = make_retailer()
+    # its SFTP host unreachable (nothing listens on that port): the scan's one try fails, transiently
+    others = [d for d in conftest._RETAILERS.values() if d.retailer_id != r.retailer_id]
+    broken = conftest.render_retailers(dataclasses.replace(sshd, port=free_port()), [r])
+    conftest.RETAILERS_PATH.with_suffix(".tmp").write_text(conftest.render_retailers(sshd, others) + "\n" + broken)
+    conftest.RETAILERS_PATH.with_suffix(".tmp").replace(conftest.RETAILERS_PATH)
+    status, sent = flower.request("/api/task/async-apply/tlogsync.scan_retailer", {"args": [r.retailer_id]})
+    assert status == 200, sent
+    task_id = sent["task-id"]  # type: ignore[index]
+    eventually(
+        lambda: db.execute("SELECT kind FROM task_failures WHERE task_id = %s", (task_id,)).fetchone() == ("gave_up",),
+        "the scan given up and recorded",
+    )
+    assert db.execute("SELECT count(*) FROM dead_letters WHERE task_id = %s", (task_id,)).fetchone() == (0,)
+    eventually(lambda: "gave up, not dead-lettered" in flower.worker.log.read_text(), "the log line")
+    eventually(lambda: "LeftToSchedule" in str(flower.request(f"/api/task/info/{task_id}")[1]), "FAILURE in Flower")
+    # counted: tlogsync_scans_given_up_total{retailer}
+    with open_pool(flower.env["TLOGSYNC_DATABASE_URL"], max_size=1) as pool:
+        families = {f.name: f for f in DeadLetterCollector(pool, lambda: [r.retailer_id]).collect()}
+    [sample] = [s for s in families["tlogsync_scans_given_up"].samples if s.labels == {"retailer": r.retailer_id}]
+    assert sample.name == "tlogsync_scans_given_up_total" and sample.value == 1.0
+    conftest.write_retailers(sshd)  # the host is back
+    r.put("afterretry.json", dumps(make_sale(3, "SEND_SALE", order_prefix=f"FP{uuid.uuid4().hex[:5].upper()}")))
+    _goto(page, flower, f"/task/{task_id}")
+    page.click("#tlogsync-retry")
+    page.wait_for_load_state("networkidle")
+    assert "sent tlogsync.scan_retailer again" in page.locator("#tlogsync-action-result").inner_text()
+    eventually(lambda: _latest_processed(db, r.retailer_id, "afterretry.json"), "the retried scan's file processed")
