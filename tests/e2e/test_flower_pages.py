@@ -403,3 +403,25 @@ def test_a_scan_out_of_retries_is_not_dead_lettered_and_retry_on_its_page_scans_
     page.wait_for_load_state("networkidle")
     assert "sent tlogsync.scan_retailer again" in page.locator("#tlogsync-action-result").inner_text()
     eventually(lambda: _latest_processed(db, r.retailer_id, "afterretry.json"), "the retried scan's file processed")
+
+
+def test_dlq_purge_on_the_command_line_marks_what_it_removes(flower, make_retailer, ledger, db):
+    r = make_retailer()
+    _, task_id, options = _dead_letter_an_ingest(r, flower, ledger, "clipurge.json")
+    eventually(lambda: _dead(db, task_id), "the dead letter recorded")
+    _fix_retailer(flower, r, options)
+    refused = flower.cli("dlq", "purge")
+    assert refused.returncode == 2 and "--all" in refused.stderr
+    assert flower.cli("dlq", "purge", "tlog.nope").returncode == 2
+    missing = flower.cli("dlq", "purge", "tlog.ingest", "--id", "no-such-task")
+    assert missing.returncode == 1 and "no-such-task" in missing.stderr
+    done = flower.cli("dlq", "purge", "tlog.ingest", "--id", task_id)
+    assert done.returncode == 0 and "purged 1 from tlog.ingest.dead" in done.stdout, done
+    purged_by, purged = db.execute(
+        "SELECT purged_by, purged_at IS NOT NULL FROM dead_letters WHERE task_id = %s", (task_id,)
+    ).fetchone()
+    assert purged and purged_by.endswith("(tlogsync cli)")
+    assert db.execute(
+        "SELECT action, ok FROM operator_actions WHERE target->>'task_id' = %s AND actor = %s", (task_id, purged_by)
+    ).fetchone() == ("purge dead letter", True)
+    assert task_id not in flower.cli("dlq", "list", "tlog.ingest", "--json").stdout

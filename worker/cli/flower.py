@@ -10,7 +10,7 @@ import click
 from worker.app.settings import FlowerSettings, Settings
 from worker.cli.common import error, option, with_settings
 
-TASKS_COLUMNS = "name,uuid,state,args,kwargs,result,received,started,runtime,worker,retries,exception"
+TASKS_COLUMNS = "name,uuid,state,args,result,exception,received,runtime,worker"
 
 
 @click.command("flower", help="Flower with basic auth from FLOWER_USER/FLOWER_PASSWORD and the tlogsync pages.")
