@@ -185,7 +185,7 @@ def queue_depths(app: Celery) -> dict[str, int]:
     with app.connection_for_read() as conn:
         channel = conn.default_channel
         for name in queues.WORK_QUEUES:
-            _, messages, _ = queues.dead_queue(name)(channel).queue_declare(passive=True)
+            _, messages, _ = queues.dead_queue(name)(channel).queue_declare()  # declared if missing, as _fetch does
             out[name] = int(messages)
     return out
 

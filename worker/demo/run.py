@@ -24,6 +24,7 @@ from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.adapters.queues import WORK_QUEUES
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
+from worker.demo.flower import show_operator_view
 from worker.demo.procs import stop_group
 from worker.demo.sftpserver import EmbeddedSftpServer, SftpEndpoint
 from worker.demo.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
@@ -251,6 +252,7 @@ def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files:
         stop_group(worker, timeout=20)
         server.stop()
     _summary(reads, total, elapsed, endpoint.root)
+    show_operator_view(reads.db, console)  # worker/demo/flower.py
     console.print(f"logs: {workdir / 'worker.log'}, {workdir / 'beat.log'}")
     console.rule("daily audit of the demo day (dolcevita, 2024-01-12)")
     from worker import cli

@@ -146,12 +146,6 @@ class Page(BaseHandler):  # type: ignore[misc]
             return PgOperations(resources.db()).action(int(raw))
         return None
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 403 and kwargs.get("exc_info"):
-            # the xsrf refusal says why, on a page of its own (Flower's 404 page shows the message)
-            self.set_status(403)
-        super().write_error(status_code, **kwargs)
-
 
 def _json(value: Any, limit: int = 2000) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)

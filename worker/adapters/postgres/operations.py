@@ -148,6 +148,19 @@ class PgOperations:
             cur.execute("SELECT " + FAILURE_COLUMNS + " FROM task_failures WHERE task_id = %s", (task_id,))
             return cur.fetchone()
 
+    def failure_of_file(self, file_id: int) -> TaskFailure | None:
+        """The latest failed task of a file, if one was recorded."""
+        with (
+            transient_db_errors(),
+            self.db.connection() as conn,
+            conn.cursor(row_factory=class_row(TaskFailure)) as cur,
+        ):
+            cur.execute(
+                "SELECT " + FAILURE_COLUMNS + " FROM task_failures WHERE file_id = %s ORDER BY created_at DESC LIMIT 1",
+                (file_id,),
+            )
+            return cur.fetchone()
+
     def mark_retried(self, task_id: str, by: str, retried_as: str) -> None:
         with transient_db_errors(), self.db.connection() as conn:
             conn.execute(
