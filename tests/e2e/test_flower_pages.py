@@ -6,6 +6,7 @@ Screenshots of every page are written under the test's temporary folder."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import urllib.error
 import urllib.request
@@ -410,6 +411,8 @@ def test_dlq_purge_on_the_command_line_marks_what_it_removes(flower, make_retail
     _, task_id, options = _dead_letter_an_ingest(r, flower, ledger, "clipurge.json")
     eventually(lambda: _dead(db, task_id), "the dead letter recorded")
     _fix_retailer(flower, r, options)
+    status = flower.cli("status", "--json")
+    assert json.loads(status.stdout)["dead_letters_unresolved"]["tlog.ingest"] >= 1, status
     refused = flower.cli("dlq", "purge")
     assert refused.returncode == 2 and "--all" in refused.stderr
     assert flower.cli("dlq", "purge", "tlog.nope").returncode == 2

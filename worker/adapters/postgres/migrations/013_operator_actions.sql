@@ -10,7 +10,8 @@ ALTER TABLE dead_letters
     ADD COLUMN purged_by    text,
     ADD COLUMN replayed_by  text,
     ADD COLUMN replayed_as  text;
-CREATE INDEX dead_letters_open ON dead_letters (queue, retailer_id)
+-- the open ones of a retailer: what every scan's sweep (RESOLVE_DONE) reads
+CREATE INDEX dead_letters_open ON dead_letters (retailer_id, queue)
     WHERE resolved_at IS NULL AND purged_at IS NULL;
 
 -- Tasks that ended FAILURE without a dead letter, kept with their arguments so Flower's Retry re-sends them as
