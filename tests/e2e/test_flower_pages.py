@@ -428,3 +428,30 @@ def test_dlq_purge_on_the_command_line_marks_what_it_removes(flower, make_retail
         "SELECT action, ok FROM operator_actions WHERE target->>'task_id' = %s AND actor = %s", (task_id, purged_by)
     ).fetchone() == ("purge dead letter", True)
     assert task_id not in flower.cli("dlq", "list", "tlog.ingest", "--json").stdout
+
+
+def test_replay_all_and_purge_all_act_on_the_whole_queue(flower, page, make_retailer, ledger, db):
+    r = make_retailer()
+    first, t1, options = _dead_letter_an_ingest(r, flower, ledger, "all1.json")
+    conftest._RETAILERS[r.retailer_id] = options  # back for a moment: the helper takes it out again
+    second, t2, _ = _dead_letter_an_ingest(r, flower, ledger, "all2.json")
+    eventually(lambda: _dead(db, t1) and _dead(db, t2), "both dead letters recorded")
+    _fix_retailer(flower, r, options)
+    _goto(page, flower, "/tlogsync/dead-letters?queue=tlog.ingest")
+    _until_listed(page, page.locator(f"tr[data-task-id='{t2}']"), "the second letter listed")
+    page.click("#replay-all-tlog\\.ingest")
+    page.wait_for_load_state("networkidle")
+    assert "replay dead-letter queue by ops" in page.locator("#tlogsync-action-result").inner_text()
+    eventually(lambda: _processed(db, first) and _processed(db, second), "both replayed files processed")
+    r2 = make_retailer()
+    _, t3, options2 = _dead_letter_an_ingest(r2, flower, ledger, "all3.json")
+    eventually(lambda: _dead(db, t3), "the third dead letter recorded")
+    _fix_retailer(flower, r2, options2)
+    _goto(page, flower, "/tlogsync/dead-letters?queue=tlog.ingest")
+    _until_listed(page, page.locator(f"tr[data-task-id='{t3}']"), "the third letter listed")
+    page.click("#purge-all-tlog\\.ingest")
+    page.wait_for_load_state("networkidle")
+    assert "purged" in page.locator("#tlogsync-action-result").inner_text()
+    assert db.execute("SELECT purged_by FROM dead_letters WHERE task_id = %s", (t3,)).fetchone() == ("ops",)
+    assert page.locator("tr.tlogsync-dead-letter").count() == 0  # the queue is empty
+    assert "No dead letters." in page.locator("#queue-tlog\\.ingest").inner_text()
