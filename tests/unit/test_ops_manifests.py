@@ -43,6 +43,9 @@ KNOWN_METRICS = {
     "tlogsync_files_ignored",
     "tlogsync_oldest_too_young_seconds",
     "tlogsync_retailers_file_valid",
+    "tlogsync_audit_consistent",
+    "tlogsync_audit_differences",
+    "tlogsync_audit_business_date_seconds",
 }
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 
@@ -55,6 +58,7 @@ REQUIRED_ALERTS = {
     "FollowupsStuck",
     "IngestBacklog",
     "UnfillableLines",
+    "AuditNotConsistent",
 }
 REQUIRED_K8S_FILES = {
     "namespace.yaml",

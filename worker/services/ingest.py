@@ -12,6 +12,7 @@ from worker.core.oms import to_order
 from worker.core.retailers import Retailer
 from worker.core.returns import Return, has_both, is_return, to_return
 from worker.core.routing import followups_for
+from worker.core.salefacts import partial_facts, return_facts, sale_facts, salvage_facts
 from worker.core.tlog import TLogError, decode, validate_sale
 from worker.services.feeds import Feed, join, safe_local_name, unsafe_name_reason
 from worker.services.ports import (
@@ -66,8 +67,10 @@ class UnknownFile(NotFound):
 
 
 def decide(data: bytes, retailer: Retailer) -> Outcome:
-    """Pure: what a TLog file's bytes become (an order to store, a skip or a failure)."""
+    """Pure: what a TLog file's bytes become (an order to store, a skip or a failure), with the facts the audit
+    keeps in the ledger (business day, store, register, what was sold)."""
     digest = hashlib.sha256(data).hexdigest()
+    document = None
     try:
         document = decode(data)
         if has_both(document):
@@ -78,11 +81,14 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
             )
         if is_return(document):
             ret = to_return(document, retailer)
-            return Outcome(PROCESSED, digest, len(data), ret=ret, restock=retailer.order_master)
+            facts = return_facts(document, ret)
+            return Outcome(PROCESSED, digest, len(data), ret=ret, restock=retailer.order_master, facts=facts)
         sale = validate_sale(document)
+        facts = sale_facts(document, sale)
         order = to_order(sale, retailer)
     except TLogError as exc:
-        return Outcome(FAILED, digest, len(data), str(exc))
+        facts = partial_facts(document) if document is not None else salvage_facts(data)
+        return Outcome(FAILED, digest, len(data), str(exc), facts=facts)
     if order.order_type == "IN_STORE" and not retailer.order_master:
         return Outcome(
             SKIPPED,
@@ -90,8 +96,9 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
             len(data),
             f"order {order.external_id}: in-store sale and retailer is not the order master;"
             " inventory comes from the variance feed",
+            facts=facts,
         )
-    return Outcome(PROCESSED, digest, len(data), order=order, followups=followups_for(order, retailer))
+    return Outcome(PROCESSED, digest, len(data), order=order, followups=followups_for(order, retailer), facts=facts)
 
 
 def decide_variance(data: bytes) -> Outcome:

@@ -7,7 +7,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import class_row
 
+from worker.adapters.postgres.auditcols import FACTS_SET, facts_params
 from worker.adapters.postgres.inventory import PgStock
 from worker.adapters.postgres.orders import PgOrders
 from worker.adapters.postgres.pool import Database, describe_db_error, storable, transient_db_errors
@@ -281,7 +282,8 @@ class PgFileLedger:
                     # the file is failed in a fresh transaction.
                     reason = refused_reason(outcome, exc)
                     log.warning("ledger row %s: %s", file_id, reason)
-                    return self._record_once(file_id, Outcome(FAILED, outcome.sha256, outcome.size, reason))
+                    kept = replace(outcome.facts, totals=None) if outcome.facts else None
+                    return self._record_once(file_id, Outcome(FAILED, outcome.sha256, outcome.size, reason, facts=kept))
             raise TransientError(f"ledger row {file_id}: repeated unique violations")
 
     def _record_once(self, file_id: int, outcome: Outcome) -> Recorded:
@@ -321,7 +323,7 @@ class PgFileLedger:
                 .execute(
                     "UPDATE tlog_files SET status = %(st)s, error = %(e)s, sha256 = %(sha)s,"
                     " size = coalesce(%(size)s, size), duplicate_of = %(dup)s, finished_at = now(),"
-                    " records_applied = %(ap)s, records_rejected = %(rj)s"
+                    f" records_applied = %(ap)s, records_rejected = %(rj)s, {FACTS_SET}"
                     f" WHERE id = %(id)s RETURNING {ROW_COLUMNS}",
                     {
                         "st": final.status,
@@ -332,6 +334,7 @@ class PgFileLedger:
                         "id": file_id,
                         "ap": applied,
                         "rj": rejected,
+                        **facts_params(outcome.facts),
                     },
                 )
                 .fetchone()

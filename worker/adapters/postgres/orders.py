@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from worker.adapters.postgres.auditcols import FACTS_SET, facts_params
 from worker.adapters.postgres.rows import ROW_COLUMNS, ledger_row
 from worker.core.oms import json_default
 from worker.core.returns import Return
@@ -78,7 +79,7 @@ WITH o AS (
                 ELSE 'order ' || %(x)s || ' already stored from ledger row '
                      || coalesce((SELECT tlog_file_id FROM first_file)::text, 'another file') || '; not imported again'
                 END,
-        sha256 = %(sha)s, size = coalesce(%(size)s, size), finished_at = now()
+        sha256 = %(sha)s, size = coalesce(%(size)s, size), finished_at = now(), {FACTS_SET}
     WHERE id = %(f)s
     RETURNING {ROW_COLUMNS}
 )
@@ -139,6 +140,7 @@ class PgOrders:
                     "k": list(outcome.followups),
                     "sha": outcome.sha256,
                     "size": outcome.size,
+                    **facts_params(outcome.facts),
                 },
             )
             .fetchone()

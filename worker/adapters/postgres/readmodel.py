@@ -329,6 +329,24 @@ SELECT file_name, records_applied, records_rejected, error FROM tlog_files WHERE
 """
 
 
+# The daily audit (issue 14): each retailer's latest audited business day, as status and the metrics show it.
+@dataclass(frozen=True)
+class LastAudit:
+    retailer_id: str
+    business_date: Any  # date
+    consistent: bool
+    differences: int
+    created_at: datetime
+    age_seconds: Decimal
+
+
+LAST_AUDITS = """
+SELECT DISTINCT ON (retailer_id) retailer_id, business_date, consistent, differences, created_at,
+       extract(epoch FROM now() - created_at)::numeric AS age_seconds
+FROM audit_reports ORDER BY retailer_id, business_date DESC
+"""
+
+
 class PgReadModel:
     def __init__(self, db: Database):
         self.db = db
@@ -373,6 +391,10 @@ class PgReadModel:
 
     def followups(self) -> list[FollowupCount]:
         return self._rows(FollowupCount, FOLLOWUPS)
+
+    def last_audits(self) -> list[LastAudit]:
+        """Per retailer, the report of its latest audited business day."""
+        return self._rows(LastAudit, LAST_AUDITS)
 
     def config_checks(self) -> list[ConfigCheck]:
         """Each retailers file the processes read: valid or why not, and the configuration they use."""
