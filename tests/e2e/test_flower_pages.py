@@ -299,6 +299,7 @@ def test_retry_on_a_failed_tasks_page_resends_it_with_the_arguments_from_postgre
     )
     _goto(page, flower, "/tlogsync/actions", shots, "actions.png")
     assert task_id in page.content()
+    assert page.locator(f"a[href$='/task/{letter[1]}']", has_text="open the task").count() == 1
 
 
 def test_retry_on_a_failed_files_task_page_replays_the_file(flower, page, make_retailer, db):

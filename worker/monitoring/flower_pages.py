@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -169,7 +170,16 @@ def _when(when: datetime | None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
 
 
-HELPERS = {"as_json": _json, "age": _age, "when": _when}
+SENT_TASK = re.compile(r"as task ([0-9a-f-]{36})")
+
+
+def _sent_task(result: str | None) -> str | None:
+    """The id of the task an action sent, named in its result, to link to Flower's page of it."""
+    match = SENT_TASK.search(result or "")
+    return match.group(1) if match else None
+
+
+HELPERS = {"as_json": _json, "age": _age, "when": _when, "sent_task": _sent_task}
 
 
 def dead_letter_view(app: Any, db: Database, queue: str | None) -> dict[str, Any]:
