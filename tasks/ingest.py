@@ -9,8 +9,10 @@ from tasks.routing import forgiven_on_transient, move_backoff, publish_runs
 from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
+from worker.core.errors import FileFailed
 from worker.services.feeds import orders_feed
 from worker.services.ingest import decide, move_file, record_file
+from worker.services.ports import FAILED
 
 log = logging.getLogger("tlogsync.ingest")
 
@@ -39,6 +41,10 @@ def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str |
         result = move_file(committed, feed, source, runtime.ledger(), move_backoff())
     if result.move_error:
         log.warning("%s: %s (tried again later)", result.file_name, result.move_error, extra={"retailer": retailer_id})
+    if result.status == FAILED:
+        # recorded and moved to error_dir: the task ends FAILURE with the reason (Flower's Failed filter shows
+        # it), neither retried nor dead-lettered; the fix is a replay of the file
+        raise FileFailed(f"{retailer_id}/{result.file_name}: {result.error}")
     return {
         "retailer": retailer_id,
         "file": result.file_name,

@@ -16,7 +16,9 @@ from worker.services.replay import ReplayRefused, replay_file
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ops.list_dead_letters")
 def list_dead_letters(self: TlogTask, queue: str | None = None) -> list[dict[str, Any]]:
-    """The dead letters of one work queue (or all), with task, arguments, reason and when they died."""
+    """The dead letters of one work queue (or all), with task, arguments, reason and when they died. Flower shows a
+    task's result as a repr cut at 1,024 characters: for the whole list as JSON, GET /tlogsync/api/dead-letters
+    on Flower (tlogsync's pages), or `tlogsync dlq list --json`."""
     letters = list_dead(app, [queue] if queue else None, runtime.dead_letters().reasons)
     return [{**d.__dict__, "died_at": d.died_at.isoformat() if d.died_at else None} for d in letters]
 
@@ -34,8 +36,26 @@ def replay_dead_letters(
 
 
 @app.task(base=TlogTask, bind=True, name="tlogsync.ops.replay_file")
-def replay_file_task(self: TlogTask, retailer_id: str, file_name: str, feed: str = ORDERS_FEED) -> dict[str, Any]:
-    """Reprocess a file someone fixed in error_dir, through the normal ingest path."""
+def replay_file_task(
+    self: TlogTask, retailer_id: str, file_name: str, feed: str = ORDERS_FEED, action_id: int | None = None
+) -> dict[str, Any]:
+    """Reprocess a file someone fixed in error_dir, through the normal ingest path. action_id: the operator
+    action (Flower's Replay file or Retry) this answers, whose result is written when done."""
+    outcome = _replay_file(retailer_id, file_name, feed)
+    if action_id is not None:
+        error = outcome.get("error")
+        runtime.operations().finish_action(
+            action_id,
+            error is None,
+            f"refused: {error}"
+            if error
+            else f"{retailer_id}/{file_name} is back in the inbound folder as ledger"
+            f" row {outcome['ledger_id']}, its ingest sent",
+        )
+    return outcome
+
+
+def _replay_file(retailer_id: str, file_name: str, feed: str) -> dict[str, Any]:
     retailer = runtime.retailer(retailer_id)
     chosen = (
         orders_feed(retailer)

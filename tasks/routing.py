@@ -11,11 +11,12 @@ from typing import Any
 from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.core.errors import NotFound, TransientError
+from worker.core.errors import FileFailed, NotFound, TransientError
 from worker.core.routing import BROKERING, INVENTORY
 from worker.core.routing import broker_order as broker_order_core
 from worker.services.feeds import variance_feed
 from worker.services.ingest import MoveBackoff, decide_variance, ingest_file
+from worker.services.ports import FAILED
 from worker.services.routing import run_brokering as run_brokering_core
 from worker.services.routing import run_inventory as run_inventory_core
 
@@ -143,6 +144,8 @@ def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_nam
             move_backoff(),
             retailer_id=retailer_id,
         )
+    if result.status == FAILED:  # as a failed TLog file: FAILURE in Flower, no retry, no dead letter
+        raise FileFailed(f"{retailer_id}/{result.file_name}: {result.error}")
     return {
         "retailer": retailer_id,
         "file": result.file_name,

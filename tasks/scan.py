@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from worker.services.feeds import FULFILLMENT_FEED, ORDERS_FEED, feeds
 from worker.services.scan import ScanResult, scan_feeds
 
 FILE_TASKS = {ORDERS_FEED: ingest_tlog}
+log = logging.getLogger("tlogsync.scan")
 
 
 def _file_task(feed: str) -> Any:
@@ -31,6 +33,7 @@ def _file_task(feed: str) -> Any:
     bind=True,
     name="tlogsync.scan_retailer",
     retry_policy_name="scan_retry",
+    redone_by_schedule=True,  # out of retries: no dead letter, the next scheduled scan redoes it
     soft_time_limit=300,
     time_limit=360,
 )
@@ -74,6 +77,12 @@ def scan_retailer(
         )
         raise
     ledger.record_scan(run_id, retailer_id, requested_by, started, total)
+    # dead letters of this retailer whose work has since been done another way are marked resolved (best
+    # effort: the scan's own work is done; the next scan or the Dead letters page marks them otherwise)
+    try:
+        runtime.dead_letters().resolve_done(retailer_id)
+    except TransientError as exc:
+        log.warning("%s: dead letters not swept: %s", retailer_id, exc, extra={"retailer": retailer_id})
     if total.busy:
         # another scan of this retailer holds its lock: it does this one's work, this one gives up at once
         return {"retailer": retailer_id, "busy": True, "note": total.note, "followups_resent": len(resent)}

@@ -106,3 +106,29 @@ def test_on_another_version_metrics_and_healthcheck_are_left_as_they_are():
         pass
 
     assert not require_authentication([Bare], f"{TESTED[0]}.{TESTED[1]}.0")
+
+
+def test_tlogsync_pages_go_before_flowers_catch_all_and_its_templates_get_our_links_and_retry_button():
+    import importlib
+
+    import flower.urls
+
+    from worker.monitoring import flower_pages
+    from worker.monitoring.flower import add_tlogsync_pages
+
+    urls = importlib.reload(flower.urls)  # a fresh copy of Flower's URL list
+    assert not add_tlogsync_pages(urls, f"{TESTED[0]}.{TESTED[1] + 1}.0")
+    assert add_tlogsync_pages(urls, f"{TESTED[0]}.{TESTED[1]}.0")
+    add_tlogsync_pages(urls, f"{TESTED[0]}.{TESTED[1]}.0")  # twice: added once
+    names = [getattr(h, "name", None) for h in urls.handlers]
+    assert names.count("tlogsync-dead-letters") == 1
+    assert urls.handlers[-1][0] == r".*"  # Flower's catch-all stays last
+    loader = urls.settings["template_loader"]
+    assert isinstance(loader, flower_pages.Loader)
+    # the anchors our additions follow are in Flower's templates as pinned: a change there is caught here
+    navbar = loader.load("navbar.html").code
+    assert "tlogsync_nav.html" in navbar
+    assert "tlogsync_task_actions.html" in loader.load("task.html").code
+    for page in ("dead_letters", "files", "actions", "nav", "task_actions", "shown"):
+        loader.load(f"tlogsync_{page}.html")  # they compile
+    importlib.reload(flower.urls)

@@ -32,6 +32,8 @@ KNOWN_METRICS = {
     "tlogsync_last_scan_age_seconds",
     "tlogsync_scan_errors",
     "tlogsync_dead_letters",
+    "tlogsync_dead_letters_unresolved",
+    "tlogsync_scans_given_up_total",
     "tlogsync_queue_messages",
     "tlogsync_workers",
     "tlogsync_pending_followups",
@@ -49,7 +51,7 @@ METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 
 REQUIRED_ALERTS = {
     "OldestFileTooOld",
-    "DeadLettersPresent",
+    "DeadLettersUnresolved",
     "NoWorkers",
     "ScanFailing",
     "ScansStopped",
@@ -492,7 +494,8 @@ def test_the_alerts_keep_the_agreed_thresholds(alerts):
     rules = {rule["alert"]: rule for rule in alerts}
     assert "tlogsync_oldest_unprocessed_file_age_seconds" in rules["OldestFileTooOld"]["expr"]
     assert "> 1800" in rules["OldestFileTooOld"]["expr"] and rules["OldestFileTooOld"]["for"] == "10m"
-    assert "> 0" in rules["DeadLettersPresent"]["expr"] and rules["DeadLettersPresent"]["for"] == "5m"
+    assert "> 0" in rules["DeadLettersUnresolved"]["expr"] and rules["DeadLettersUnresolved"]["for"] == "5m"
+    assert "tlogsync_dead_letters_unresolved" in rules["DeadLettersUnresolved"]["expr"]  # resolved ones never fire
     assert "== 0" in rules["NoWorkers"]["expr"] and "absent(tlogsync_workers)" in rules["NoWorkers"]["expr"]
     assert rules["NoWorkers"]["for"] == "2m"
     assert "== 1" in rules["ScanFailing"]["expr"] and rules["ScanFailing"]["for"] == "15m"

@@ -204,3 +204,22 @@ def test_a_bad_log_format_stops_the_worker_before_it_connects():
     )
     assert done.returncode == 2
     assert "tlogsync: TLOGSYNC_LOG_FORMAT='yaml': not one of text, json" in done.stderr
+
+
+def test_flowers_secrets_can_come_from_files_never_from_both_places(tmp_path):
+    password, api = tmp_path / "password", tmp_path / "api"
+    password.write_text("s3cret\n")
+    api.write_text("http://guest:pw@127.0.0.1:15672/api/")
+    flower = FlowerSettings.from_env(
+        {"FLOWER_USER": "ops", "FLOWER_PASSWORD_FILE": str(password), "TLOGSYNC_BROKER_API_FILE": str(api)}
+    )
+    assert (flower.user, flower.password, flower.broker_api) == (
+        "ops",
+        "s3cret",
+        "http://guest:pw@127.0.0.1:15672/api/",
+    )
+    with pytest.raises(SettingsError, match="FLOWER_PASSWORD_FILE=.*FLOWER_PASSWORD is set too"):
+        FlowerSettings.from_env({"FLOWER_PASSWORD": "x", "FLOWER_PASSWORD_FILE": str(password)})
+    with pytest.raises(SettingsError, match="cannot be read") as refused:
+        FlowerSettings.from_env({"FLOWER_PASSWORD_FILE": str(tmp_path / "missing")})
+    assert "s3cret" not in str(refused.value)

@@ -22,6 +22,7 @@ from worker.adapters.postgres.config import PgConfigSnapshots
 from worker.adapters.postgres.deadletters import PgDeadLetters
 from worker.adapters.postgres.inventory import PgInventory
 from worker.adapters.postgres.ledger import PgFileLedger
+from worker.adapters.postgres.operations import PgOperations
 from worker.adapters.postgres.pool import Database, open_pool
 from worker.adapters.postgres.routing import PgRouting
 from worker.adapters.sftp import SftpSessions
@@ -117,6 +118,10 @@ class Runtime:
 
     def routing(self) -> PgRouting:
         return PgRouting(self.database())
+
+    def operations(self) -> PgOperations:
+        """Failed tasks kept for a retry, problem files, operator actions (tlogsync's pages in Flower)."""
+        return PgOperations(self.database())
 
     # -- SFTP
     @contextmanager

@@ -50,6 +50,18 @@ class _Env:
     def text(self, name: str) -> str | None:
         return self.env.get(name) or None  # empty counts as unset, so `VAR=` in a manifest means the default
 
+    def secret(self, name: str) -> str | None:
+        """NAME, or the contents of the file NAME_FILE names (a mounted secret; its trailing newline dropped)."""
+        value, path = self.text(name), self.text(f"{name}_FILE")
+        if value and path:
+            raise SettingsError(f"{name}_FILE={path!r}: {name} is set too; give one of them")
+        if path is None:
+            return value
+        try:
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n") or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{name}_FILE={path!r}: cannot be read: {type(exc).__name__}") from None
+
     def integer(self, name: str, default: int, minimum: int = 0) -> int:
         raw = self.text(name)
         if raw is None:
@@ -188,11 +200,12 @@ class FlowerSettings:
     """What `tlogsync flower` reads besides Settings; only that command needs (and holds) the password."""
 
     # FLOWER_USER and FLOWER_PASSWORD: Flower's basic auth; without both, `tlogsync flower` refuses to start
-    # (unless --insecure-local on a loopback address).
+    # (unless --insecure-local on a loopback address). FLOWER_PASSWORD_FILE: a file holding the password instead.
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     # TLOGSYNC_BROKER_API: RabbitMQ's management API for Flower's broker view and queue lengths, e.g.
-    # http://guest:guest@127.0.0.1:15672/api/ (unset: Flower shows no queue lengths).
+    # http://guest:guest@127.0.0.1:15672/api/ (unset: Flower shows no queue lengths). TLOGSYNC_BROKER_API_FILE: a
+    # file holding that URL instead (it carries the management password).
     broker_api: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -200,6 +213,6 @@ class FlowerSettings:
         env = _Env(os.environ if environ is None else environ)
         return cls(
             user=env.text("FLOWER_USER"),
-            password=env.text("FLOWER_PASSWORD"),
-            broker_api=env.text("TLOGSYNC_BROKER_API"),
+            password=env.secret("FLOWER_PASSWORD"),
+            broker_api=env.secret("TLOGSYNC_BROKER_API"),
         )

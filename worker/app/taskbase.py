@@ -5,8 +5,12 @@ Three tiers of failure:
   jitter, a cap;
 - permanent (unknown retailer or ledger row, bad SFTP credentials or host key): rejected without
   requeue, so RabbitMQ dead-letters the message into `<queue>.dead`;
-- retries exhausted: dead-lettered the same way.
-Bad *files* are not task failures: ingest records them as `failed` in the ledger and succeeds.
+- retries exhausted: dead-lettered the same way, except for a task its schedule redoes (`redone_by_schedule`: the
+  scan), which ends in FAILURE without a dead letter (logged, and counted in `task_failures`).
+A bad *file* is recorded as `failed` in the ledger and moved to error_dir; its task then ends in FAILURE
+(`FileFailed`, one of the `throws`: Celery logs it without a traceback) so Flower's Failed filter shows it, and is
+neither retried nor dead-lettered. Both kinds are kept with their arguments (`task_failures`), so Flower's Retry
+re-sends them as they were. A task that succeeds and carries the replay header marks its dead letter resolved.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from celery import Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from worker.adapters.postgres.operations import FILE_FAILED, GAVE_UP
 from worker.adapters.postgres.pool import describe_db_error, transient_db_errors
+from worker.adapters.rabbitmq import REPLAY_HEADER
 from worker.app.runtime import runtime
 from worker.app.settings import RetryPolicy
-from worker.core.errors import Permanent, TransientError, bounded
+from worker.core.errors import FileFailed, LeftToSchedule, Permanent, TransientError, bounded
 
 log = logging.getLogger("tlogsync.tasks")
 
@@ -69,6 +75,10 @@ class TlogTask(Task):  # type: ignore[misc]
     abstract = True
     retry_policy_name = "ingest_retry"
     acks_late = True
+    # Expected ends: FAILURE in Flower, acknowledged (no dead letter), logged by us at WARNING, by Celery at INFO.
+    throws = (FileFailed, LeftToSchedule)
+    # True for a task beat sends again anyway (the scan): out of retries, it is left to the next run.
+    redone_by_schedule = False
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -80,7 +90,10 @@ class TlogTask(Task):  # type: ignore[misc]
             # one connection checkout for the whole task; a database that cannot be reached is transient
             with transient_db_errors(), runtime.database().bound():
                 result = self.run(*args, **kwargs)
-        except (Retry, Reject):
+        except (Retry, Reject, LeftToSchedule):
+            raise
+        except FileFailed as exc:
+            self._file_failed(exc, args, kwargs)
             raise
         except TransientError as exc:
             raise self._retry_or_give_up(exc, args, kwargs) from exc
@@ -100,7 +113,58 @@ class TlogTask(Task):  # type: ignore[misc]
             log.error("%s %s: %s\n%s", self.name, logged_args(args), reason, frames)
             raise self.dead_letter(reason, args, kwargs) from None
         self._log_done(args, result, started)
+        self._resolve_replayed()
         return result
+
+    def _header(self, name: str) -> Any:
+        request = self.request
+        return getattr(request, name, None) or (getattr(request, "headers", None) or {}).get(name)
+
+    def _resolve_replayed(self) -> None:
+        """A replayed dead letter (or a task retried in its place) that succeeded: its dead letter is resolved."""
+        replay_of = self._header(REPLAY_HEADER)
+        if not replay_of:
+            return
+        try:
+            if runtime.dead_letters().mark_resolved(str(replay_of), f"its replay succeeded (task {self.request.id})"):
+                log.info("%s: dead letter %s resolved: its replay succeeded", self.name, bounded(str(replay_of), 200))
+        except Exception:  # noqa: BLE001 - the work is done; a mark missed is caught by the next sweep
+            log.warning("could not mark dead letter %s resolved", bounded(str(replay_of), 200), exc_info=True)
+
+    def _context(self, args: tuple[Any, ...]) -> dict[str, Any]:
+        """What a warning or error line carries: task, task id, queue, retailer (and file id, for a file task)."""
+        fields: dict[str, Any] = {
+            "task": self.name,
+            "task_id": self.request.id,
+            "queue": (self.request.delivery_info or {}).get("routing_key"),
+        }
+        if args and isinstance(args[0], str):
+            fields["retailer"] = bounded(args[0], 200)
+        if len(args) > 1 and isinstance(args[1], int):
+            fields["file_id" if len(args) > 2 else "order_id"] = args[1]
+        return {k: v for k, v in fields.items() if v is not None}
+
+    def _keep_failure(self, kind: str, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        file_id = args[1] if kind == FILE_FAILED and len(args) > 1 and isinstance(args[1], int) else None
+        try:
+            runtime.operations().record_failure(
+                self.request.id or "",
+                self.name,
+                (self.request.delivery_info or {}).get("routing_key") or "unknown",
+                kind,
+                args,
+                kwargs,
+                reason,
+                args[0] if args and isinstance(args[0], str) else None,
+                file_id,
+            )
+        except Exception:  # noqa: BLE001 - the task's end must not change for want of its record
+            log.warning("could not record the failure of %s", bounded(str(self.request.id), 200), exc_info=True)
+
+    def _file_failed(self, exc: FileFailed, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        reason = bounded(str(exc))
+        log.warning("%s: file failed: %s", self.name, reason, extra={**self._context(args), "error": reason})
+        self._keep_failure(FILE_FAILED, reason, args, kwargs)
 
     def _log_done(self, args: tuple[Any, ...], result: Any, started: float) -> None:
         """One event per task: who, which file or order, what came of it, how long it took."""
@@ -130,6 +194,8 @@ class TlogTask(Task):  # type: ignore[misc]
         policy = self.retry_policy
         retries = self.request.retries or 0
         if retries >= policy.max_retries:
+            if self.redone_by_schedule:
+                return self._left_to_schedule(f"retries exhausted after {retries}: {exc}", args, kwargs)
             return self.dead_letter(f"retries exhausted after {retries}: {exc}", args, kwargs)
         delay = backoff_seconds(policy, retries)
         log.warning(
@@ -141,6 +207,20 @@ class TlogTask(Task):  # type: ignore[misc]
             bounded(str(exc)),
         )
         return self.retry(exc=exc, countdown=delay, max_retries=policy.max_retries)  # type: ignore[no-any-return]
+
+    def _left_to_schedule(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LeftToSchedule:
+        """Out of retries, not dead-lettered: the next scheduled run does this work (a dead letter would stay
+        behind after it had, and keep an alert firing for nothing)."""
+        reason = bounded(reason)
+        log.warning(
+            "%s %s: gave up, not dead-lettered: the next scheduled run redoes it: %s",
+            self.name,
+            logged_args(args),
+            reason,
+            extra={**self._context(args), "error": reason},
+        )
+        self._keep_failure(GAVE_UP, reason, args, kwargs)
+        return LeftToSchedule(f"{reason}; left to the next scheduled run")
 
     def dead_letter(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reject:
         """Keep the reason in PostgreSQL, then reject without requeue: RabbitMQ moves it to <queue>.dead."""

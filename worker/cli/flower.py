@@ -10,6 +10,8 @@ import click
 from worker.app.settings import FlowerSettings, Settings
 from worker.cli.common import error, option, with_settings
 
+TASKS_COLUMNS = "name,uuid,state,args,result,exception,received,runtime,worker"
+
 
 @click.command("flower", help="Flower with basic auth from FLOWER_USER/FLOWER_PASSWORD and the tlogsync pages.")
 @option("--port", type=click.IntRange(0, 65535), default=5555, help="TCP port to listen on.")
@@ -58,5 +60,9 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     # Flower would otherwise broadcast enable_events every 5 s, turning task events on in every worker started
     # without -E (one more publish per task state): that is the operator's choice, made with -E or here.
     env["FLOWER_ENABLE_EVENTS"] = "true" if args.enable_events else "false"
+    # The task list shows each task's arguments (retailer, ledger id, file name: bounded by Celery's argsrepr,
+    # 1,024 characters) and result, so a row says which retailer and file it is about; FLOWER_TASKS_COLUMNS
+    # set by the operator wins.
+    env.setdefault("FLOWER_TASKS_COLUMNS", TASKS_COLUMNS)
     os.execve(sys.executable, cmd, env)  # noqa: S606 - become Flower, no shell involved
     return 0  # not reached

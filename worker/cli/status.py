@@ -10,7 +10,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from worker.adapters.postgres.deadletters import PgDeadLetters
 from worker.adapters.postgres.readmodel import PgReadModel
+from worker.adapters.queues import WORK_QUEUES
 from worker.app.settings import Settings
 from worker.cli.common import console, database, option, with_settings
 
@@ -48,6 +50,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         checks = reads.config_checks()
         audits = reads.last_audits()
         now = reads.now()
+        unresolved = dict(PgDeadLetters(db).open_by_queue())  # what DeadLettersUnresolved counts
     dead = _dead_letter_depths()
     by_retailer: dict[str, dict[str, Any]] = {}
     for f in files:
@@ -109,6 +112,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             for c in checks
         ],
         "dead_letters": dead,
+        "dead_letters_unresolved": {q: unresolved.get(q, 0) for q in WORK_QUEUES},
         "recent_failures": [
             {
                 "retailer": x.retailer_id,
@@ -187,7 +191,13 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if dead is None:
         console.print("[red]dead letters: the broker did not answer[/red]")
     else:
-        console.print("dead letters: " + ", ".join(f"{q}.dead {n}" for q, n in dead.items()))
+        console.print(
+            "dead letters: "
+            + ", ".join(
+                f"{q}.dead {n}" + (f" ({unresolved[q]} unresolved)" if unresolved.get(q) else "")
+                for q, n in dead.items()
+            )
+        )
     if failures:
         failed = Table(title=f"recent failures (last {args.failures})")
         for col in ("retailer", "file", "failed at", "reason"):

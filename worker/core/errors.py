@@ -47,6 +47,16 @@ class HostKeyRejected(Permanent):
     """The server's host key is not the one in known_hosts."""
 
 
+class FileFailed(Exception):
+    """A file was recorded failed (bad input) and moved to error_dir: the task ends in FAILURE with this reason, so
+    Flower's Failed filter shows it, but it is neither retried nor dead-lettered (the fix is a replay of the file)."""
+
+
+class LeftToSchedule(Exception):
+    """A scheduled task ran out of retries: it ends in FAILURE without a dead letter, the next scheduled run redoes
+    its work (a scan of the retailer)."""
+
+
 class FileTooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"file is larger than the {limit}-byte limit")

@@ -27,6 +27,7 @@ from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
 from worker.demo import lifecycle
 from worker.demo.audit import audit_files, run_demo_audit
 from worker.demo.brokering import brokering_demo
+from worker.demo.flower import show_operator_view
 from worker.demo.procs import stop_group
 from worker.demo.sftpserver import EmbeddedSftpServer, SftpEndpoint
 from worker.demo.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
@@ -259,6 +260,7 @@ def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files:
         stop_group(worker, timeout=20)
         server.stop()
     _summary(reads, total + lifecycle.FILES, elapsed, endpoint.root)
+    show_operator_view(reads.db, console)  # worker/demo/flower.py
     console.print(f"logs: {workdir / 'worker.log'}, {workdir / 'beat.log'}")
     status = max(status, brokering_demo(dsn, console))
     # the day holds problems on purpose (broken files, a sale never uploaded, a tender a cent short): found, explained

@@ -6,7 +6,8 @@ Flower's broker view and /api/queues/length list only the queues some worker con
 The addition replaces `flower.views.BaseHandler.get_active_queue_names`, a method Flower does not document.
 Flower 2.2 also serves `/metrics` (its Prometheus metrics: worker names, task names and counts) and
 `/healthcheck` without authentication even when basic auth is on; their `get` is wrapped in tornado's
-`authenticated`, as Flower's other pages are. This module is the only place that touches Flower's internals,
+`authenticated`, as Flower's other pages are. tlogsync's own pages (`flower_pages.py`) are added to Flower's URL
+list and templates. This module is the only place that touches Flower's internals,
 and only on the Flower minor version it was checked against (TESTED, as pinned in pyproject.toml); on another
 version Flower runs as it is, without the dead letters and with those two pages open (said on stderr).
 Run as `python -m worker.monitoring.flower <flower options>`.
@@ -64,8 +65,20 @@ def require_authentication(handlers: Sequence[Any], version: str) -> bool:
     return True
 
 
+def add_tlogsync_pages(flower_urls: Any, version: str) -> bool:
+    """tlogsync's pages (dead letters, failed files, actions) and the Retry button on Flower's task page
+    (worker/monitoring/flower_pages.py); False, leaving Flower as it is, on another version."""
+    if not _tested(version) or not isinstance(getattr(flower_urls, "handlers", None), list):
+        return False
+    from worker.monitoring.flower_pages import install
+
+    install(flower_urls)
+    return True
+
+
 def main(argv: list[str]) -> None:
     import flower
+    import flower.urls
     from celery.bin.celery import main as celery_main
     from flower.views import BaseHandler, monitor
 
@@ -79,6 +92,12 @@ def main(argv: list[str]) -> None:
         print(
             f"tlogsync flower: Flower {flower.__version__} is not {TESTED[0]}.{TESTED[1]}: /metrics and /healthcheck"
             " may answer without authentication",
+            file=sys.stderr,
+        )
+    if not add_tlogsync_pages(flower.urls, flower.__version__):
+        print(
+            f"tlogsync flower: Flower {flower.__version__} is not {TESTED[0]}.{TESTED[1]}: tlogsync's pages (dead"
+            " letters, failed files, Retry) are not added",
             file=sys.stderr,
         )
     sys.argv = ["celery", "-A", "worker", "flower", *argv]

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from worker.adapters import queues
 from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
+from worker.monitoring.deadletter_metrics import DeadLetterCollector
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,7 @@ def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a scrape
     # a short wait for a connection: a scrape must still report the broker when the database is down
     db = open_pool(runtime.settings.database_url, max_size=2, name="tlogsync-metrics", timeout=5, check=True)
     REGISTRY.register(TlogsyncCollector(PgReadModel(db), app, runtime.retailers))
+    REGISTRY.register(DeadLetterCollector(db, runtime.retailers))  # worker/monitoring/deadletter_metrics.py
     start_http_server(port, addr=address)
     log.info("metrics on http://%s:%d/metrics", address, port)
     while True:
