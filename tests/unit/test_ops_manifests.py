@@ -41,6 +41,8 @@ KNOWN_METRICS = {
     "tlogsync_files_ignored",
     "tlogsync_oldest_too_young_seconds",
     "tlogsync_retailers_file_valid",
+    "tlogsync_database_up",
+    "tlogsync_broker_up",
 }
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 
@@ -53,6 +55,9 @@ REQUIRED_ALERTS = {
     "FollowupsStuck",
     "IngestBacklog",
     "UnfillableLines",
+    "DatabaseDown",
+    "BrokerDown",
+    "MetricsExporterDown",
 }
 REQUIRED_K8S_FILES = {
     "namespace.yaml",
