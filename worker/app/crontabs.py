@@ -24,7 +24,8 @@ class zoned_crontab(crontab):  # noqa: N801 - named like Celery's schedules
     def __init__(self, *args: Any, zone: str = "UTC", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.zone = zone
-        self._orig_kwargs: dict[str, Any] = {**kwargs, "zone": zone}  # kept by __reduce__: beat's shelve pickles it
+        celery_kwargs: dict[str, Any] = dict(getattr(self, "_orig_kwargs", {}))  # Celery's own (nowfun, app)
+        self._orig_kwargs = {**celery_kwargs, "zone": zone}  # kept by __reduce__: beat's shelve pickles it
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling: Celery's keeps only its own kwargs
         state = dict(state)
