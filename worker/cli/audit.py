@@ -6,13 +6,20 @@ import argparse
 import json
 from typing import Any
 
+import click
 from rich.table import Table
 
-from worker.adapters.postgres.pool import open_pool
 from worker.app.settings import Settings
-from worker.cli.common import console, known_retailer
+from worker.cli.common import console, database, error, known_retailer, option, retailer_argument, with_settings
 
 
+@click.command("audit", help="The daily sales audit of RETAILER's business day (and the reconciliation with the ERP).")
+@retailer_argument
+@option("--date", required=True, help="The business day, YYYY-MM-DD (store-local).")
+@option("--compare", type=click.Path(dir_okay=False), help="The ERP export: CSV with header order_id,store,type,total.")
+@option("--json", is_flag=True, help="Print the report as JSON on stdout.")
+@option("--sftp/--no-sftp", default=True, help="Also write the report to the retailer's SFTP audit_dir.")
+@with_settings
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     """The daily audit on demand, optionally reconciled against the ERP's export."""
     from datetime import date
@@ -27,18 +34,18 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     try:
         day = date.fromisoformat(args.date)
     except ValueError:
-        console.print(f"[red]--date {args.date!r}: expected YYYY-MM-DD[/red]")
+        error(f"--date {args.date!r}: expected YYYY-MM-DD")
         return 2
     erp = None
     if args.compare:
         try:
             erp = parse_erp_csv(open(args.compare, encoding="utf-8").read())  # noqa: SIM115
         except (OSError, ErpFileError) as exc:
-            console.print(f"[red]{args.compare}: {exc}[/red]")
+            error(f"{args.compare}: {exc}")
             return 2
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds) if retailer.sftp.audit_dir and args.sftp else None
     try:
-        with open_pool(settings.database_url) as db:
+        with database(settings) as db:
             document, orders, written = run_audit(retailer, day, PgAudit(db), source, settings.audit_dir)
     finally:
         if source is not None:

@@ -6,13 +6,13 @@ import argparse
 import json
 from typing import Any
 
+import click
 from rich.markup import escape
 from rich.table import Table
 
-from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.app.settings import Settings
-from worker.cli.common import console
+from worker.cli.common import console, database, option, with_settings
 
 
 def _dead_letter_depths() -> dict[str, int] | None:
@@ -27,10 +27,16 @@ def _dead_letter_depths() -> dict[str, int] | None:
         return None
 
 
+@click.command(
+    "status", help="Per retailer: last scan, files by status, oldest pending file, dead letters, recent failures."
+)
+@option("--json", is_flag=True, help="Print the same as JSON on stdout.")
+@option("--failures", type=click.IntRange(min=0), default=10, help="How many recent failures to show.")
+@with_settings
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """The operator's one screen: per retailer the last scan, files by status, the oldest pending file,
     follow-ups, dead letters and recent failures with their reasons."""
-    with open_pool(settings.database_url) as db, db.bound():
+    with database(settings) as db, db.bound():
         reads = PgReadModel(db)
         files = reads.files_by_status()
         pending = reads.pending_files()
@@ -174,6 +180,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@click.command("metrics", help="Serve the Prometheus metrics (business metrics per retailer) over HTTP.")
+@option("--port", type=click.IntRange(0, 65535), default=9808, help="TCP port to listen on.")
+@option("--address", default="0.0.0.0", help="Address to listen on (a scrape target).")  # noqa: S104
+@with_settings
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
     from worker.monitoring.metrics import serve
 
