@@ -32,7 +32,7 @@ def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
     for col in ("retailer", "enabled", "schedule", "order master", "sftp", "orders dir"):
         table.add_column(col)
     for r in retailers.values():
-        when = r.schedule if r.schedule else f"every {r.poll_seconds:g}s"
+        when = f"{r.schedule} ({r.time_zone})" if r.schedule else f"every {r.poll_seconds:g}s"
         table.add_row(
             r.retailer_id,
             "yes" if r.enabled else "paused",

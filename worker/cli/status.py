@@ -12,7 +12,7 @@ from rich.table import Table
 
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.app.settings import Settings
-from worker.cli.common import console, database, option, with_settings
+from worker.cli.common import USAGE, console, database, error, option, with_settings
 
 
 def _dead_letter_depths() -> dict[str, int] | None:
@@ -187,5 +187,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
     from worker.monitoring.metrics import serve
 
-    serve(args.port, args.address)
+    try:
+        serve(args.port, args.address)
+    except OSError as exc:  # the port is taken or the address is not this machine's: said in one line
+        error(f"tlogsync metrics: cannot listen on {args.address}:{args.port}: {exc.strerror or exc}")
+        return USAGE
     return 0

@@ -371,9 +371,9 @@ def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a scrape
     collector = TlogsyncCollector(
         PgReadModel(db), app, runtime.retailers, refresh_seconds=settings.metrics_refresh_seconds
     )
-    collector.start()
     REGISTRY.register(collector)
-    start_http_server(port, addr=address)
+    start_http_server(port, addr=address)  # first: a port that is taken stops it before anything else runs
+    collector.start()
     log.info("metrics on http://%s:%d/metrics", address, port)
     while True:
         time.sleep(3600)
