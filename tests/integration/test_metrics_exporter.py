@@ -119,9 +119,11 @@ def test_the_exposition_passes_promtool_with_zero_series_and_real_counters(pg_ds
         f'tlogsync_scan_errors{{retailer="{r}"}}',
         f'tlogsync_files_too_young{{retailer="{r}"}}',
         f'tlogsync_negative_stock_rows{{retailer="{r}"}}',
-        'tlogsync_dead_letters{queue="tlog.ingest"}',
     ):
         assert value(text, series) == 0.0, series
+    for queue in ("tlog.scan", "tlog.ingest", "brokering", "inventory", "tlog.ops"):  # the session's vhost: shared
+        assert value(text, f'tlogsync_dead_letters{{queue="{queue}"}}') is not None
+        assert value(text, f'tlogsync_queue_messages{{queue="{queue}"}}') is not None
 
 
 def test_a_database_that_refuses_connections_is_reported_down_and_the_scrape_still_answers(

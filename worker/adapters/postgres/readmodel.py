@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -112,9 +112,11 @@ class ScanRun:
     error: str | None
     will_retry: bool
     note: str | None = None  # it did nothing: another scan of the retailer was running
-    listed: int = 0
-    dispatched: int = 0  # messages it sent (new claims, reclaims, redispatches)
-    deferred: int = 0  # new files it left in the folder: the in-flight cap (TLOGSYNC_MAX_IN_FLIGHT) was reached
+    # what the wait reports besides (not part of a run's identity: two runs compare by what they left to wait for)
+    listed: int = field(default=0, compare=False)
+    dispatched: int = field(default=0, compare=False)  # messages it sent (new claims, reclaims, redispatches)
+    # new files it left in the folder: the in-flight cap (TLOGSYNC_MAX_IN_FLIGHT) was reached
+    deferred: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
