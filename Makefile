@@ -28,12 +28,15 @@ test: install
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-## Style and types: ruff lint, ruff format check, mypy (strict on the core and the use cases, basic elsewhere).
+## Style and types: ruff lint, ruff format check, mypy (strict on the core and the use cases, basic elsewhere),
+## and the Prometheus alert rules (promtool check rules, promtool test rules).
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict worker/core worker/services
 	$(BIN)/mypy
+	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install prometheus" >&2; exit 1; }
+	cd ops/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml
 
 lint: check
 

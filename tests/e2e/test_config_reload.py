@@ -135,7 +135,8 @@ def test_a_recycled_pool_child_uses_the_last_valid_retailers_file_and_the_invali
 
             # fixed: valid again everywhere
             write(path, render_retailers(sshd, [first, added]))
-            assert metric(port, path) == "1.0"
+            # the exporter refreshes its figures in the background (TLOGSYNC_METRICS_REFRESH): by the next refresh
+            eventually(lambda: metric(port, path) == "1.0", "the metric valid again", timeout=30)
             status = run(env, sys.executable, "-m", "worker.cli", "status", "--json")
             (mine,) = [f for f in json.loads(status.stdout)["retailers_files"] if f["file"] == str(path)]
             assert mine["valid"] is True and mine["error"] is None

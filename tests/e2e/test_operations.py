@@ -159,3 +159,98 @@ def test_the_audit_task_runs_on_a_worker_and_stores_its_report(celery_worker, ma
         ),
         "the due audit",
     )
+
+
+def test_every_warning_and_error_of_a_real_worker_names_retailer_file_or_order_task_and_queue(
+    make_retailer, sshd, db, tmp_path
+):
+    """A JSON-logging worker of its own meets a bad file (a warning with the reason), an SFTP host that refuses
+    connections (retry warnings) and an ingest message naming a ledger row that does not exist (a dead letter):
+    each of those lines carries the retailer, the file, the task id and the queue."""
+    from tests.conftest import render_retailers
+    from worker.demo.sshd import free_port
+
+    good = make_retailer()
+    good.put("broken.json", b'{"orderId": ')
+    unreachable = f"down_{secrets.token_hex(3)}"
+    retailers = tmp_path / "retailers.toml"
+    retailers.write_text(
+        render_retailers(sshd, [good])
+        + f"""
+[retailers.{unreachable}]
+product_store_id = "DOWN"
+currency = "USD"
+order_master = true
+poll_seconds = 3600
+[retailers.{unreachable}.sftp]
+host = "127.0.0.1"
+port = {free_port()}
+username = "nobody"
+private_key = "{sshd.private_key}"
+known_hosts = "{sshd.known_hosts}"
+orders_dir = "/in"
+archive_dir = "/in/archive"
+error_dir = "/in/error"
+"""
+    )
+    overrides = {
+        "TLOGSYNC_LOG_FORMAT": "json",
+        "TLOGSYNC_RETAILERS": str(retailers),
+        "TLOGSYNC_SCAN_MAX_RETRIES": "1",
+        "TLOGSYNC_SCAN_RETRY_BASE": "1",
+        "TLOGSYNC_SCAN_RETRY_CAP": "1",
+    }
+    with vhost_env("logctx", **overrides) as env:
+        wp = start_worker(f"logctx-{secrets.token_hex(2)}", queues="tlog.scan,tlog.ingest", concurrency=1, env=env)
+        try:
+
+            def run(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True, timeout=120
+                )
+
+            assert run("scan", good.retailer_id, "--wait", "--timeout", "60").returncode == 0
+            assert run("scan", unreachable).returncode == 0  # enqueued; the worker retries, then gives up
+            ghost = 2_000_000_000 + secrets.randbelow(1_000_000)
+            sent = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from worker.celery import app; "
+                    "app.send_task('tlogsync.ingest_tlog', (sys.argv[1], int(sys.argv[2]), 'ghost.json'))",
+                    good.retailer_id,
+                    str(ghost),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert sent.returncode == 0, sent.stderr
+
+            def events() -> list[dict]:
+                return [json.loads(line) for line in wp.log.read_text().splitlines() if line.startswith("{")]
+
+            def seen(predicate) -> bool:  # type: ignore[no-untyped-def]
+                return any(predicate(e) for e in events())
+
+            eventually(
+                lambda: seen(lambda e: e.get("outcome") == "retry" and e.get("retailer") == unreachable), "retry"
+            )
+            eventually(lambda: seen(lambda e: e.get("file_id") == ghost and e["level"] == "ERROR"), "dead letter")
+        finally:
+            wp.stop()
+    lines = [e for e in events() if e["logger"].startswith("tlogsync") and e["level"] in ("WARNING", "ERROR")]
+    failed = [e for e in lines if e.get("file") == "broken.json"]
+    assert failed and failed[0]["level"] == "WARNING" and failed[0]["outcome"] == "failed"
+    assert "broken.json" in failed[0]["message"] and failed[0]["error"] in failed[0]["message"]
+    retries = [e for e in lines if e.get("outcome") == "retry"]
+    assert retries and all(e["retailer"] == unreachable and e["queue"] == "tlog.scan" for e in retries)
+    dead = [e for e in lines if e.get("file_id") == ghost]
+    assert dead and all(e["retailer"] == good.retailer_id and e["queue"] == "tlog.ingest" for e in dead)
+    assert any(e.get("outcome") == "dead-lettered" and e["file"] == "ghost.json" for e in dead)
+    for line in lines:
+        assert line.get("task_id") and line.get("task") and line.get("queue"), line
+        assert line.get("retailer"), line
+        if line["task"] != "tlogsync.scan_retailer":  # a scan is about a retailer, not one file or order
+            assert line.get("file") or line.get("file_id") or line.get("order_id"), line

@@ -4,7 +4,6 @@ sequence, the ERP comparison and the HTML report."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -330,40 +329,3 @@ def test_an_erp_order_cancelled_here_is_named_so():
     erp = parse_erp_export("store,type,order_id,total\n254,IN_STORE,V,25.00\n", DAY)
     [diff] = compare(DAY, [void], erp, lambda ids: {}).differences
     assert diff["kind"] == "cancelled here"
-
-
-def test_the_audit_alert_fires_under_promtool_while_the_last_audit_is_not_consistent():
-    import shutil
-    import subprocess
-    from pathlib import Path
-
-    from tests.conftest import need
-
-    promtool = shutil.which("promtool")
-    need(promtool is not None, "promtool (apt-get install prometheus)")
-    folder = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
-    done = subprocess.run(
-        [str(promtool), "test", "rules", "audit_alerts_test.yml"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_a_rounding_between_the_rounded_orders_and_the_rounded_sum_is_named_for_the_row():
-    halves = [sale(o, "1.005", tenders=(TenderLine("CASH", Decimal("1.005"), "PAYMENT_SETTLED"),)) for o in "AB"]
-    document = report(DayData(sales=halves))
-    assert document["rows"][0]["grand_total"] == "2.01" and document["rows"][0]["rounding"] == "-0.01"
-    assert [r["subject"] for r in document["rounding"]] == ["row:254/IN_STORE"]
-    assert document["consistent"]
-
-
-def test_a_sale_skipped_twice_in_other_bytes_is_a_duplicate_of_its_first_file():
-    skipped = "order O1: in-store sale and retailer is not the order master"
-    a = ledger_row(1, "skipped", error=skipped)
-    b = dataclasses.replace(ledger_row(2, "skipped", error=skipped), order_id="O1")
-    document = report(DayData(files=[b, a]))
-    assert document["files"]["totals"]["skipped"] == 1 and document["files"]["totals"]["duplicate"] == 1
-    assert "counted once, from ledger row 1" in document["files"]["duplicate"][0]["reason"]

@@ -46,6 +46,8 @@ KNOWN_METRICS = {
     "tlogsync_audit_consistent",
     "tlogsync_audit_differences",
     "tlogsync_audit_business_date_seconds",
+    "tlogsync_database_up",
+    "tlogsync_broker_up",
 }
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 
@@ -59,6 +61,9 @@ REQUIRED_ALERTS = {
     "IngestBacklog",
     "UnfillableLines",
     "AuditNotConsistent",
+    "DatabaseDown",
+    "BrokerDown",
+    "MetricsExporterDown",
 }
 REQUIRED_K8S_FILES = {
     "namespace.yaml",

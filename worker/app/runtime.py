@@ -26,6 +26,7 @@ from worker.adapters.postgres.operations import PgOperations
 from worker.adapters.postgres.pool import Database, open_pool
 from worker.adapters.postgres.routing import PgRouting
 from worker.adapters.sftp import SftpSessions
+from worker.app.crontabs import check_crontab
 from worker.app.settings import Settings
 from worker.core.errors import UnknownRetailer
 from worker.core.retailers import Retailer
@@ -70,7 +71,7 @@ class Runtime:
     def retailers(self) -> dict[str, Retailer]:
         if self._retailers is None:
             self._retailers = RetailersConfig(
-                self.settings.retailers_path, PgConfigSnapshots(self.settings.database_url)
+                self.settings.retailers_path, PgConfigSnapshots(self.settings.database_url), check_crontab=check_crontab
             )
         return self._retailers.current()
 

@@ -8,8 +8,9 @@ import sys
 from typing import Any
 
 from celery.beat import PersistentScheduler
-from celery.schedules import crontab, schedule
+from celery.schedules import schedule
 
+from worker.app.crontabs import retailer_crontab
 from worker.app.runtime import runtime
 from worker.core.errors import TransientError
 from worker.core.retailers import ConfigError, Retailer
@@ -25,11 +26,8 @@ def retailer_schedule(retailer: Retailer) -> Any:
     if retailer.poll_seconds is not None:
         return schedule(retailer.poll_seconds)
     assert retailer.schedule is not None
-    minute, hour, day_of_month, month_of_year, day_of_week = retailer.schedule.split()
     try:
-        return crontab(
-            minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year, day_of_week=day_of_week
-        )
+        return retailer_crontab(retailer.schedule, retailer.time_zone)  # in the stores' local time
     except ValueError as exc:
         raise ConfigError(f"retailer {retailer.retailer_id!r}: schedule: {exc}") from None
 
@@ -45,11 +43,8 @@ def brokering_schedule(retailer: Retailer) -> Any:
         return schedule(config.every_seconds)
     if config.schedule is None:
         return None
-    minute, hour, day_of_month, month_of_year, day_of_week = config.schedule.split()
     try:
-        return crontab(
-            minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year, day_of_week=day_of_week
-        )
+        return retailer_crontab(config.schedule, retailer.time_zone)  # in the stores' local time, like the scan
     except ValueError as exc:
         raise ConfigError(f"retailer {retailer.retailer_id!r}: brokering: schedule: {exc}") from None
 

@@ -164,6 +164,9 @@ class Settings:
     sent_events: bool = False
     # TLOGSYNC_AUDIT_DIR: local folder of the daily audit reports (<dir>/<retailer>/...).
     audit_dir: Path = Path("audit-reports")
+    # TLOGSYNC_METRICS_REFRESH (seconds, > 0): how often `tlogsync metrics` refreshes its figures in the
+    # background (a scrape returns the latest ones at once).
+    metrics_refresh_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -192,6 +195,9 @@ class Settings:
             prefetch=env.integer("TLOGSYNC_PREFETCH", default.prefetch),
             sent_events=env.flag("TLOGSYNC_SENT_EVENTS", default.sent_events),
             audit_dir=Path(env.text("TLOGSYNC_AUDIT_DIR") or default.audit_dir),
+            metrics_refresh_seconds=env.number(
+                "TLOGSYNC_METRICS_REFRESH", default.metrics_refresh_seconds, positive=True
+            ),
         )
 
 

@@ -15,10 +15,12 @@ re-sends them as they were. A task that succeeds and carries the replay header m
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
 import traceback
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -32,6 +34,7 @@ from worker.adapters.rabbitmq import REPLAY_HEADER
 from worker.app.runtime import runtime
 from worker.app.settings import RetryPolicy
 from worker.core.errors import FileFailed, LeftToSchedule, Permanent, TransientError, bounded
+from worker.monitoring import logs
 
 log = logging.getLogger("tlogsync.tasks")
 
@@ -63,6 +66,37 @@ def logged_args(args: Any) -> str:
     return bounded(repr(args))
 
 
+# The argument names of our tasks that say what a task is about, and the log field each becomes.
+CONTEXT_ARGUMENTS = {"retailer_id": "retailer", "file_id": "file_id", "file_name": "file", "order_id": "order_id"}
+
+
+@cache
+def _signature(run: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(run)
+    except (TypeError, ValueError):
+        return None
+
+
+def log_context(name: str, task_id: str | None, queue: str | None, run: Any, args: Any, kwargs: Any) -> dict[str, Any]:
+    """What every log line of a task carries: the task, its id and queue, and the retailer, file or order its
+    arguments name (bounded: a message's arguments are not trusted)."""
+    fields: dict[str, Any] = {"task": name, "task_id": task_id, "queue": queue}
+    signature = _signature(run)  # a bound task's run is a bound method: its signature leaves self out
+    try:
+        bound = signature.bind_partial(*args, **kwargs).arguments if signature is not None else {}
+    except TypeError:  # a message with arguments the task does not take: it fails by itself, logged as it is
+        bound = {}
+    bound.pop("self", None)
+    for argument, field in CONTEXT_ARGUMENTS.items():
+        value = bound.get(argument)
+        if isinstance(value, int) and not isinstance(value, bool):
+            fields[field] = value
+        elif isinstance(value, str):
+            fields[field] = bounded(value, 300)
+    return fields
+
+
 def backoff_seconds(policy: RetryPolicy, retries: int, rng: random.Random | None = None) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**retries)], never below one second."""
     ceiling = min(policy.cap_seconds, policy.base_seconds * (2**retries))
@@ -85,6 +119,11 @@ class TlogTask(Task):  # type: ignore[misc]
         return getattr(runtime.settings, self.retry_policy_name)  # type: ignore[no-any-return]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        queue = (self.request.delivery_info or {}).get("routing_key")
+        with logs.context(**log_context(self.name, self.request.id, queue, self.run, args, kwargs)):
+            return self._call(args, kwargs)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         started = time.perf_counter()
         try:
             # one connection checkout for the whole task; a database that cannot be reached is transient
@@ -110,7 +149,14 @@ class TlogTask(Task):  # type: ignore[misc]
             # exception's own text (a database error quotes the value it refused).
             reason = unexpected_reason(exc)
             frames = "".join(traceback.format_tb(exc.__traceback__)[-20:])
-            log.error("%s %s: %s\n%s", self.name, logged_args(args), reason, frames)
+            log.error(
+                "%s %s: %s\n%s",
+                self.name,
+                logged_args(args),
+                reason,
+                frames,
+                extra={"outcome": "error", "error": reason},
+            )
             raise self.dead_letter(reason, args, kwargs) from None
         self._log_done(args, result, started)
         self._resolve_replayed()
@@ -167,10 +213,13 @@ class TlogTask(Task):  # type: ignore[misc]
         self._keep_failure(FILE_FAILED, reason, args, kwargs)
 
     def _log_done(self, args: tuple[Any, ...], result: Any, started: float) -> None:
-        """One event per task: who, which file or order, what came of it, how long it took."""
-        if not log.isEnabledFor(logging.INFO):
-            return
+        """One event per task: who, which file or order, what came of it, how long it took. A file that failed
+        is a warning, with its reason: someone has to fix it and replay it."""
         outcome = result if isinstance(result, dict) else {}
+        failed = outcome.get("status") == "failed"
+        level = logging.WARNING if failed else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         fields = {
             "task": self.name,
             "task_id": self.request.id,
@@ -181,12 +230,14 @@ class TlogTask(Task):  # type: ignore[misc]
             "error": outcome.get("error"),
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }
-        log.info(
-            "%s %s: %s in %.1f ms",
+        log.log(
+            level,
+            "%s %s: %s in %.1f ms%s",
             self.name,
             fields["file"] or logged_args(args),
             fields["outcome"],
             fields["duration_ms"],
+            f": {bounded(str(fields['error']))}" if failed and fields["error"] else "",
             extra={k: v for k, v in fields.items() if v is not None},
         )
 
@@ -205,6 +256,7 @@ class TlogTask(Task):  # type: ignore[misc]
             retries + 1,
             delay,
             bounded(str(exc)),
+            extra={"outcome": "retry", "retries": retries + 1, "error": bounded(str(exc))},
         )
         return self.retry(exc=exc, countdown=delay, max_retries=policy.max_retries)  # type: ignore[no-any-return]
 
@@ -225,7 +277,13 @@ class TlogTask(Task):  # type: ignore[misc]
     def dead_letter(self, reason: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Reject:
         """Keep the reason in PostgreSQL, then reject without requeue: RabbitMQ moves it to <queue>.dead."""
         reason = bounded(reason)
-        log.error("%s %s: dead-lettered: %s", self.name, logged_args(args), reason)
+        log.error(
+            "%s %s: dead-lettered: %s",
+            self.name,
+            logged_args(args),
+            reason,
+            extra={"outcome": "dead-lettered", "error": reason, "retries": self.request.retries or 0},
+        )
         queue = (self.request.delivery_info or {}).get("routing_key") or "unknown"
         try:
             runtime.dead_letters().record(

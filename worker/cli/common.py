@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from worker.adapters.postgres.config import PgConfigSnapshots
 from worker.adapters.postgres.pool import Database, open_pool
+from worker.app.crontabs import check_crontab
 from worker.app.settings import Settings
 from worker.core.errors import UnknownRetailer
 from worker.core.retailers import Retailer
@@ -78,7 +79,9 @@ def error(message: str) -> None:
 def retailers_in_force(settings: Settings) -> dict[str, Retailer]:
     """The retailers file; while it is invalid (said on stderr), the last valid configuration the workers stored.
     Read only: while the file is valid, no database is needed."""
-    config = RetailersConfig(settings.retailers_path, PgConfigSnapshots(settings.database_url), record=False)
+    config = RetailersConfig(
+        settings.retailers_path, PgConfigSnapshots(settings.database_url), record=False, check_crontab=check_crontab
+    )
     retailers = config.current()
     if config.error:
         stored = config.fallback

@@ -32,7 +32,7 @@ def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
     for col in ("retailer", "enabled", "schedule", "brokering", "order master", "sftp", "orders dir"):
         table.add_column(col)
     for r in retailers.values():
-        when = r.schedule if r.schedule else f"every {r.poll_seconds:g}s"
+        when = f"{r.schedule} ({r.time_zone})" if r.schedule else f"every {r.poll_seconds:g}s"
         b = r.brokering
         runs = b.schedule or (f"every {b.every_seconds:g}s" if b.every_seconds else "after ingest only")
         routings = f"{len(b.routings)} routing{'s' if len(b.routings) != 1 else ''}"

@@ -14,7 +14,7 @@ from worker.adapters.postgres.deadletters import PgDeadLetters
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.adapters.queues import WORK_QUEUES
 from worker.app.settings import Settings
-from worker.cli.common import console, database, option, with_settings
+from worker.cli.common import USAGE, console, database, error, option, with_settings
 
 
 def _dead_letter_depths() -> dict[str, int] | None:
@@ -215,5 +215,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
     from worker.monitoring.metrics import serve
 
-    serve(args.port, args.address)
+    try:
+        serve(args.port, args.address)
+    except OSError as exc:  # the port is taken or the address is not this machine's: said in one line
+        error(f"tlogsync metrics: cannot listen on {args.address}:{args.port}: {exc.strerror or exc}")
+        return USAGE
     return 0

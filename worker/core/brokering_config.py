@@ -13,10 +13,10 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from worker.core.brokering import ACTIONS, ALL_SORT_KEYS, KM, KM_PER_MILE, MILES, MOVE_TO_QUEUE, NEXT_RULE, Rule
+from worker.core.crontab import crontab_fields
 from worker.core.routings import DEFAULT_ROUTINGS, ORDER_SORT_KEYS, SET_FILTERS, Routing, legacy_routing
 from worker.core.validation import flatten_messages
 
-CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
 QUEUE_NAME = re.compile(r"^[A-Z0-9_]{1,60}$")
 
 
@@ -52,9 +52,11 @@ class _Strict(Schema):
 
 
 def _cron(value: str) -> None:
-    parts = value.split()
-    if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
-        raise ValidationError("must be a crontab of five fields, e.g. '*/15 * * * *'")
+    """The shape only; Celery's crontab checks the fields when the retailers file is read (worker/core/retailers.py)."""
+    try:
+        crontab_fields(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 _names = fields.List(fields.String(validate=validate.Length(min=1, max=200)), load_default=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,14 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 
 from worker.core.brokering import DEFAULT_RULES, Rule
 from worker.core.brokering_config import DEFAULT_BROKERING, BrokeringConfig, BrokeringConfigError, parse_brokering
+from worker.core.crontab import CRON_MACROS, crontab_fields  # noqa: F401 - re-exported
 from worker.core.validation import flatten_messages
 
 RETAILER_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+# The macros of cron(8), as the five fields they stand for (@reboot has no meaning for a schedule).
+# Checks a crontab in a time zone, raising ValueError with the reason: Celery's own parser in every process
+# (worker/app/crontabs.py), so the file refuses exactly what beat could not run.
+CrontabCheck = Callable[[str, str], None]
 
 DEFAULT_PAYMENT_METHODS = {
     "Cash": "CASH",
@@ -85,7 +90,8 @@ class Retailer:
     brokering_rules: tuple[Rule, ...] = DEFAULT_RULES  # the first routing's rules (older callers)
     brokering: BrokeringConfig = DEFAULT_BROKERING  # routings, their rules and the run's schedule
     audit_time: str | None = None  # "HH:MM" in audit_time_zone: the daily audit of the previous day runs then
-    audit_time_zone: str = "UTC"
+    audit_time_zone: str = "UTC"  # time_zone unless set
+    time_zone: str = "UTC"  # the stores' local time (IANA): the schedules' crontabs are read in it
     # SALES or VARIANCE_FEED, never both (docs/configuration.md, "In-store stock decrements")
     in_store_decrements: str = SALES
 
@@ -100,10 +106,18 @@ class _Strict(Schema):
         unknown = RAISE  # our own config: a typo must stop start-up, not be ignored
 
 
+def check_schedule(value: str, time_zone: str, check: CrontabCheck | None) -> None:
+    """A crontab key's value: its shape here, then check (Celery's parser) when given. ValueError: why not."""
+    crontab_fields(value)
+    if check is not None:
+        check(value, time_zone)
+
+
 def _cron(value: str) -> None:
-    parts = value.split()
-    if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
-        raise ValidationError("must be a crontab of five fields, e.g. '*/5 * * * *'")
+    try:
+        crontab_fields(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def _time_zone(value: str) -> None:
@@ -197,7 +211,8 @@ class RetailerSchema(_Strict):
     audit_time = fields.String(
         load_default=None, validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", error="must be HH:MM (24 h)")
     )
-    audit_time_zone = fields.String(load_default="UTC", validate=_time_zone)
+    audit_time_zone = fields.String(load_default=None, validate=_time_zone)
+    time_zone = fields.String(load_default="UTC", validate=_time_zone)
 
     @validates_schema
     def _one_schedule(self, data: dict[str, Any], **_: Any) -> None:
@@ -205,8 +220,11 @@ class RetailerSchema(_Strict):
             raise ValidationError("set exactly one of schedule (crontab) or poll_seconds", "schedule")
 
 
-def parse_retailers(document: dict[str, Any], source: str = "retailers file") -> dict[str, Retailer]:
-    """Validate a parsed retailers document; errors name the retailer and the key."""
+def parse_retailers(
+    document: dict[str, Any], source: str = "retailers file", check_crontab: CrontabCheck | None = None
+) -> dict[str, Retailer]:
+    """Validate a parsed retailers document; errors name the retailer and the key. check_crontab: how crontabs
+    are checked beyond their shape (the processes pass Celery's parser)."""
     unknown = set(document) - {"retailers"}
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {sorted(unknown)}; expected [retailers.<id>]")
@@ -221,6 +239,12 @@ def parse_retailers(document: dict[str, Any], source: str = "retailers file") ->
             data = RetailerSchema().load(table)
         except ValidationError as exc:
             raise ConfigError(f"{source}: retailer {retailer_id!r}: {flatten_messages(exc.messages)}") from None
+        if data.get("schedule"):
+            try:
+                check_schedule(data["schedule"], data["time_zone"], check_crontab)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: retailer {retailer_id!r}: schedule: {exc}") from None
+        data["audit_time_zone"] = data["audit_time_zone"] or data["time_zone"]
         methods = dict(DEFAULT_PAYMENT_METHODS)
         methods.update(data.pop("payment_methods") or {})
         shipping = dict(DEFAULT_SHIPMENT_METHODS)
@@ -230,6 +254,11 @@ def parse_retailers(document: dict[str, Any], source: str = "retailers file") ->
             brokering = parse_brokering(data.pop("brokering"))
         except BrokeringConfigError as exc:
             raise ConfigError(f"{source}: retailer {retailer_id!r}: {exc}") from None
+        if brokering.schedule:
+            try:
+                check_schedule(brokering.schedule, data["time_zone"], check_crontab)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: retailer {retailer_id!r}: brokering: schedule: {exc}") from None
         retailers[retailer_id] = Retailer(
             retailer_id=retailer_id,
             payment_methods=methods,
@@ -268,13 +297,15 @@ def in_store_decrements(retailer_id: str, data: dict[str, Any], source: str) -> 
     return str(chosen)
 
 
-def parse_retailers_text(text: str, source: str = "retailers file") -> dict[str, Retailer]:
+def parse_retailers_text(
+    text: str, source: str = "retailers file", check_crontab: CrontabCheck | None = None
+) -> dict[str, Retailer]:
     """Parse and validate the text of a retailers file; errors name the source, the retailer and the key."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"retailers file {source}: not valid TOML: {exc}") from None
-    return parse_retailers(document, source)
+    return parse_retailers(document, source, check_crontab)
 
 
 def decode_retailers_file(data: bytes, source: str) -> str:
@@ -286,10 +317,10 @@ def decode_retailers_file(data: bytes, source: str) -> str:
         raise ConfigError(f"retailers file {source}: not UTF-8: {where}") from None
 
 
-def load_retailers(path: Path) -> dict[str, Retailer]:
+def load_retailers(path: Path, check_crontab: CrontabCheck | None = None) -> dict[str, Retailer]:
     """Read and validate the retailers TOML file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"retailers file {path} not found (set TLOGSYNC_RETAILERS)") from None
-    return parse_retailers_text(decode_retailers_file(data, str(path)), str(path))
+    return parse_retailers_text(decode_retailers_file(data, str(path)), str(path), check_crontab)

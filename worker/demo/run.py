@@ -31,6 +31,7 @@ from worker.demo.flower import show_operator_view
 from worker.demo.procs import stop_group
 from worker.demo.sftpserver import EmbeddedSftpServer, SftpEndpoint
 from worker.demo.tlogfactory import CATALOG, dumps, load_sample, make_return, make_sale, mix, sample_bytes
+from worker.demo.vhost import demo_broker_url
 
 console = Console(width=140)
 
@@ -208,14 +209,17 @@ def run_demo(files: int = 60, timeout: float = 180.0, workdir: Path | None = Non
     workdir.mkdir(parents=True)
     dsn = os.environ.get("TLOGSYNC_DEMO_DATABASE_URL", "postgresql:///tlogsync_demo")
     console.rule("tlogsync demo")
-    console.print(f"database {dsn} (recreated), broker {os.environ.get('TLOGSYNC_BROKER_URL', 'default')}")
+    broker = demo_broker_url()  # its own vhost (tlogsync-demo), recreated: never the production vhost
+    console.print(f"database {dsn} (recreated), broker vhost {broker.rpartition('/')[2]} (recreated)")
     ensure_database(dsn, recreate=True)
     console.print("migrations: " + ", ".join(migrate(dsn)))
     with open_pool(dsn) as db:
-        return _run(PgReadModel(db), PgInventory(db), dsn, workdir, files, timeout)
+        return _run(PgReadModel(db), PgInventory(db), dsn, broker, workdir, files, timeout)
 
 
-def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files: int, timeout: float) -> int:
+def _run(
+    reads: PgReadModel, store: PgInventory, dsn: str, broker: str, workdir: Path, files: int, timeout: float
+) -> int:
     _load_network(store)
     server = EmbeddedSftpServer(workdir / "sftp", workdir / "keys")
     endpoint = server.start()
@@ -225,7 +229,7 @@ def _run(reads: PgReadModel, store: PgInventory, dsn: str, workdir: Path, files:
     console.print(f"seeded {total} TLog files: {seeded}")
     retailers = workdir / "retailers.toml"
     retailers.write_text(_retailers_toml(endpoint))
-    env = dict(os.environ, TLOGSYNC_DATABASE_URL=dsn, TLOGSYNC_RETAILERS=str(retailers))
+    env = dict(os.environ, TLOGSYNC_DATABASE_URL=dsn, TLOGSYNC_RETAILERS=str(retailers), TLOGSYNC_BROKER_URL=broker)
     celery = [sys.executable, "-m", "celery", "-A", "worker"]
     worker = _start(
         celery

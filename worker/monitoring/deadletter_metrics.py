@@ -1,4 +1,5 @@
-"""The dead-letter and give-up series of `tlogsync metrics`, read from PostgreSQL at scrape time.
+"""The dead-letter and give-up series of `tlogsync metrics`, read from PostgreSQL with the ledger's series (in
+the exporter's background refresh of the database, worker/monitoring/metrics.py).
 
 - `tlogsync_dead_letters_unresolved{queue}`: dead letters still dead (not replayed, not resolved by their work
   succeeding later, not purged): what the `DeadLettersUnresolved` alert counts. A dead letter that is still in its
@@ -34,9 +35,8 @@ class DeadLetterCollector(Collector):
         try:
             open_ = dict(self.dead.open_by_queue())
             given_up = {g.retailer_id: g.count for g in self.ops.given_up() if g.task_name == SCAN_TASK}
-        except psycopg.Error as exc:
-            log.warning("metrics: database unavailable for the dead-letter series: %s", exc)
-            return
+        except psycopg.Error:
+            raise  # the database refresh fails as a whole: tlogsync_database_up 0, said once by the exporter
         unresolved = GaugeMetricFamily(
             "tlogsync_dead_letters_unresolved",
             "Dead letters not replayed, not resolved (their work succeeded later) and not purged",

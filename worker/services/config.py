@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from worker.core.errors import TransientError
-from worker.core.retailers import ConfigError, Retailer, decode_retailers_file, parse_retailers_text
+from worker.core.retailers import ConfigError, CrontabCheck, Retailer, decode_retailers_file, parse_retailers_text
 from worker.services.ports import ConfigSnapshot, ConfigSnapshots
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,10 @@ class RetailersConfig:
         record: bool = True,
         recheck_seconds: float = RECHECK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        check_crontab: CrontabCheck | None = None,
     ):
         self.path = path
+        self.check_crontab = check_crontab  # how crontabs are checked beyond their shape (Celery's parser)
         # Absolute but not resolved: a Kubernetes ConfigMap is a symlink whose target changes with each update.
         self.source = os.path.abspath(path)
         self.store, self.record, self.recheck_seconds, self.clock = store, record, recheck_seconds, clock
@@ -92,7 +94,7 @@ class RetailersConfig:
             data = self.path.read_bytes()
             sha = hashlib.sha256(data).hexdigest()
             text = decode_retailers_file(data, str(self.path))
-            retailers = parse_retailers_text(text, str(self.path))
+            retailers = parse_retailers_text(text, str(self.path), self.check_crontab)
         except FileNotFoundError:
             return self._invalid(version, f"retailers file {self.path} not found (set TLOGSYNC_RETAILERS)", None)
         except OSError as exc:
@@ -136,7 +138,9 @@ class RetailersConfig:
         fallback: ConfigSnapshot | None
         if stored is not None:
             try:
-                chosen = parse_retailers_text(stored.content, f"{self.source} (stored sha256 {stored.sha256[:12]})")
+                chosen = parse_retailers_text(
+                    stored.content, f"{self.source} (stored sha256 {stored.sha256[:12]})", self.check_crontab
+                )
             except ConfigError as exc:  # stored by a version of tlogsync with looser rules: not usable either
                 log.error("retailers file %s: the stored configuration is not valid any more: %s", self.path, exc)
                 stored = None

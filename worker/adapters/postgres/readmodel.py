@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -112,6 +112,21 @@ class ScanRun:
     error: str | None
     will_retry: bool
     note: str | None = None  # it did nothing: another scan of the retailer was running
+    # what the wait reports besides (not part of a run's identity: two runs compare by what they left to wait for)
+    listed: int = field(default=0, compare=False)
+    dispatched: int = field(default=0, compare=False)  # messages it sent (new claims, reclaims, redispatches)
+    # new files it left in the folder: the in-flight cap (TLOGSYNC_MAX_IN_FLIGHT) was reached
+    deferred: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """One ledger row as `replay-file --wait` reports it."""
+
+    file_name: str
+    status: str
+    moved: bool
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -279,7 +294,10 @@ SELECT c.source, c.valid, c.error, c.sha256, c.invalid_since, c.in_use_sha256, s
 FROM config_checks c LEFT JOIN config_snapshots s ON s.source = c.source AND s.sha256 = c.in_use_sha256
 ORDER BY c.source
 """
-SCAN_RUN = "SELECT pending_ids, error, will_retry, note FROM scan_runs WHERE id = %s"
+SCAN_RUN = """
+SELECT pending_ids, error, will_retry, note, listed, dispatched, deferred FROM scan_runs WHERE id = %s
+"""
+FILE_OUTCOME = "SELECT file_name, status, moved_at IS NOT NULL AS moved, error FROM tlog_files WHERE id = %s"
 FILES_PROGRESS = """
 SELECT status, count(*) FILTER (WHERE moved_at IS NOT NULL) AS moved, count(*) AS files FROM tlog_files
 WHERE id = ANY(%s) GROUP BY status
@@ -404,6 +422,10 @@ class PgReadModel:
     # -- scan --wait, replay-file --wait
     def scan_run(self, scan_id: str) -> ScanRun | None:
         found = self._rows(ScanRun, SCAN_RUN, (scan_id,))
+        return found[0] if found else None
+
+    def file_outcome(self, file_id: int) -> FileOutcome | None:
+        found = self._rows(FileOutcome, FILE_OUTCOME, (file_id,))
         return found[0] if found else None
 
     def files_progress(self, ids: Sequence[int]) -> list[StatusProgress]:
