@@ -13,6 +13,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from worker.core.oms import payment_status
 from worker.core.returns import Return
 from worker.core.tlog import Sale
 
@@ -37,18 +38,9 @@ class LedgerFacts:
     totals: dict[str, Any] | None = None  # jsonb sale_totals; amounts as strings
 
 
-def tender_status(payment_status: str | None, capture_status: str | None) -> str:
-    """A POS tender's status as the OMS names it: declined and voided are kept but not counted; an approved
-    tender is settled once captured, authorized before."""
-    paid = (payment_status or "").upper()
-    if paid in ("DECLINED", "FAILED"):
-        return PAYMENT_DECLINED
-    if paid in ("VOIDED", "CANCELLED", "VOID"):
-        return PAYMENT_VOIDED
-    captured = (capture_status or "").upper()
-    if captured in ("", "CAPTURED", "SETTLED") or paid in ("CAPTURED", "SETTLED"):
-        return PAYMENT_SETTLED
-    return PAYMENT_AUTHORIZED
+def tender_status(status: str | None, capture_status: str | None) -> str:
+    """A POS tender's status as the OMS names it: the one mapping the stored order uses (worker/core/oms.py)."""
+    return payment_status(status, capture_status)
 
 
 def _text(value: Any, pattern: re.Pattern[str] = _TXN) -> str | None:

@@ -79,7 +79,7 @@ def run(root: Path, dsn: str, timeout: float = 90.0) -> int:
         elsewhere = "301" if reject_at != "301" else "DC1"
         PgInventory(db).load_inventory(RETAILER, [InventoryRow(elsewhere, product, gtin, 20)])
         console.print(f"inventory load: {elsewhere} counted 20 of {product} (reserved recomputed from open lines)")
-        sale = make_sale(1, "IN_STORE", store_id="254", lines=1, order_prefix="DVLIFE")
+        sale = make_sale(1, "IN_STORE", store_id="254", lines=1, order_prefix="DVLIFE", register_id="LIFE", register_txn=1)
         files = reads.progress().files
         _write(inbound / "dolcevita_OrderTLog_lifecycle_sale.json", dumps(sale))
         _write(
@@ -101,6 +101,8 @@ def run(root: Path, dsn: str, timeout: float = 90.0) -> int:
         # the sale is voided at the till a minute later; the in-store sample comes again corrected, same updateDate
         void = copy.deepcopy(sale)
         void["orderStatus"] = void["status"] = "VOIDED"
+        for tender in void["tenders"]:  # the till voids the tenders with the sale: nothing was kept
+            tender["paymentStatus"] = "VOIDED"
         void["updateDate"] = sale["updateDate"] + 60_000
         corrected = load_sample("inStoreOrdersSample.json")
         corrected["customerProfile"]["email"] = "corrected@example.com"

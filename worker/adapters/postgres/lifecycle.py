@@ -396,6 +396,13 @@ class PgLifecycle:
                 triggered = self._owe(order_id, followups)
             for seq in verdict.cancel_items:
                 self.act(CANCELLED, order.external_id, seq, file_id=row.id)
+            if verdict.outcome != "replace" and order.payments:
+                # the tenders as the newer version has them: a void voids its tenders (kept, no longer counted)
+                with self.conn.cursor() as cur:
+                    cur.executemany(
+                        "UPDATE order_payments SET status_id = %s WHERE order_id = %s AND seq = %s",
+                        [(p.status_id, order_id, p.seq) for p in order.payments],
+                    )
             self.conn.execute(
                 "UPDATE orders SET oms_payload = %s, source_updated_ms = %s, grand_total = %s WHERE id = %s",
                 (Jsonb(order.payload, dumps=_dumps), order.updated_ms, order.grand_total, order_id),
