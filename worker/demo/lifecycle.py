@@ -79,7 +79,9 @@ def run(root: Path, dsn: str, timeout: float = 90.0) -> int:
         elsewhere = "301" if reject_at != "301" else "DC1"
         PgInventory(db).load_inventory(RETAILER, [InventoryRow(elsewhere, product, gtin, 20)])
         console.print(f"inventory load: {elsewhere} counted 20 of {product} (reserved recomputed from open lines)")
-        sale = make_sale(1, "IN_STORE", store_id="254", lines=1, order_prefix="DVLIFE", register_id="LIFE", register_txn=1)
+        sale = make_sale(
+            1, "IN_STORE", store_id="254", lines=1, order_prefix="DVLIFE", register_id="LIFE", register_txn=1
+        )
         files = reads.progress().files
         _write(inbound / "dolcevita_OrderTLog_lifecycle_sale.json", dumps(sale))
         _write(
