@@ -5,8 +5,8 @@ dolcevita (the order master) gets register R7 of store 301 ringing transactions 
 transaction 4 is never uploaded and transaction 5 was paid a cent short (its file fails at ingest: tenders must add
 up to the total); the demo's broken files (empty, not UTF-8, without a gtin, a total that does not reconcile) are
 failures of the same day, and the lifecycle part's corrected TLog (same updateDate) is a conflict. northwind is not
-the order master: its in-store sales are not stored as orders, yet the audit counts them from the ledger, and an ERP export
-built from its TLog files matches the audit order by order.
+the order master: its in-store sales are not stored as orders, yet the audit counts them from the ledger, and an ERP
+export built from its TLog files matches the audit order by order.
 """
 
 from __future__ import annotations
