@@ -43,6 +43,9 @@ KNOWN_METRICS = {
     "tlogsync_retailers_file_valid",
     "tlogsync_database_up",
     "tlogsync_broker_up",
+    "tlogsync_audit_consistent",
+    "tlogsync_audit_differences",
+    "tlogsync_audit_business_date_seconds",
 }
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 
@@ -58,6 +61,7 @@ REQUIRED_ALERTS = {
     "DatabaseDown",
     "BrokerDown",
     "MetricsExporterDown",
+    "AuditNotConsistent",
 }
 REQUIRED_K8S_FILES = {
     "namespace.yaml",

@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from worker.app.settings import SettingsError
-from worker.cli import audit, dlq, flower, routing, scan, setup, status
+from worker.cli import audit, dlq, flower, lifecycle, routing, scan, setup, status
 from worker.cli.common import CONTEXT, LOOK, UNREACHABLE, USAGE, error, redact
 from worker.core.errors import Permanent, SftpConfigError, TransientError, UnknownRetailer
 from worker.core.retailers import ConfigError
@@ -57,6 +57,7 @@ for command in (
     routing.cmd_broker,
     dlq.dlq,
     audit.cmd_audit,
+    lifecycle.order_group,  # until the brokering work's `order` group: attach lifecycle.COMMANDS to it instead
     setup.cmd_demo,
 ):
     cli.add_command(command)

@@ -266,6 +266,7 @@ def replay_and_wait(
     timeout: float,
     as_json: bool = False,
     quiet: bool = False,
+    fulfillment: bool = False,
 ) -> int:
     """`tlogsync replay-file`: claim the fixed file again and enqueue its ingest; with wait, follow it and exit 1
     when it fails again (its reason on stderr) or is not final in time. The exit code."""
@@ -273,13 +274,13 @@ def replay_and_wait(
     from tasks.routing import apply_variance_file
     from worker.adapters.postgres.ledger import PgFileLedger
     from worker.adapters.sftp import SftpSource
-    from worker.services.feeds import orders_feed, variance_feed
+    from worker.services.feeds import fulfillment_feed, orders_feed, variance_feed
     from worker.services.replay import ReplayRefused, replay_file
 
     retailer = known_retailer(settings, retailer_id)
-    feed = variance_feed(retailer) if variance else orders_feed(retailer)
+    feed = fulfillment_feed(retailer) if fulfillment else variance_feed(retailer) if variance else orders_feed(retailer)
     if feed is None:
-        error(f"{retailer_id} has no variance feed")
+        error(f"{retailer_id} has no {'fulfilment' if fulfillment else 'variance'} feed")
         return USAGE
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds)
     with database(settings) as db:
@@ -291,6 +292,10 @@ def replay_and_wait(
         finally:
             source.close()
         task = apply_variance_file if variance else ingest_tlog
+        if fulfillment:
+            from tasks.lifecycle import apply_fulfillment_file
+
+            task = apply_fulfillment_file
         task.apply_async((retailer.retailer_id, row.id, row.file_name))
         stderr_console.print(
             f"{file}: back in {feed.directory} as ledger row {row.id}; ingest enqueued", highlight=False
@@ -347,6 +352,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 @retailer_argument
 @click.argument("file")
 @option("--variance", is_flag=True, help="The file belongs to the variance feed.")
+@option("--fulfillment", is_flag=True, help="The file belongs to the fulfilment feed.")
 @option("--wait", is_flag=True, help="Block until the file is final again; exit 1 if it failed again.")
 @option("--timeout", type=click.FloatRange(min=0), default=120.0, help="Seconds to wait with --wait.")
 @option("--json", is_flag=True, help="Print the outcome as JSON on stdout (and nothing else there).")
@@ -363,4 +369,5 @@ def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
         args.timeout,
         as_json=args.json,
         quiet=args.quiet,
+        fulfillment=args.fulfillment,
     )

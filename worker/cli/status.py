@@ -46,6 +46,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         failures = reads.recent_failures(args.failures)
         followups = reads.followups()
         checks = reads.config_checks()
+        audits = reads.last_audits()
         now = reads.now()
     dead = _dead_letter_depths()
     by_retailer: dict[str, dict[str, Any]] = {}
@@ -85,6 +86,13 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         by_retailer.setdefault(u.retailer_id, {"files": {}}).setdefault("followups", {})[f"{u.kind}:{u.status}"] = (
             u.count
         )
+    for a in audits:
+        by_retailer.setdefault(a.retailer_id, {"files": {}})["last_audit"] = {
+            "business_date": a.business_date.isoformat(),
+            "consistent": a.consistent,
+            "differences": a.differences,
+            "audited_at": a.created_at.isoformat(),
+        }
     report = {
         "retailers": by_retailer,
         "retailers_files": [
@@ -156,6 +164,16 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         )
         table.add_row(retailer, scan_text, files_text, pending_text, unmoved_text, not_taken, follow)
     console.print(table)
+    for retailer, info in sorted(by_retailer.items()):
+        audit = info.get("last_audit")
+        if audit:
+            verdict = (
+                "[green]consistent[/green]"
+                if audit["consistent"]
+                else f"[red]NOT consistent: {audit['differences']} difference(s)[/red]"
+                f" (tlogsync audit {escape(retailer)} --date {audit['business_date']})"
+            )
+            console.print(f"last audit of {escape(retailer)}: {audit['business_date']}, {verdict}")
     for c in checks:
         if c.valid:
             console.print(f"retailers file {escape(c.source)}: valid (sha256 {(c.sha256 or '')[:12]})")

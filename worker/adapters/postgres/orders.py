@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from worker.adapters.postgres.auditcols import FACTS_SET, facts_params
 from worker.adapters.postgres.rows import ROW_COLUMNS, ledger_row
 from worker.core.oms import json_default
 from worker.core.returns import Return
@@ -39,8 +40,8 @@ class StoredReturn:
 STORE_ORDER = f"""
 WITH o AS (
     INSERT INTO orders (retailer_id, external_id, order_type, status_id, store_id, order_date, ordered_at,
-                        currency, grand_total, oms_payload, tlog_file_id)
-    VALUES (%(r)s, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s)
+                        currency, grand_total, oms_payload, tlog_file_id, source_updated_ms)
+    VALUES (%(r)s, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s, %(um)s)
     ON CONFLICT (retailer_id, external_id) DO NOTHING
     RETURNING id
 ), items AS (
@@ -78,7 +79,7 @@ WITH o AS (
                 ELSE 'order ' || %(x)s || ' already stored from ledger row '
                      || coalesce((SELECT tlog_file_id FROM first_file)::text, 'another file') || '; not imported again'
                 END,
-        sha256 = %(sha)s, size = coalesce(%(size)s, size), finished_at = now()
+        sha256 = %(sha)s, size = coalesce(%(size)s, size), finished_at = now(), {FACTS_SET}
     WHERE id = %(f)s
     RETURNING {ROW_COLUMNS}
 )
@@ -117,6 +118,7 @@ class PgOrders:
                     "g": order.grand_total,
                     "p": Jsonb(order.payload, dumps=_dumps),
                     "f": row.id,
+                    "um": order.updated_ms,
                     "seq": [x.item_seq for x in lines],
                     "pid": [x.product_id for x in lines],
                     "gtin": [x.gtin for x in lines],
@@ -139,6 +141,7 @@ class PgOrders:
                     "k": list(outcome.followups),
                     "sha": outcome.sha256,
                     "size": outcome.size,
+                    **facts_params(outcome.facts),
                 },
             )
             .fetchone()
