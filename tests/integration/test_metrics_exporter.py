@@ -31,6 +31,8 @@ product_store_id = "EXPO"
 currency = "USD"
 order_master = true
 schedule = "0 2 * * mon-fri"
+time_zone = "America/New_York"
+in_store_decrements = "sales"
 
 [retailers.{RETAILER}.sftp]
 host = "127.0.0.1"

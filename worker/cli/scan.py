@@ -238,11 +238,8 @@ def scan_and_wait(
 def _report_scan(outcome: dict[str, Any], retailer_id: str, settings: Settings, as_json: bool) -> None:
     if as_json:
         print(json.dumps(outcome))
-    elif "files" in outcome:
-        statuses = ", ".join(f"{status} {count}" for status, count in sorted(outcome["statuses"].items()))
-        console.print(f"{outcome['files']} files final: {statuses or 'none'}", highlight=False)
-    else:
-        console.print(json.dumps(outcome), highlight=False, soft_wrap=True)
+    else:  # as it always printed it: scripts read it
+        console.print(outcome)
     failed = outcome.get("statuses", {}).get(FAILED, 0)
     if failed:
         stderr_console.print(f"{failed} file(s) failed: `tlogsync status` shows why", highlight=False)
