@@ -209,7 +209,13 @@ class TlogTask(Task):  # type: ignore[misc]
 
     def _file_failed(self, exc: FileFailed, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         reason = bounded(str(exc))
-        log.warning("%s: file failed: %s", self.name, reason, extra={**self._context(args), "error": reason})
+        log.warning(
+            "%s %s: file failed: %s",
+            self.name,
+            logged_args(args),
+            reason,
+            extra={**self._context(args), "outcome": "failed", "error": reason},
+        )
         self._keep_failure(FILE_FAILED, reason, args, kwargs)
 
     def _log_done(self, args: tuple[Any, ...], result: Any, started: float) -> None:
