@@ -4,6 +4,7 @@ the explained trace, stock by either identifier, the brokering table of the reta
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 
@@ -19,6 +20,7 @@ from worker.core.brokering import (
     ShipGroup,
     broker,
 )
+from worker.core.brokering_config import parse_brokering
 from worker.core.retailers import ConfigError
 from worker.core.routings import (
     OrderToBroker,
@@ -345,7 +347,11 @@ def test_routings_with_filters_rules_and_a_schedule_load():
     assert entries["broker:acme"]["task"] == "tlogsync.run_brokering"
     assert entries["broker:acme"]["kwargs"] == {"scheduled": True}
     assert entries["broker:acme"]["schedule"].run_every.total_seconds() == 300
-    assert "broker:acme" not in build_beat_schedule({"acme": retailer()})
+    # without a schedule a retailer's parked orders are still tried again: a run every 15 minutes by default
+    default = build_beat_schedule({"acme": retailer()})["broker:acme"]["schedule"]
+    assert default.run_every.total_seconds() == 900
+    off = replace(r, brokering=parse_brokering({"every_seconds": 0}))
+    assert off.brokering.every_seconds is None and "broker:acme" not in build_beat_schedule({"acme": off})
 
 
 @pytest.mark.parametrize(

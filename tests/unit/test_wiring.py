@@ -23,7 +23,7 @@ def test_each_retailer_scans_on_its_own_schedule():
     b = type(b)(**{**b.__dict__, "retailer_id": "beta"})
     paused = type(a)(**{**a.__dict__, "retailer_id": "gamma", "enabled": False})
     entries = build_beat_schedule({"acme": a, "beta": b, "gamma": paused})
-    assert set(entries) == {"scan:acme", "scan:beta"}
+    assert set(entries) == {"scan:acme", "scan:beta", "broker:acme", "broker:beta"}  # brokering: every 15 min
     assert isinstance(entries["scan:acme"]["schedule"], schedule)
     assert entries["scan:acme"]["schedule"].run_every.total_seconds() == 30
     assert isinstance(entries["scan:beta"]["schedule"], crontab)

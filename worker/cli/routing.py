@@ -81,11 +81,13 @@ inventory.add_command(_load_command("inventory", INVENTORY_COLUMNS))
 
 @click.command(
     "broker",
-    help="Start a brokering run of RETAILER now (--parked: the parked and queued orders too, as a scheduled run "
-    "does), or with --dry-run replay its orders against the current or a candidate rule set, changing nothing.",
+    help="Start a brokering run of RETAILER now, as a scheduled run does: the orders in _NA_ and the parked and "
+    "queued ones (parked first); or with --dry-run replay its orders against the current or a candidate rule set, "
+    "changing nothing.",
 )
 @retailer_argument
-@option("--parked", is_flag=True, help="Also the orders parked in UNFILLABLE_PARKING and the routings' queues.")
+@option("--new-only", is_flag=True, help="Only the orders waiting in _NA_, not the parked and queued ones.")
+@option("--parked", is_flag=True, hidden=True, help="The default now (kept so older scripts still work).")
 @option("--dry-run", is_flag=True, help="Reserve nothing: print fill rate, split rate, distance, changed orders.")
 @option(
     "--rules",
@@ -111,10 +113,11 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     from tasks.routing import run_brokering
 
+    parked = not args.new_only
     db, store_cls = _inventory_store(settings)
     with db:
-        orders = store_cls(db).orders_waiting(args.retailer, args.parked)
-    run_brokering.apply_async((args.retailer,), {"scheduled": True, "parked": args.parked})
+        orders = store_cls(db).orders_waiting(args.retailer, parked)
+    run_brokering.apply_async((args.retailer,), {"scheduled": True, "parked": parked})
     console.print(f"brokering run enqueued for {len(orders)} orders of {args.retailer}")
     return 0
 

@@ -28,7 +28,9 @@ class BrokeringConfigError(ValueError):
 class BrokeringConfig:
     routings: tuple[Routing, ...] = DEFAULT_ROUTINGS
     schedule: str | None = None  # crontab of the retailer's scheduled brokering run
-    every_seconds: float | None = None  # or an interval; neither: runs only follow ingest (and `tlogsync broker`)
+    # or an interval; by default a run every 15 minutes, so parked orders are tried again once stock arrives
+    # (every_seconds = 0: no scheduled run, only the runs after ingest and `tlogsync broker`)
+    every_seconds: float | None = 900.0
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -136,9 +138,14 @@ class RoutingSchema(_Strict):
                 raise ValidationError(f"{sorted(both)} both included and excluded", f"exclude_{name}")
 
 
+def _interval(value: float) -> None:
+    if value != 0 and value < 10:
+        raise ValidationError("must be 0 (no scheduled run) or at least 10 seconds")
+
+
 class BrokeringSchema(_Strict):
     schedule = fields.String(load_default=None, validate=_cron)
-    every_seconds = fields.Float(load_default=None, validate=validate.Range(min=10))
+    every_seconds = fields.Float(load_default=None, validate=lambda v: _interval(v))
     rules = fields.Raw(load_default=None)
     routings = fields.Raw(load_default=None)
 
@@ -211,4 +218,7 @@ def parse_brokering(raw: Any) -> BrokeringConfig:
     else:
         rules = _rules(data["rules"], "brokering ")
         routings = (legacy_routing(rules),) if rules else DEFAULT_ROUTINGS
-    return BrokeringConfig(routings, data["schedule"], data["every_seconds"])
+    every = data["every_seconds"]
+    if every is None and data["schedule"] is None:
+        every = DEFAULT_BROKERING.every_seconds
+    return BrokeringConfig(routings, data["schedule"], every or None)
