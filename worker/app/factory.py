@@ -59,7 +59,8 @@ def create_app(settings: Settings) -> Celery:
         # of throughput by `make bench`, so it is the operator's choice, not a hidden default.
         worker_send_task_events=False,
         task_send_sent_event=settings.sent_events,
-        task_track_started=True,
+        # No result backend: a STARTED state would go nowhere (the ledger's attempts say a file was started).
+        task_track_started=False,
         # A stuck SFTP read or database lock must not hold a worker slot forever.
         task_soft_time_limit=120,
         task_time_limit=180,

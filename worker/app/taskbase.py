@@ -69,6 +69,10 @@ class TlogTask(Task):  # type: ignore[misc]
     abstract = True
     retry_policy_name = "ingest_retry"
     acks_late = True
+    # The outcome lives in the ledger and in the task's log line; with no result backend, the value returned to
+    # Celery is only repr'd (celery's tracer runs saferepr on it: about 50 us for ingest's dict, per task) and put
+    # in the task-succeeded event. A task run once per file sets this: Celery gets None, callers of run() the dict.
+    quiet_result = False
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -100,7 +104,7 @@ class TlogTask(Task):  # type: ignore[misc]
             log.error("%s %s: %s\n%s", self.name, logged_args(args), reason, frames)
             raise self.dead_letter(reason, args, kwargs) from None
         self._log_done(args, result, started)
-        return result
+        return None if self.quiet_result else result
 
     def _log_done(self, args: tuple[Any, ...], result: Any, started: float) -> None:
         """One event per task: who, which file or order, what came of it, how long it took."""
