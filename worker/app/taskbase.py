@@ -121,10 +121,13 @@ class TlogTask(Task):  # type: ignore[misc]
             "error": outcome.get("error"),
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }
+        # a file is shown as <retailer>/<name> (names repeat across retailers); the line is the task's record
+        # in the log, Celery's own success line no longer carrying the result (quiet_result)
+        shown = f"{fields['retailer']}/{fields['file']}" if fields["file"] and fields["retailer"] else fields["file"]
         log.info(
             "%s %s: %s in %.1f ms",
             self.name,
-            fields["file"] or logged_args(args),
+            shown or logged_args(args),
             fields["outcome"],
             fields["duration_ms"],
             extra={k: v for k, v in fields.items() if v is not None},

@@ -1,0 +1,168 @@
+"""`celery -A worker worker` on a machine with several cores: one threads-pool worker process per core.
+
+The threads pool (worker/app/pool.py) runs a process's tasks on threads, which the GIL keeps to one core. With
+`--processes N` (default: one per core) the command's own process becomes a supervisor: it starts N worker
+processes, each `celery ... worker` with the same options plus `--processes 1` and a node name of its own
+(the first the command's own, then `p2-<name>@<host>`, `p3-...`), and starts again one that ends while the
+supervisor is not stopping (as the prefork pool replaces a child that died). The supervisor itself consumes
+nothing and opens nothing.
+
+Signals: SIGTERM and SIGINT to the supervisor stop the workers warmly (SIGTERM to each; they finish their tasks);
+SIGQUIT stops them at once (SIGQUIT to each). The workers are in the supervisor's process group (a `kill` of the
+group reaches them all) and are told by the kernel to stop (SIGTERM) if the supervisor dies.
+
+`--processes 1` (or any other pool than the default) runs one ordinary worker process, as Celery does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import click
+from celery import Celery
+
+log = logging.getLogger("tlogsync.processes")
+
+PR_SET_PDEATHSIG = 1
+RESTART_PAUSE_SECONDS = 1.0  # between two starts of the same worker process
+GIVE_UP_EXIT = 2  # a worker that ends with this code (bad settings or retailers file) is not started again
+
+
+def processes_option() -> click.Option:
+    return click.Option(
+        ["--processes"],
+        type=click.IntRange(min=1),
+        default=None,
+        help="tlogsync: worker processes of the default (threads) pool, each with --concurrency threads"
+        " (default: one per core; 1: this process only)",
+    )
+
+
+def default_processes(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """One per core this process may use: the CPUs it may run on, fewer under a cgroup CPU quota (a container's
+    CPU limit, rounded up)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open(cpu_max) as fh:  # noqa: PTH123
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def wants_supervisor(pool_cls: Any, processes: int | None, argv: Sequence[str]) -> bool:
+    """Supervise when the pool is the default threads pool, more than one process is asked for (or the machine
+    has more than one core) and the command line is a worker's that can be started again (not --detach)."""
+    from worker.app.pool import ThreadsPool
+
+    if not (isinstance(pool_cls, type) and issubclass(pool_cls, ThreadsPool)):
+        return False
+    if "worker" not in argv or any(a in ("-D", "--detach") for a in argv):
+        return False
+    return (processes if processes is not None else default_processes()) > 1
+
+
+def worker_command(argv: Sequence[str], nodename: str, slot: int) -> list[str]:
+    """The command line of worker process `slot`: the supervisor's own, one process, a node name of its own. The
+    first keeps the command's node name, so `celery inspect ping -d <name>` (a liveness probe) finds it."""
+    name, _, host = nodename.partition("@")
+    node = nodename if slot == 1 else f"p{slot}-{name}@{host}"
+    return [sys.executable, "-m", "celery", *argv, "-n", node, "--processes", "1"]
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: the process group still reaches them
+        pass
+
+
+class Supervisor:
+    def __init__(self, argv: Sequence[str], nodename: str, processes: int):
+        self.commands = [worker_command(argv, nodename, slot + 1) for slot in range(processes)]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * processes
+        self.started_at = [0.0] * processes
+        self.stopping: int | None = None  # the signal the workers were sent
+
+    def _start(self, slot: int) -> None:
+        self.started_at[slot] = time.monotonic()
+        self.procs[slot] = subprocess.Popen(self.commands[slot], preexec_fn=_die_with_parent)  # noqa: PLW1509
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        forward = signal.SIGQUIT if signum == signal.SIGQUIT else signal.SIGTERM
+        self.stopping = forward
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(forward)
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, self._signal)
+        print(
+            f"tlogsync: {len(self.procs)} worker processes (threads pool); --processes 1 runs one",
+            file=sys.stderr,
+            flush=True,
+        )
+        for slot in range(len(self.procs)):
+            self._start(slot)
+        code = 0
+        while True:
+            alive = 0
+            for slot, proc in enumerate(self.procs):
+                if proc is None:
+                    continue
+                rc = proc.poll()
+                if rc is None:
+                    alive += 1
+                    continue
+                if self.stopping is not None:
+                    self.procs[slot] = None
+                    continue
+                if rc == GIVE_UP_EXIT:
+                    print(f"tlogsync: worker process {slot + 1} refused to start (exit 2): stopping", file=sys.stderr)
+                    code = GIVE_UP_EXIT
+                    self._signal(signal.SIGTERM, None)
+                    self.procs[slot] = None
+                    continue
+                if time.monotonic() - self.started_at[slot] < RESTART_PAUSE_SECONDS:
+                    alive += 1  # started again after the pause
+                    continue
+                print(
+                    f"tlogsync: worker process {slot + 1} ended ({rc}): starting it again", file=sys.stderr, flush=True
+                )
+                self._start(slot)
+                alive += 1
+            if alive == 0 and (self.stopping is not None or code):
+                return code
+            time.sleep(0.2)
+
+
+def install(app: Celery) -> None:
+    """The --processes option and the supervisor, on the app's worker command."""
+    from celery import concurrency, signals
+
+    app.user_options["worker"].add(processes_option())
+
+    @signals.celeryd_init.connect(weak=False)
+    def _supervise(sender: str, instance: Any, conf: Any, options: dict[str, Any], **_: Any) -> None:
+        pool_cls = options.get("pool_cls") or concurrency.get_implementation(conf.worker_pool)
+        processes = options.get("processes")
+        argv = sys.argv[1:]
+        if not wants_supervisor(pool_cls, processes, argv):
+            return
+        count = processes if processes is not None else default_processes()
+        raise SystemExit(Supervisor(argv, sender, count).run())
