@@ -159,7 +159,8 @@ def install(app: Celery) -> None:
 
     @signals.celeryd_init.connect(weak=False)
     def _supervise(sender: str, instance: Any, conf: Any, options: dict[str, Any], **_: Any) -> None:
-        pool_cls = options.get("pool_cls") or concurrency.get_implementation(conf.worker_pool)
+        # the CLI's --pool arrives as `pool` (a class: Celery's default "prefork" resolves to the configured pool)
+        pool_cls = options.get("pool") or options.get("pool_cls") or concurrency.get_implementation(conf.worker_pool)
         processes = options.get("processes")
         argv = sys.argv[1:]
         if not wants_supervisor(pool_cls, processes, argv):
