@@ -1,11 +1,11 @@
 """`celery -A worker worker` on a machine with several cores: one threads-pool worker process per core.
 
 The threads pool (worker/app/pool.py) runs a process's tasks on threads, which the GIL keeps to one core. With
-`--processes N` (default: one per core) the command's own process becomes a supervisor: it starts N worker
-processes, each `celery ... worker` with the same options plus `--processes 1` and a node name of its own
-(the first the command's own, then `p2-<name>@<host>`, `p3-...`), and starts again one that ends while the
-supervisor is not stopping (as the prefork pool replaces a child that died). The supervisor itself consumes
-nothing and opens nothing.
+`--processes N` (default: one per core) the command's own process becomes a supervisor: once the app is imported
+and the configuration checked (Celery's worker_init), it forks N worker processes, each of which goes on starting
+as an ordinary one-process worker with the same options and a node name of its own (the first the command's
+own, then `p2-<name>@<host>`, `p3-...`), and forks again one that ends while the supervisor is not stopping (as
+the prefork pool replaces a child that died). The supervisor itself consumes nothing and holds no connection.
 
 Signals: SIGTERM and SIGINT to the supervisor stop the workers warmly (SIGTERM to each; they finish their tasks);
 SIGQUIT stops them at once (SIGQUIT to each). The workers are in the supervisor's process group (a `kill` of the
@@ -21,7 +21,6 @@ import ctypes
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -74,12 +73,39 @@ def wants_supervisor(pool_cls: Any, processes: int | None, argv: Sequence[str]) 
     return (processes if processes is not None else default_processes()) > 1
 
 
-def worker_command(argv: Sequence[str], nodename: str, slot: int) -> list[str]:
-    """The command line of worker process `slot`: the supervisor's own, one process, a node name of its own. The
-    first keeps the command's node name, so `celery inspect ping -d <name>` (a liveness probe) finds it."""
+def node_name(nodename: str, slot: int) -> str:
+    """Worker process `slot`'s node name. The first keeps the command's, so `celery inspect ping -d <name>` (a
+    liveness probe) finds it."""
     name, _, host = nodename.partition("@")
-    node = nodename if slot == 1 else f"p{slot}-{name}@{host}"
-    return [sys.executable, "-m", "celery", *argv, "-n", node, "--processes", "1"]
+    return nodename if slot == 1 else f"p{slot}-{name}@{host}"
+
+
+class BecomeWorker(BaseException):  # noqa: N818 - not an error: the forked child leaves the supervisor's loop
+    def __init__(self, nodename: str):
+        super().__init__(nodename)
+        self.nodename = nodename
+
+
+class _Forked:
+    """A forked worker process, as much of subprocess.Popen as the supervisor uses."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
 
 
 def _die_with_parent() -> None:
@@ -91,15 +117,25 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, argv: Sequence[str], nodename: str, processes: int):
-        self.commands = [worker_command(argv, nodename, slot + 1) for slot in range(processes)]
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * processes
+    def __init__(self, nodename: str, processes: int):
+        self.nodes = [node_name(nodename, slot + 1) for slot in range(processes)]
+        self.procs: list[_Forked | None] = [None] * processes
         self.started_at = [0.0] * processes
         self.stopping: int | None = None  # the signal the workers were sent
 
     def _start(self, slot: int) -> None:
+        """Fork worker process `slot`: the child leaves the supervisor (BecomeWorker) and goes on starting as an
+        ordinary one-process worker, with the app already imported (as prefork's children are forked)."""
         self.started_at[slot] = time.monotonic()
-        self.procs[slot] = subprocess.Popen(self.commands[slot], preexec_fn=_die_with_parent)  # noqa: PLW1509
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _die_with_parent()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(signum, signal.SIG_DFL)  # Celery installs its own as it starts
+            raise BecomeWorker(self.nodes[slot])
+        self.procs[slot] = _Forked(pid)
 
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
         forward = signal.SIGQUIT if signum == signal.SIGQUIT else signal.SIGTERM
@@ -162,8 +198,12 @@ def install(app: Celery) -> None:
         # the CLI's --pool arrives as `pool` (a class: Celery's default "prefork" resolves to the configured pool)
         pool_cls = options.get("pool") or options.get("pool_cls") or concurrency.get_implementation(conf.worker_pool)
         processes = options.get("processes")
-        argv = sys.argv[1:]
-        if not wants_supervisor(pool_cls, processes, argv):
+        if not wants_supervisor(pool_cls, processes, sys.argv[1:]):
             return
         count = processes if processes is not None else default_processes()
-        raise SystemExit(Supervisor(argv, sender, count).run())
+        try:
+            code = Supervisor(sender, count).run()
+        except BecomeWorker as child:
+            instance.hostname = child.nodename  # a forked worker process: it starts as Celery goes on
+            return
+        raise SystemExit(code)
