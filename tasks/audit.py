@@ -42,5 +42,6 @@ def audit_retailer(
         "business_date": day.isoformat(),
         "totals": document["totals"],
         "consistent": document["consistent"],
+        "differences": document.get("differences_count", 0),
         "files": [str(p) for p in written],
     }

@@ -10,7 +10,7 @@ from worker.adapters.rabbitmq import list_dead, replay
 from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
-from worker.services.feeds import ORDERS_FEED, orders_feed, variance_feed
+from worker.services.feeds import FULFILLMENT_FEED, ORDERS_FEED, fulfillment_feed, orders_feed, variance_feed
 from worker.services.replay import ReplayRefused, replay_file
 
 
@@ -37,7 +37,13 @@ def replay_dead_letters(
 def replay_file_task(self: TlogTask, retailer_id: str, file_name: str, feed: str = ORDERS_FEED) -> dict[str, Any]:
     """Reprocess a file someone fixed in error_dir, through the normal ingest path."""
     retailer = runtime.retailer(retailer_id)
-    chosen = orders_feed(retailer) if feed == ORDERS_FEED else variance_feed(retailer)
+    chosen = (
+        orders_feed(retailer)
+        if feed == ORDERS_FEED
+        else fulfillment_feed(retailer)
+        if feed == FULFILLMENT_FEED
+        else variance_feed(retailer)
+    )
     if chosen is None:
         return {"error": f"retailer {retailer_id!r} has no {feed} feed"}
     try:
@@ -47,5 +53,9 @@ def replay_file_task(self: TlogTask, retailer_id: str, file_name: str, feed: str
         # an operator's request that cannot be done is an answer, not a dead letter
         return {"error": str(exc)}
     task = ingest_tlog if feed == ORDERS_FEED else apply_variance_file
+    if feed == FULFILLMENT_FEED:
+        from tasks.lifecycle import apply_fulfillment_file
+
+        task = apply_fulfillment_file
     task.apply_async((retailer_id, row.id, row.file_name))
     return {"retailer": retailer_id, "file": file_name, "ledger_id": row.id}

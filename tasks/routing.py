@@ -130,7 +130,7 @@ def apply_variance_file(self: TlogTask, retailer_id: str, file_id: int, file_nam
             source,
             runtime.ledger(),
             runtime.settings.max_file_bytes,
-            decide_variance,
+            lambda data: decide_variance(data, retailer),
             runtime.settings.max_attempts,
             move_backoff(),
             retailer_id=retailer_id,

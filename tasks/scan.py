@@ -12,10 +12,18 @@ from worker.app.runtime import runtime
 from worker.app.taskbase import TlogTask
 from worker.celery import app
 from worker.core.errors import TransientError, bounded
-from worker.services.feeds import ORDERS_FEED, feeds
+from worker.services.feeds import FULFILLMENT_FEED, ORDERS_FEED, feeds
 from worker.services.scan import ScanResult, scan_feeds
 
 FILE_TASKS = {ORDERS_FEED: ingest_tlog}
+
+
+def _file_task(feed: str) -> Any:
+    if feed == FULFILLMENT_FEED:
+        from tasks.lifecycle import apply_fulfillment_file
+
+        return apply_fulfillment_file
+    return FILE_TASKS.get(feed, apply_variance_file)
 
 
 @app.task(
@@ -84,7 +92,7 @@ def scan_retailer(
 def publish_files(retailer_id: str, feed: str, files: Sequence[tuple[int, str]]) -> Iterator[int]:
     """Publish one message per file over one pooled producer (ids and names only, never contents),
     yielding each ledger id once its message is out."""
-    task = FILE_TASKS.get(feed, apply_variance_file)
+    task = _file_task(feed)
     with app.producer_or_acquire() as producer:
         for file_id, file_name in files:
             args = (retailer_id, file_id, file_name)

@@ -107,14 +107,14 @@ def _flower(env: dict[str, str]) -> Iterator[Flower]:
 def test_flower_refuses_to_start_without_credentials(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     done = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], env=env, capture_output=True, text=True)
-    assert done.returncode == 2 and "FLOWER_USER" in done.stdout
+    assert done.returncode == 2 and "FLOWER_USER" in done.stderr
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "flower", "--insecure-local", "--address", "0.0.0.0"],
         env=env,
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 2 and "loopback" in done.stdout
+    assert done.returncode == 2 and "loopback" in done.stderr
 
 
 def test_the_api_answers_only_with_credentials(flower):

@@ -87,9 +87,9 @@ def test_a_fixed_file_is_replayed_from_error_dir_through_the_normal_path(celery_
     assert (r.archive / f"{rows[1][0]}-fixme.json").exists() and not (r.error / in_error).exists()
     assert db.execute("SELECT count(*) FROM orders WHERE retailer_id = %s", (r.retailer_id,)).fetchone() == (1,)
     again = cli("replay-file", r.retailer_id, "fixme.json")
-    assert again.returncode == 1 and "only failed files" in again.stdout
+    assert again.returncode == 1 and "only failed files" in again.stderr
     missing = cli("replay-file", r.retailer_id, "never-seen.json")
-    assert missing.returncode == 1 and "no such file" in missing.stdout
+    assert missing.returncode == 1 and "no such file" in missing.stderr
 
 
 def test_replay_file_as_a_celery_task_as_flower_calls_it(celery_worker, make_retailer, db):

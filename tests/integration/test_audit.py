@@ -138,7 +138,7 @@ def test_the_audit_counts_a_sale_at_2330_local_in_that_local_day(ledger, databas
     assert by[("254", "RETURN")]["grand_total"] == str(-returned["totalAmount"])
     assert by[("254", "MIXED")]["shipping"] == "30.00"
     assert document["consistent"] and document["inconsistent_orders"] == []
-    assert {p.suffix for p in written} == {".csv", ".json"}
+    assert {p.suffix for p in written} == {".csv", ".json", ".html"}
     assert (tmp_path / r.retailer_id / f"{r.retailer_id}_audit_2024-03-10.csv").read_text().startswith("store,type")
     stored = db.execute(
         "SELECT consistent, report->'totals'->>'IN_STORE' FROM audit_reports WHERE retailer_id = %s"
@@ -223,5 +223,9 @@ def test_the_report_is_also_written_to_the_retailers_audit_dir(ledger, database,
     finally:
         source.close()
     names = sorted(p.name for p in audit_dir.iterdir())
-    assert names == [f"{r.retailer_id}_audit_2024-06-01.csv", f"{r.retailer_id}_audit_2024-06-01.json"]
-    assert json.loads((audit_dir / names[1]).read_text())["totals"]["IN_STORE"] != "0.00"
+    assert names == [
+        f"{r.retailer_id}_audit_2024-06-01.csv",
+        f"{r.retailer_id}_audit_2024-06-01.html",
+        f"{r.retailer_id}_audit_2024-06-01.json",
+    ]
+    assert json.loads((audit_dir / names[2]).read_text())["totals"]["IN_STORE"] != "0.00"

@@ -40,4 +40,4 @@ def test_an_unknown_retailer_is_refused_naming_the_known_ones(argv, tmp_path, mo
     monkeypatch.setenv("TLOGSYNC_RETAILERS", str(path))
     monkeypatch.setenv("TLOGSYNC_DATABASE_URL", "postgresql://127.0.0.1:1/none")  # never reached
     assert main(argv) == 2
-    assert "unknown retailer 'nobody'; known: acme" in capsys.readouterr().out
+    assert "unknown retailer 'nobody'; known: acme" in capsys.readouterr().err

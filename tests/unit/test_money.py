@@ -47,10 +47,14 @@ def test_reported_amounts_round_half_up_to_the_cent():
     assert str(cents(Decimal("3"))) == "3.00"
 
 
-def test_totals_agree_to_the_cent_each_rounded_half_to_even():
+def test_totals_agree_to_the_cent_each_rounded_half_up_like_the_audit():
+    # issue 13: validation rounded half to even while the audit rounded half up; one rule now, half up
     assert same_cents(Decimal("10.004"), Decimal("10"))
-    assert same_cents(Decimal("1.005"), Decimal("1.00"))  # half to even: 1.00, as the checks always did
-    assert not same_cents(Decimal("1.015"), Decimal("1.01"))  # half to even: 1.02
+    assert same_cents(Decimal("1.005"), Decimal("1.01"))  # half up, as a till prints it
+    assert not same_cents(Decimal("1.005"), Decimal("1.00"))
+    assert same_cents(Decimal("1.015"), Decimal("1.02"))
+    assert same_cents(Decimal("10.125"), Decimal("10.13"))  # 10.00 + 0.125 tax: the till prints 10.13
+    assert not same_cents(Decimal("10.125"), Decimal("10.12"))
     assert not same_cents(Decimal("10.01"), Decimal("10"))
 
 

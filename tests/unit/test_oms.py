@@ -119,12 +119,14 @@ def test_retailer_payment_map_extends_the_defaults():
     assert order.payments[0].payment_method_type_id == "EXT_SHELLS"
 
 
-def test_declined_tenders_are_not_payments():
+def test_declined_tenders_are_kept_but_not_counted():
     doc = sample("inStoreOrdersSample.json")
     declined = dict(doc["tenders"][0], paymentStatus="DECLINED")
     doc["tenders"] = [declined] + doc["tenders"]
     order = to_order(parse_sale(to_bytes(doc)), retailer())
-    assert len(order.payments) == 1
+    counted = [p for p in order.payments if p.status_id in ("PAYMENT_SETTLED", "PAYMENT_AUTHORIZED")]
+    assert len(counted) == 1 and counted[0].amount == Decimal("424.62")
+    assert [p.status_id for p in order.payments] == ["PAYMENT_DECLINED", "PAYMENT_SETTLED"]
 
 
 def test_guest_customer_is_na():

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from worker.adapters.queues import TASK_ROUTES, WORK_QUEUES
-from worker.cli.main import parser
+from worker.cli.main import cli, command_line_is_valid
 from worker.core.retailers import load_retailers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +41,9 @@ KNOWN_METRICS = {
     "tlogsync_files_ignored",
     "tlogsync_oldest_too_young_seconds",
     "tlogsync_retailers_file_valid",
+    "tlogsync_audit_consistent",
+    "tlogsync_audit_differences",
+    "tlogsync_audit_business_date_seconds",
 }
 METRIC_NAME = re.compile(r"\btlogsync_[a-z0-9_]+\b")
 
@@ -53,6 +56,7 @@ REQUIRED_ALERTS = {
     "FollowupsStuck",
     "IngestBacklog",
     "UnfillableLines",
+    "AuditNotConsistent",
 }
 REQUIRED_K8S_FILES = {
     "namespace.yaml",
@@ -400,9 +404,8 @@ def test_flower_has_basic_auth_from_a_secret_and_keeps_its_state_on_a_volume(obj
     (container,) = containers(flower)
     command = container["command"]
     assert command[:2] == ["tlogsync", "flower"]
-    from worker.cli.main import parser
 
-    parser().parse_args(command[1:])  # `tlogsync flower` turns on persistence and takes auth from the env
+    command_line_is_valid(command[1:])  # `tlogsync flower` turns on persistence and takes auth from the env
     env = {e["name"]: e for e in container["env"]}
     assert env["TLOGSYNC_BROKER_API"]["value"].startswith("http://")
     for variable in ("FLOWER_USER", "FLOWER_PASSWORD"):
@@ -436,20 +439,19 @@ def test_the_migration_job_runs_a_real_cli_command(objects):
     (container,) = containers(job)
     command = container["command"]
     assert command == ["tlogsync", "migrate"]
-    parser().parse_args(command[1:])
+    command_line_is_valid(command[1:])
     assert pod_spec(job)["restartPolicy"] in {"Never", "OnFailure"}
 
 
 def cli_commands() -> set[str]:
-    (subcommands,) = [a for a in parser()._actions if a.__class__.__name__ == "_SubParsersAction"]
-    return set(subcommands.choices)
+    return set(cli.commands)
 
 
 def test_the_metrics_command_is_one_the_cli_accepts_once_it_has_it(objects):
     if "metrics" not in cli_commands():
         pytest.skip("`tlogsync metrics` is not in the CLI yet")
     (container,) = containers(of_kind(objects, "Deployment")["tlogsync-metrics"])
-    parser().parse_args(container["command"][1:])
+    command_line_is_valid(container["command"][1:])
 
 
 def test_every_deployment_selector_matches_its_pod_labels(objects):

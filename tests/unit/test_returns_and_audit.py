@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -22,6 +22,7 @@ from worker.core.audit import (
     report_document,
     summarize,
 )
+from worker.core.dayaudit import DayData, FileOfDay, SaleOfDay, TenderLine
 from worker.core.retailers import ConfigError
 from worker.core.returns import POS_RETURN, lines_to_restock, restock, to_return
 from worker.core.tlog import TLogError
@@ -206,11 +207,13 @@ def test_run_audit_needs_only_its_ports_and_writes_where_it_is_told(tmp_path):
     class Store:
         saved: dict[str, object] = {}
 
-        def day(self, retailer_id, business_date, time_zone):
-            sale = AuditOrder(
+        def day_data(self, retailer_id, business_date, time_zone):
+            sale = SaleOfDay(
                 "S1",
                 "254",
                 "IN_STORE",
+                "ORDER_COMPLETED",
+                "oms",
                 1,
                 Decimal("10.00"),
                 Decimal(0),
@@ -218,9 +221,23 @@ def test_run_audit_needs_only_its_ports_and_writes_where_it_is_told(tmp_path):
                 Decimal(0),
                 Decimal("10.80"),
                 Decimal("10.80"),
-                {"CASH": Decimal("10.80")},
+                (TenderLine("CASH", Decimal("10.80"), "PAYMENT_SETTLED"),),
             )
-            return [sale], ["late.json (claimed)"]
+            late = FileOfDay(
+                7,
+                "late.json",
+                "claimed",
+                None,
+                None,
+                False,
+                None,
+                None,
+                None,
+                None,
+                datetime(2024, 1, 12, 20, 0, tzinfo=UTC),
+                None,
+            )
+            return DayData(sales=[sale], files=[late])
 
         def save(self, retailer_id, business_date, document):
             self.saved[retailer_id] = document
@@ -239,10 +256,18 @@ def test_run_audit_needs_only_its_ports_and_writes_where_it_is_told(tmp_path):
     )
     store, source = Store(), FakeSource()
     document, orders, written = run_audit(r, date(2024, 1, 12), store, source, tmp_path)
-    assert [p.name for p in written] == ["acme_audit_2024-01-12.csv", "acme_audit_2024-01-12.json"]
+    assert [p.name for p in written] == [
+        "acme_audit_2024-01-12.csv",
+        "acme_audit_2024-01-12.json",
+        "acme_audit_2024-01-12.html",
+    ]
     assert all(p.parent == tmp_path / "acme" for p in written)
     assert store.saved["acme"] is document and document["unfinished_files"] == ["late.json (claimed)"]
-    assert sorted(source.files) == ["/audit/acme_audit_2024-01-12.csv", "/audit/acme_audit_2024-01-12.json"]
+    assert sorted(source.files) == [
+        "/audit/acme_audit_2024-01-12.csv",
+        "/audit/acme_audit_2024-01-12.html",
+        "/audit/acme_audit_2024-01-12.json",
+    ]
     assert [o.external_id for o in orders] == ["S1"]
 
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("worker", "tasks")  # what ships; tests and the benchmark may hold SQL of their own
 ADAPTERS = ROOT / "worker" / "adapters"
 # Names that may be interpolated into SQL text: fixed column lists and identifiers chosen from constants.
-SQL_CONSTANTS = {"ROW_COLUMNS", "ROW_COLUMNS_T", "column"}
+SQL_CONSTANTS = {"ROW_COLUMNS", "ROW_COLUMNS_T", "column", "FACTS_SET"}  # constants of placeholders
 # What a statement looks like (keywords in capitals, as every statement here is written); prose never matches.
 SQL_TEXT = re.compile(
     r"\b(?:SELECT\s+\S|INSERT\s+INTO\b|UPDATE\s+\w+(?:\s+AS\s+\w+)?\s+SET\b|DELETE\s+FROM\b|"

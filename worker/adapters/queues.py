@@ -61,5 +61,6 @@ TASK_ROUTES = {
     "tlogsync.run_inventory": {"queue": INVENTORY, "routing_key": INVENTORY},
     "tlogsync.apply_sale_to_inventory": {"queue": INVENTORY, "routing_key": INVENTORY},
     "tlogsync.apply_variance_file": {"queue": INVENTORY, "routing_key": INVENTORY},
+    "tlogsync.apply_fulfillment_file": {"queue": INVENTORY, "routing_key": INVENTORY},
     "tlogsync.ops.*": {"queue": OPS, "routing_key": OPS},
 }

@@ -23,7 +23,7 @@ def create_app(settings: Settings) -> Celery:
     app = Celery(
         "tlogsync",
         broker=settings.broker_url,
-        include=["tasks.scan", "tasks.ingest", "tasks.routing", "tasks.ops", "tasks.audit"],
+        include=["tasks.scan", "tasks.ingest", "tasks.routing", "tasks.ops", "tasks.audit", "tasks.lifecycle"],
     )
     app.conf.update(
         task_serializer="json",

@@ -1,14 +1,21 @@
-"""What every command shares: the consoles, the retailers in force, the named retailer, a DSN without its password."""
+"""What every command shares: the consoles, click's conventions for tlogsync (options from TLOGSYNC_* variables,
+help on every option, settings read once), the retailers in force, the named retailer, a DSN without its password."""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
+import click
 import psycopg
 from rich.console import Console
 from rich.markup import escape
 
 from worker.adapters.postgres.config import PgConfigSnapshots
+from worker.adapters.postgres.pool import Database, open_pool
 from worker.app.settings import Settings
 from worker.core.errors import UnknownRetailer
 from worker.core.retailers import Retailer
@@ -18,7 +25,54 @@ from worker.services.config import RetailersConfig
 console = Console(width=None if sys.stdout.isatty() else 160)
 stderr_console = Console(
     stderr=True, width=None if sys.stderr.isatty() else 160
-)  # warnings that must not mix with --json
+)  # errors, warnings and progress: never mixed with what a command prints on stdout (--json above all)
+
+# Every option can also come from the environment: TLOGSYNC_<COMMAND>_<OPTION>, e.g. TLOGSYNC_SCAN_TIMEOUT=60
+# (for a sub-command, the group's name too: TLOGSYNC_DLQ_LIST_JSON). `--help` shows each variable.
+CONTEXT: dict[str, Any] = {
+    "auto_envvar_prefix": "TLOGSYNC",
+    "help_option_names": ["-h", "--help"],
+    "show_default": True,
+    "max_content_width": 110,
+}
+
+# Exit codes, the same for every command (docs/operations.md).
+OK, LOOK, USAGE, UNREACHABLE = 0, 1, 2, 3
+
+
+class Option(click.Option):
+    """click's option, with the environment variable it reads shown in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("show_envvar", True)
+        super().__init__(*args, **kwargs)
+
+
+def option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(*decls, cls=Option, **kwargs)
+
+
+def retailer_argument(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("retailer", metavar="RETAILER")(func)
+
+
+def with_settings(func: Callable[[Settings, argparse.Namespace], int]) -> Callable[..., int]:
+    """The command body as `func(settings, args)`: the settings read once from the environment (a bad one is a
+    usage error, exit 2), the options as attributes of args, and the return value the exit code."""
+
+    @functools.wraps(func)
+    def run(**options: Any) -> int:
+        root = click.get_current_context().find_root()
+        if root.obj is None:
+            root.obj = Settings.from_env()
+        return int(func(root.obj, argparse.Namespace(**options)))
+
+    return run
+
+
+def error(message: str) -> None:
+    """One line on stderr, in red on a terminal; markup in the message is shown as typed."""
+    stderr_console.print(f"[red]{escape(message)}[/red]", highlight=False, soft_wrap=True)
 
 
 def retailers_in_force(settings: Settings) -> dict[str, Retailer]:
@@ -52,3 +106,10 @@ def redact(dsn: str) -> str:
     if info.get("password"):
         info["password"] = "***"  # noqa: S105 - the mask, not a password
     return psycopg.conninfo.make_conninfo("", **info)
+
+
+def database(settings: Settings) -> Database:
+    """A pool for one command: the server tried once first (5 s), so a database that is down is one line and exit 3
+    at once, not a pool retrying for half a minute."""
+    psycopg.connect(settings.database_url, connect_timeout=5, application_name="tlogsync-cli").close()
+    return open_pool(settings.database_url, application_name="tlogsync-cli", timeout=10.0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import click
 from rich.table import Table
 
-from worker.adapters.postgres.pool import open_pool
 from worker.app.settings import Settings
-from worker.cli.common import console
+from worker.cli.common import console, database, error, option, with_settings
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -19,7 +19,7 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from worker.celery import app
 
     queues = [args.queue] if args.queue else None
-    with open_pool(settings.database_url) as db:
+    with database(settings) as db:
         dead_letters = PgDeadLetters(db)
         try:
             if args.action == "list":
@@ -37,12 +37,41 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
                 console.print(table)
                 return 0
             if not args.id and not args.all:
-                console.print("[red]dlq replay: give --id TASK_ID or --all[/red]")
+                error("dlq replay: give --id TASK_ID or --all")
                 return 2
             replayed = replay(app, queues, args.id or None)
         except ValueError as exc:
-            console.print(f"[red]{exc}[/red]")
+            error(str(exc))
             return 2
         dead_letters.mark_replayed(replayed)
     console.print(f"replayed {len(replayed)} dead letters" + (f": {', '.join(replayed)}" if replayed else ""))
     return 0 if replayed or args.all else 1
+
+
+QUEUE = click.argument("queue", required=False, metavar="[QUEUE]")
+QUEUE_HELP = " QUEUE is a work queue (tlog.ingest, ...) or its .dead name; default all."
+
+
+@click.group("dlq", help="The dead-letter queues: what could not succeed, with the reasons kept in PostgreSQL.")
+def dlq() -> None:
+    pass
+
+
+@dlq.command("list", help="Dead letters with task, arguments, reason and age." + QUEUE_HELP)
+@QUEUE
+@option("--json", is_flag=True, help="Print them as JSON on stdout.")
+@with_settings
+def dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    args.action = "list"
+    return cmd_dlq(settings, args)
+
+
+@dlq.command("replay", help="Put dead letters back on their work queue." + QUEUE_HELP)
+@QUEUE
+@option("--id", multiple=True, help="A task id to replay (repeatable).")
+@option("--all", is_flag=True, help="Every dead letter of QUEUE (or of every queue).")
+@with_settings
+def dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    args.action = "replay"
+    args.id = list(args.id)
+    return cmd_dlq(settings, args)

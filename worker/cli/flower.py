@@ -5,10 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+import click
+
 from worker.app.settings import FlowerSettings, Settings
-from worker.cli.common import console
+from worker.cli.common import error, option, with_settings
 
 
+@click.command("flower", help="Flower with basic auth from FLOWER_USER/FLOWER_PASSWORD and the tlogsync pages.")
+@option("--port", type=click.IntRange(0, 65535), default=5555, help="TCP port to listen on.")
+@option("--address", default="0.0.0.0", help="Address to listen on.")  # noqa: S104
+@option("--db", default="flower.db", help="Flower's persistent state file.")
+@option("--insecure-local", is_flag=True, help="No auth, loopback only (development).")
+@option(
+    "--enable-events",
+    is_flag=True,
+    help="Let Flower turn task events on in workers started without -E (off by default).",
+)
+@with_settings
 def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     """Flower with basic auth from the environment, persistent state and the RabbitMQ management API."""
     import ipaddress
@@ -24,11 +37,11 @@ def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError:
             loopback = args.address == "localhost"
         if not loopback:
-            console.print("[red]--insecure-local only listens on a loopback address[/red]")
+            error("--insecure-local only listens on a loopback address")
             return 2
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
     else:
-        console.print("[red]set FLOWER_USER and FLOWER_PASSWORD (or --insecure-local on 127.0.0.1)[/red]")
+        error("set FLOWER_USER and FLOWER_PASSWORD (or --insecure-local on 127.0.0.1)")
         return 2
     cmd = [
         sys.executable,

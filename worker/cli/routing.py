@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from worker.adapters.postgres.pool import open_pool
+import click
+
 from worker.app.settings import Settings
-from worker.cli.common import console, known_retailer
+from worker.cli.common import console, database, error, known_retailer, option, retailer_argument, with_settings
 
 
 def _inventory_store(settings: Settings):  # type: ignore[no-untyped-def]
     from worker.adapters.postgres.inventory import PgInventory
 
-    return open_pool(settings.database_url), PgInventory
+    return database(settings), PgInventory
+
+
+FACILITY_COLUMNS = (
+    "facility_id,name,facility_type,postal_code,latitude,longitude,allow_brokering,max_orders_per_day,"
+    "facility_group,sequence"
+)
+INVENTORY_COLUMNS = "facility_id,product_id,gtin,quantity_on_hand"
 
 
 def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
@@ -24,10 +32,10 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
         text = open(args.file, encoding="utf-8-sig").read()  # noqa: SIM115
         rows = parse_facilities_csv(text) if args.what == "facilities" else parse_inventory_csv(text)
     except (OSError, UnicodeDecodeError) as exc:
-        console.print(f"[red]{args.file}: {exc}[/red]")
+        error(f"{args.file}: {exc}")
         return 2
     except LoadError as exc:
-        console.print(f"[red]{args.file}: {exc}; nothing loaded[/red]")
+        error(f"{args.file}: {exc}; nothing loaded")
         return 1
     db, store_cls = _inventory_store(settings)
     with db:
@@ -41,6 +49,36 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@click.group("facilities", help="The retailer's facilities (stores, warehouses) that brokering allocates to.")
+def facilities() -> None:
+    pass
+
+
+@click.group("inventory", help="The retailer's stock per facility and product.")
+def inventory() -> None:
+    pass
+
+
+def _load_command(what: str, columns: str) -> click.Command:
+    @click.command("load", help=f"Upsert {what} of RETAILER from FILE, a CSV file with the header {columns}.")
+    @retailer_argument
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @with_settings
+    def load(settings: Settings, args: argparse.Namespace) -> int:
+        args.what = what
+        return cmd_load(settings, args)
+
+    return load
+
+
+facilities.add_command(_load_command("facilities", FACILITY_COLUMNS))
+inventory.add_command(_load_command("inventory", INVENTORY_COLUMNS))
+
+
+@click.command("broker", help="Enqueue brokering of RETAILER's orders still in _NA_ (--parked: and parked ones).")
+@retailer_argument
+@option("--parked", is_flag=True, help="Also the orders parked in UNFILLABLE_PARKING.")
+@with_settings
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     """Re-run brokering for orders still waiting (and, with --parked, those parked as unfillable)."""
     known_retailer(settings, args.retailer)

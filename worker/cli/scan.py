@@ -8,10 +8,20 @@ import time
 import uuid
 from typing import Any
 
-from worker.adapters.postgres.pool import open_pool
+import click
+
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.app.settings import Settings
-from worker.cli.common import console, known_retailer
+from worker.cli.common import (
+    console,
+    database,
+    error,
+    known_retailer,
+    option,
+    retailer_argument,
+    stderr_console,
+    with_settings,
+)
 from worker.services.ports import FINAL_STATUSES
 
 
@@ -46,16 +56,22 @@ def _wait_files(reads: PgReadModel, ids: list[int], timeout: float, poll: float 
         time.sleep(poll)
 
 
+@click.command("scan", help="Enqueue a scan of RETAILER's SFTP folders now (and optionally wait for its files).")
+@retailer_argument
+@option("--wait", is_flag=True, help="Block until every file the scan saw is final.")
+@option("--timeout", type=click.FloatRange(min=0), default=300.0, help="Seconds to wait with --wait.")
+@option("--json", is_flag=True, help="With --wait: print the outcome as JSON on stdout.")
+@with_settings
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     known_retailer(settings, args.retailer)
     from tasks.scan import scan_retailer
 
     scan_id = f"cli-{uuid.uuid4()}"
     scan_retailer.apply_async((args.retailer,), {"scan_id": scan_id, "requested_by": "cli"})
-    console.print(f"scan {scan_id} enqueued for {args.retailer}")
+    (stderr_console if args.json else console).print(f"scan {scan_id} enqueued for {args.retailer}")
     if not args.wait:
         return 0
-    with open_pool(settings.database_url) as db, db.bound():
+    with database(settings) as db, db.bound():
         outcome = wait_for_scan(PgReadModel(db), scan_id, args.timeout)
     if args.json:
         print(json.dumps(outcome))
@@ -66,30 +82,48 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@click.command("replay-file", help="Reprocess FILE, fixed in RETAILER's error_dir, through the normal path.")
+@retailer_argument
+@click.argument("file")
+@option("--variance", is_flag=True, help="The file belongs to the variance feed.")
+@option("--fulfillment", is_flag=True, help="The file belongs to the fulfilment feed.")
+@option("--wait", is_flag=True, help="Block until the file is final again.")
+@option("--timeout", type=click.FloatRange(min=0), default=120.0, help="Seconds to wait with --wait.")
+@with_settings
 def cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     """Reprocess a fixed file from error_dir through the normal path (here: claim and move; a worker ingests)."""
     from tasks.ingest import ingest_tlog
     from tasks.routing import apply_variance_file
     from worker.adapters.postgres.ledger import PgFileLedger
     from worker.adapters.sftp import SftpSource
-    from worker.services.feeds import orders_feed, variance_feed
+    from worker.services.feeds import fulfillment_feed, orders_feed, variance_feed
     from worker.services.replay import ReplayRefused, replay_file
 
     retailer = known_retailer(settings, args.retailer)
-    feed = variance_feed(retailer) if args.variance else orders_feed(retailer)
+    feed = (
+        fulfillment_feed(retailer)
+        if args.fulfillment
+        else variance_feed(retailer)
+        if args.variance
+        else orders_feed(retailer)
+    )
     if feed is None:
-        console.print(f"[red]{args.retailer} has no variance feed[/red]")
+        error(f"{args.retailer} has no {'fulfilment' if args.fulfillment else 'variance'} feed")
         return 2
     source = SftpSource(retailer.sftp, settings.sftp_timeout_seconds)
-    with open_pool(settings.database_url) as db:
+    with database(settings) as db:
         try:
             row = replay_file(retailer.retailer_id, feed, args.file, source, PgFileLedger(db))
         except ReplayRefused as exc:
-            console.print(f"[red]{exc}[/red]")
+            error(str(exc))
             return 1
         finally:
             source.close()
         task = apply_variance_file if args.variance else ingest_tlog
+        if args.fulfillment:
+            from tasks.lifecycle import apply_fulfillment_file
+
+            task = apply_fulfillment_file
         task.apply_async((retailer.retailer_id, row.id, row.file_name))
         console.print(f"{args.file}: back in {feed.directory} as ledger row {row.id}; ingest enqueued")
         if not args.wait:

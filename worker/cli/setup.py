@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+import click
 from rich.table import Table
 
 from worker.app.settings import Settings
-from worker.cli.common import console, redact, retailers_in_force
+from worker.cli.common import console, option, redact, retailers_in_force, with_settings
 
 
+@click.command("migrate", help="Apply the numbered SQL migrations to TLOGSYNC_DATABASE_URL (idempotent).")
+@option("--create-db", is_flag=True, help="Create the database first if it does not exist.")
+@with_settings
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from worker.adapters.postgres.migrate import ensure_database, migrate
 
@@ -20,6 +24,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@click.command("retailers", help="List the retailers in force and their schedules.")
+@with_settings
 def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
     retailers = retailers_in_force(settings)
     table = Table(title=f"retailers in {settings.retailers_path}")
@@ -39,6 +45,10 @@ def cmd_retailers(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@click.command("demo", help="Run the whole pipeline on the local services with an embedded SFTP server.")
+@option("--files", type=click.IntRange(min=0), default=60, help="Generated TLog files besides the published samples.")
+@option("--timeout", type=click.FloatRange(min=1), default=180.0, help="Seconds to wait for every file to be final.")
+@with_settings
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from worker.demo.run import run_demo
 

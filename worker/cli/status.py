@@ -6,13 +6,13 @@ import argparse
 import json
 from typing import Any
 
+import click
 from rich.markup import escape
 from rich.table import Table
 
-from worker.adapters.postgres.pool import open_pool
 from worker.adapters.postgres.readmodel import PgReadModel
 from worker.app.settings import Settings
-from worker.cli.common import console
+from worker.cli.common import console, database, option, with_settings
 
 
 def _dead_letter_depths() -> dict[str, int] | None:
@@ -27,10 +27,16 @@ def _dead_letter_depths() -> dict[str, int] | None:
         return None
 
 
+@click.command(
+    "status", help="Per retailer: last scan, files by status, oldest pending file, dead letters, recent failures."
+)
+@option("--json", is_flag=True, help="Print the same as JSON on stdout.")
+@option("--failures", type=click.IntRange(min=0), default=10, help="How many recent failures to show.")
+@with_settings
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """The operator's one screen: per retailer the last scan, files by status, the oldest pending file,
     follow-ups, dead letters and recent failures with their reasons."""
-    with open_pool(settings.database_url) as db, db.bound():
+    with database(settings) as db, db.bound():
         reads = PgReadModel(db)
         files = reads.files_by_status()
         pending = reads.pending_files()
@@ -40,6 +46,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         failures = reads.recent_failures(args.failures)
         followups = reads.followups()
         checks = reads.config_checks()
+        audits = reads.last_audits()
         now = reads.now()
     dead = _dead_letter_depths()
     by_retailer: dict[str, dict[str, Any]] = {}
@@ -79,6 +86,13 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         by_retailer.setdefault(u.retailer_id, {"files": {}}).setdefault("followups", {})[f"{u.kind}:{u.status}"] = (
             u.count
         )
+    for a in audits:
+        by_retailer.setdefault(a.retailer_id, {"files": {}})["last_audit"] = {
+            "business_date": a.business_date.isoformat(),
+            "consistent": a.consistent,
+            "differences": a.differences,
+            "audited_at": a.created_at.isoformat(),
+        }
     report = {
         "retailers": by_retailer,
         "retailers_files": [
@@ -150,6 +164,16 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         )
         table.add_row(retailer, scan_text, files_text, pending_text, unmoved_text, not_taken, follow)
     console.print(table)
+    for retailer, info in sorted(by_retailer.items()):
+        audit = info.get("last_audit")
+        if audit:
+            verdict = (
+                "[green]consistent[/green]"
+                if audit["consistent"]
+                else f"[red]NOT consistent: {audit['differences']} difference(s)[/red]"
+                f" (tlogsync audit {escape(retailer)} --date {audit['business_date']})"
+            )
+            console.print(f"last audit of {escape(retailer)}: {audit['business_date']}, {verdict}")
     for c in checks:
         if c.valid:
             console.print(f"retailers file {escape(c.source)}: valid (sha256 {(c.sha256 or '')[:12]})")
@@ -174,6 +198,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@click.command("metrics", help="Serve the Prometheus metrics (business metrics per retailer) over HTTP.")
+@option("--port", type=click.IntRange(0, 65535), default=9808, help="TCP port to listen on.")
+@option("--address", default="0.0.0.0", help="Address to listen on (a scrape target).")  # noqa: S104
+@with_settings
 def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
     from worker.monitoring.metrics import serve
 

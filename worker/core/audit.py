@@ -19,7 +19,9 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from worker.core.dayaudit import DayData, SaleOfDay, day_sections
 from worker.core.money import cents
+from worker.core.salefacts import COUNTED_TENDERS
 
 ERP_COLUMNS = ("order_id", "store", "type", "total")
 TYPES = ("IN_STORE", "SEND_SALE", "MIXED", "RETURN")
@@ -256,21 +258,78 @@ def dumps(document: dict[str, Any]) -> str:
 
 
 class AuditStore(Protocol):
-    def day(self, retailer_id: str, business_date: date, time_zone: str) -> tuple[list[AuditOrder], list[str]]: ...
+    def day_data(self, retailer_id: str, business_date: date, time_zone: str) -> DayData:
+        """The day's sales, its candidate ledger rows, the neighbouring register transactions, the notes."""
+        ...
 
     def save(self, retailer_id: str, business_date: date, document: dict[str, Any]) -> None: ...
 
 
+def as_audit_order(sale: SaleOfDay) -> AuditOrder:
+    """A sale of the day as the per store/type summary sums it: its counted tenders by method."""
+    tenders: dict[str, Decimal] = defaultdict(Decimal)
+    for t in sale.tenders:
+        if t.status in COUNTED_TENDERS:
+            tenders[t.method] += t.amount
+    return AuditOrder(
+        sale.external_id,
+        sale.store_id,
+        sale.order_type,
+        sale.units,
+        sale.merchandise,
+        sale.discounts,
+        sale.tax,
+        sale.shipping,
+        sale.total,
+        sale.parts,
+        dict(tenders),
+    )
+
+
+def full_report(retailer_id: str, business_date: date, time_zone: str, data: DayData) -> dict[str, Any]:
+    """The whole report of a business day: the per store/type rows and totals (as before), then every file,
+    every difference (explained or not), rounding, missing register transactions, tax by jurisdiction,
+    registers, the day by hour. `consistent` only when no difference is left unexplained."""
+    live = [as_audit_order(s) for s in data.sales if not s.cancelled]
+    rows = summarize(live)
+    sections, unexplained, count = day_sections(business_date, time_zone, data)
+    unfinished = [f"{item['file']} (claimed)" for item in sections["files"]["in_flight"]]
+    document = report_document(retailer_id, business_date.isoformat(), rows, inconsistencies(live), unfinished)
+    exact = {(r.store_id, r.order_type): r for r in rows}
+    for row in document["rows"]:
+        r = exact[(row["store"], row["type"])]
+        counted = sum(r.tenders.values(), Decimal(0))
+        rounded = sum(
+            (cents(o.grand_total) for o in live if (o.store_id, o.order_type) == (r.store_id, r.order_type)), Decimal(0)
+        )
+        row["tenders_total"] = str(cents(counted))
+        row["ties_out"] = cents(counted) == cents(r.grand_total) and cents(
+            r.merchandise - r.discounts + r.tax + r.shipping
+        ) == cents(r.grand_total)
+        row["rounding"] = str(cents(r.grand_total) - rounded) if rounded != cents(r.grand_total) else "0.00"
+        if rounded != cents(r.grand_total):
+            sections["rounding"].append(
+                {
+                    "subject": f"row:{r.store_id}/{r.order_type}",
+                    "text": f"store {r.store_id} {r.order_type}: the orders' rounded totals add up to {rounded},"
+                    f" their exact sum rounds to {cents(r.grand_total)}: rounding {row['rounding']}",
+                }
+            )
+    document.update(sections)
+    document["time_zone"] = time_zone
+    document["differences_count"] = count
+    document["consistent"] = count == 0
+    return document
+
+
 def audit_day(
     retailer_id: str, business_date: date, time_zone: str, store: AuditStore
-) -> tuple[dict[str, Any], list[AuditOrder]]:
-    """Compute, check and store the report of one business day; the report and the day's orders."""
-    orders, unfinished = store.day(retailer_id, business_date, time_zone)
-    document = report_document(
-        retailer_id, business_date.isoformat(), summarize(orders), inconsistencies(orders), unfinished
-    )
+) -> tuple[dict[str, Any], list[SaleOfDay]]:
+    """Compute, check and store the report of one business day; the report and the day's sales."""
+    data = store.day_data(retailer_id, business_date, time_zone)
+    document = full_report(retailer_id, business_date, time_zone, data)
     store.save(retailer_id, business_date, document)
-    return document, orders
+    return document, data.sales
 
 
 def due_business_date(now_local: datetime, audit_time: str) -> date | None:

@@ -97,6 +97,7 @@ class VarianceFile:
     format: str  # "csv" or "json"
     records: tuple[VarianceRecord, ...]
     rejected: tuple[Rejected, ...]
+    ignored: int = 0  # POS_SALE records of a retailer whose in-store sales lower stock: never applied
 
 
 @dataclass(frozen=True)
@@ -554,5 +555,11 @@ def variance_file_applied(parsed: VarianceFile, applied: int, rejected: Sequence
     if every:
         shown = "; ".join(r.reason for r in every[:5])
         more = f"; and {len(every) - 5} more" if len(every) > 5 else ""
-        summary = f"{len(every)} of {applied + len(every)} records rejected: {shown}{more}"
-    return VarianceFileApplied(applied, tuple(every), applied == 0, summary)
+        summary = f"{len(every)} of {applied + len(every) + parsed.ignored} records rejected: {shown}{more}"
+    if parsed.ignored:
+        note = (
+            f"{parsed.ignored} POS_SALE record(s) ignored: this retailer's in-store sales lower its stock"
+            ' (in_store_decrements = "sales")'
+        )
+        summary = f"{summary}; {note}" if summary else note
+    return VarianceFileApplied(applied, tuple(every), applied == 0 and not parsed.ignored, summary)

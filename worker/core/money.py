@@ -1,10 +1,13 @@
-"""Money: Decimal end to end. The one JSON decoder that reads numbers as Decimal, and the roundings to the cent
-used by more than one module."""
+"""Money: Decimal end to end. The one JSON decoder that reads numbers as Decimal, and the one rounding rule.
+
+One rule everywhere (docs/oms-mapping.md, "Rounding"): amounts are rounded to the cent half up, the way tills
+print them (0.125 -> 0.13, -0.125 -> -0.13: half away from zero), in validation, in the OMS JSON and in the
+audit alike."""
 
 from __future__ import annotations
 
 import json
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 CENT = Decimal("0.01")
@@ -74,5 +77,5 @@ def cents(value: Decimal) -> Decimal:
 
 
 def same_cents(a: Decimal, b: Decimal) -> bool:
-    """Whether two amounts agree to the cent, each rounded half to even: how a document's totals are checked."""
-    return a.quantize(CENT, rounding=ROUND_HALF_EVEN) == b.quantize(CENT, rounding=ROUND_HALF_EVEN)
+    """Whether two amounts agree to the cent, each rounded half up (cents): how a document's totals are checked."""
+    return cents(a) == cents(b)

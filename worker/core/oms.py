@@ -7,19 +7,25 @@ adjustments so that the order's parts add up to its grand total.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from worker.core.brokering import BROKERING_QUEUE
-from worker.core.money import same_cents
+from worker.core.money import cents, same_cents
 from worker.core.retailers import Retailer
 from worker.core.tlog import IN_STORE, SHIP_TO_HOME, Sale, SaleLine, TLogError
 
-ORDER_COMPLETED, ORDER_APPROVED = "ORDER_COMPLETED", "ORDER_APPROVED"
-ITEM_COMPLETED, ITEM_APPROVED = "ITEM_COMPLETED", "ITEM_APPROVED"
-SKIPPED_TENDER_STATUSES = {"DECLINED", "VOIDED", "FAILED", "CANCELLED"}
+ORDER_COMPLETED, ORDER_APPROVED, ORDER_CANCELLED = "ORDER_COMPLETED", "ORDER_APPROVED", "ORDER_CANCELLED"
+ITEM_COMPLETED, ITEM_APPROVED, ITEM_CANCELLED = "ITEM_COMPLETED", "ITEM_APPROVED", "ITEM_CANCELLED"
+PAYMENT_SETTLED, PAYMENT_AUTHORIZED = "PAYMENT_SETTLED", "PAYMENT_AUTHORIZED"
+PAYMENT_DECLINED, PAYMENT_VOIDED = "PAYMENT_DECLINED", "PAYMENT_VOIDED"
+COUNTED_PAYMENTS = (PAYMENT_SETTLED, PAYMENT_AUTHORIZED)  # what adds up to the order total
+DECLINED_TENDER_STATUSES = {"DECLINED", "FAILED", "REJECTED", "ERROR"}
+VOIDED_TENDER_STATUSES = {"VOIDED", "VOID", "CANCELLED", "CANCELED", "REVERSED", "REFUNDED"}
+CAPTURED = {"CAPTURED", "SETTLED", "COMPLETED"}
+# the GTIN's length says which kind of id it is: UPC-A 12, EAN-13, GTIN-14 (EAN-8 is an EAN too)
+ID_TYPES_BY_LENGTH = {12: "UPCA", 13: "EAN", 14: "GTIN", 8: "EAN"}
 
 
 @dataclass(frozen=True)
@@ -71,15 +77,33 @@ class Order:
     adjustments: tuple[Adjustment, ...]
     payload: list[dict[str, Any]]
     ordered_at_ms: int | None = None
+    updated_ms: int | None = None  # the TLog's updateDate: which of two versions of the orderId is newer
 
 
-def shipment_method(retailer: Retailer, shipping_name: str | None) -> str:
-    """'Next Day' -> NEXT_DAY, unless the retailer maps the name explicitly."""
-    if not shipping_name:
+def id_type(gtin: str) -> str:
+    """The OMS idType of a GTIN, from its length: 12 UPCA, 13 (and 8) EAN, 14 GTIN; other lengths GTIN."""
+    return ID_TYPES_BY_LENGTH.get(len(gtin), "GTIN")
+
+
+def shipment_method(retailer: Retailer, shipping_name: str | None, shipping_method_id: str | None = None) -> str:
+    """The OMS shipment method of a send-sale: the TLog's own shippingMethodId when the retailer's table maps
+    it, else its shippingName through the table; no method at all is STANDARD. A method the table does not
+    know fails the file (TLogError names it), as an unknown payment method does."""
+    table = retailer.shipment_methods
+    if shipping_method_id and shipping_method_id in table:
+        return table[shipping_method_id]
+    if shipping_name and shipping_name in table:
+        return table[shipping_name]
+    if not shipping_name and not shipping_method_id:
         return "STANDARD"
-    if shipping_name in retailer.shipment_methods:
-        return retailer.shipment_methods[shipping_name]
-    return re.sub(r"[^A-Z0-9]+", "_", shipping_name.upper()).strip("_") or "STANDARD"
+    named = " / ".join(
+        f"{key} {value!r}"
+        for key, value in (("shippingMethodId", shipping_method_id), ("shippingName", shipping_name))
+        if value
+    )
+    raise TLogError(
+        f"{named} has no shipment method mapping; add it to [retailers.{retailer.retailer_id}.shipment_methods]"
+    )
 
 
 def customer_external_id(sale: Sale) -> str:
@@ -92,13 +116,15 @@ def _discount_type(adjustment_type: str) -> str:
 
 
 def _item(line: SaleLine, status: str) -> dict[str, Any]:
+    if line.cancelled:
+        status = ITEM_CANCELLED
     adjustments: list[dict[str, Any]] = [{"type": "SALES_TAX", "amount": line.tax}]
     # A discount lowers the order total, so it is a negative adjustment whatever sign the POS used.
     adjustments += [
         {"type": _discount_type(a.adjustment_type), "amount": -abs(a.amount)} for a in line.adjustments if a.amount
     ]
     return {
-        "idType": "UPCA",
+        "idType": id_type(line.gtin),
         "idValue": line.gtin,
         "status": status,
         "quantity": line.quantity,
@@ -127,11 +153,25 @@ def _ship_to(sale: Sale) -> dict[str, Any]:
     }
 
 
+def payment_status(payment_status: str | None, capture_status: str | None) -> str:
+    """A tender's OMS status: declined or voided as the POS says; an approved tender is settled once captured
+    and authorized while not. A POS that reports no capture status took the tender at the till: settled."""
+    status, capture = (payment_status or "").strip().upper(), (capture_status or "").strip().upper()
+    if status in DECLINED_TENDER_STATUSES or capture in DECLINED_TENDER_STATUSES:
+        return PAYMENT_DECLINED
+    if status in VOIDED_TENDER_STATUSES or capture in VOIDED_TENDER_STATUSES:
+        return PAYMENT_VOIDED
+    if not capture or capture in CAPTURED:
+        return PAYMENT_SETTLED
+    return PAYMENT_AUTHORIZED
+
+
 def _payments(sale: Sale, retailer: Retailer) -> list[Payment]:
+    """Every tender, declined and voided ones too (kept, never counted); a counted tender's amount is what the
+    till kept (amountAuthorized less changeBackAmount). Counted tenders must add up to the total (a voided sale
+    excepted): a file that does not reconcile fails naming the amounts."""
     prefs: list[Payment] = []
     for index, tender in enumerate(sale.tenders):
-        if (tender.payment_status or "").upper() in SKIPPED_TENDER_STATUSES:
-            continue
         method = retailer.payment_methods.get(tender.payment_method)
         if method is None:
             raise TLogError(
@@ -139,8 +179,37 @@ def _payments(sale: Sale, retailer: Retailer) -> list[Payment]:
                 f" add it to [retailers.{retailer.retailer_id}.payment_methods]",
                 sale.order_id,
             )
-        prefs.append(Payment(len(prefs) + 1, method, tender.payment_method, tender.amount, "PAYMENT_SETTLED"))
+        status = payment_status(tender.payment_status, tender.capture_status)
+        if tender.change_back and tender.change_back > tender.amount:
+            raise TLogError(
+                f"tenders[{index}].changeBackAmount: {tender.change_back} is more than"
+                f" amountAuthorized {tender.amount}",
+                sale.order_id,
+            )
+        kept = tender.amount - tender.change_back if status in COUNTED_PAYMENTS else tender.amount
+        prefs.append(Payment(len(prefs) + 1, method, tender.payment_method, kept, status))
+    if not sale.cancelled:
+        reconcile_payments(sale, prefs)
     return prefs
+
+
+def reconcile_payments(sale: Sale, payments: list[Payment]) -> None:
+    """Approved tenders (captured or authorized), less the change given, add up to the order total."""
+    counted = [p for p in payments if p.status_id in COUNTED_PAYMENTS]
+    paid = sum((p.amount for p in counted), Decimal(0))
+    change = sum((t.change_back for t in sale.tenders), Decimal(0))
+    if not sale.tenders and sale.total_amount == 0:
+        return
+    if not same_cents(paid, sale.total_amount):
+        others = len(payments) - len(counted)
+        gross = cents(paid + change)
+        raise TLogError(
+            f"tenders: approved tenders add up to {gross}"
+            + (f" less {cents(change)} change given = {cents(paid)}" if change else "")
+            + f", not totalAmount {cents(sale.total_amount)}"
+            + (f" ({others} declined or voided tender(s) not counted)" if others else ""),
+            sale.order_id,
+        )
 
 
 def line_discount(line: SaleLine) -> Decimal:
@@ -150,6 +219,7 @@ def line_discount(line: SaleLine) -> Decimal:
 def to_order(sale: Sale, retailer: Retailer) -> Order:
     """Convert a validated sale for a retailer; raises TLogError for what only the mapping can see."""
     in_store, ship = sale.lines_of(IN_STORE), sale.lines_of(SHIP_TO_HOME)
+    live_ship = [line for line in ship if not line.cancelled]
     may_split = "Y" if retailer.may_split else "N"
     ship_groups: list[dict[str, Any]] = []
     if in_store:
@@ -167,7 +237,7 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
         ship_groups.append(
             {
                 "facilityId": BROKERING_QUEUE,
-                "shipmentMethodTypeId": shipment_method(retailer, sale.shipping_name),
+                "shipmentMethodTypeId": _shipment_method(retailer, sale),
                 "shipTo": _ship_to(sale),
                 "orderFacilityId": sale.store_id,
                 "maySplit": may_split,
@@ -191,7 +261,7 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
             sale.order_id,
         )
 
-    status = ORDER_COMPLETED if not ship else ORDER_APPROVED
+    status = ORDER_CANCELLED if sale.cancelled else ORDER_COMPLETED if not live_ship else ORDER_APPROVED
     payments = _payments(sale, retailer)
     first = sale.billing_first_name or sale.customer_first_name
     last = sale.billing_last_name or sale.customer_last_name
@@ -220,7 +290,7 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
         ],
     }
     data_list: list[dict[str, Any]] = [{"serviceName": "createSalesOrder", "data": {"order": order}}]
-    if ship:
+    if live_ship:
         data_list.append(
             {
                 "serviceName": "createExcludedOrderFacilityForOrder",
@@ -244,7 +314,11 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
             tax=line.tax,
             line_total=line.sub_total - line_discount(line) + line.tax,
             fulfillment=line.fulfillment,
-            status_id=ITEM_COMPLETED if line.fulfillment == IN_STORE else ITEM_APPROVED,
+            status_id=ITEM_CANCELLED
+            if line.cancelled
+            else ITEM_COMPLETED
+            if line.fulfillment == IN_STORE
+            else ITEM_APPROVED,
             facility_id=sale.store_id if line.fulfillment == IN_STORE else BROKERING_QUEUE,
         )
         for line in sale.lines
@@ -262,7 +336,15 @@ def to_order(sale: Sale, retailer: Retailer) -> Order:
         adjustments=_adjustments(in_store + ship, ship_groups, order_adjustments),
         payload=payload,
         ordered_at_ms=sale.order_date_ms,
+        updated_ms=sale.update_date_ms,
     )
+
+
+def _shipment_method(retailer: Retailer, sale: Sale) -> str:
+    try:
+        return shipment_method(retailer, sale.shipping_name, sale.shipping_method_id)
+    except TLogError as exc:
+        raise TLogError(exc.reason, sale.order_id) from None
 
 
 def _adjustments(
@@ -283,8 +365,13 @@ def order_parts_total(payload: list[dict[str, Any]]) -> Decimal:
     """Items at unit price, plus item and order adjustments: equals grandTotal for a whole order."""
     order = payload[0]["dataList"][0]["data"]["order"]
     total = Decimal(0)
+    items = [item for group in order["shipGroup"] for item in group["items"]]
+    # a line voided at the till is not part of the sale (unless the whole sale is voided)
+    skip_cancelled = any(item.get("status") != ITEM_CANCELLED for item in items)
     for group in order["shipGroup"]:
         for item in group["items"]:
+            if skip_cancelled and item.get("status") == ITEM_CANCELLED:
+                continue
             total += Decimal(str(item["unitPrice"])) * item["quantity"]
             total += sum((Decimal(str(a["amount"])) for a in item["itemAdjustments"]), Decimal(0))
     total += sum((Decimal(str(a["amount"])) for a in order["orderAdjustments"]), Decimal(0))

@@ -24,6 +24,16 @@ DEFAULT_PAYMENT_METHODS = {
     "Debit Card": "EXT_DEBIT_CARD",
     "Gift Card": "GIFT_CARD",
 }
+# shippingName (or shippingMethodId) -> OMS shipment method; a retailer's shipment_methods add to these
+DEFAULT_SHIPMENT_METHODS = {
+    "Standard": "STANDARD",
+    "Ground": "STANDARD",
+    "Next Day": "NEXT_DAY",
+    "Second Day": "SECOND_DAY",
+    "Two Day": "SECOND_DAY",
+}
+# who lowers stock for an in-store sale: the sale itself (order master) or the variance feed's POS_SALE records
+SALES, VARIANCE_FEED = "sales", "variance_feed"
 
 
 class ConfigError(ValueError):
@@ -49,6 +59,11 @@ class SftpConfig:
     variance_archive_dir: str | None = None
     variance_error_dir: str | None = None
     audit_dir: str | None = None  # where the daily audit report is also written on the retailer's SFTP
+    # the fulfilment feed (SHIPPED / REJECTED records, CSV or JSON): off when fulfillment_dir is absent
+    fulfillment_dir: str | None = None
+    fulfillment_pattern: str = "*"
+    fulfillment_archive_dir: str | None = None
+    fulfillment_error_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,12 +78,19 @@ class Retailer:
     poll_seconds: float | None = None
     enabled: bool = True
     payment_methods: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PAYMENT_METHODS))
-    shipment_methods: dict[str, str] = field(default_factory=dict)
+    shipment_methods: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SHIPMENT_METHODS))
     in_store_shipment_method: str = "POS_COMPLETED"
     channel: str = "POS_SALES_CHANNEL"
     brokering_rules: tuple[Rule, ...] = DEFAULT_RULES
     audit_time: str | None = None  # "HH:MM" in audit_time_zone: the daily audit of the previous day runs then
     audit_time_zone: str = "UTC"
+    # SALES or VARIANCE_FEED, never both (docs/configuration.md, "In-store stock decrements")
+    in_store_decrements: str = SALES
+
+    @property
+    def sales_lower_stock(self) -> bool:
+        """Whether a stored in-store sale lowers the store's stock (else the variance feed's POS_SALE does)."""
+        return self.order_master and self.in_store_decrements == SALES
 
 
 class _Strict(Schema):
@@ -110,6 +132,16 @@ class SftpSchema(_Strict):
         load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path")
     )
     audit_dir = fields.String(load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path"))
+    fulfillment_dir = fields.String(
+        load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path")
+    )
+    fulfillment_pattern = fields.String(load_default="*", validate=validate.Length(min=1))
+    fulfillment_archive_dir = fields.String(
+        load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path")
+    )
+    fulfillment_error_dir = fields.String(
+        load_default=None, validate=validate.Regexp(r"^/", error="must be an absolute path")
+    )
 
     @validates_schema
     def _auth(self, data: dict[str, Any], **_: Any) -> None:
@@ -126,6 +158,19 @@ class SftpSchema(_Strict):
                 raise ValidationError(
                     "variance_dir, variance_archive_dir and variance_error_dir must differ", "variance_archive_dir"
                 )
+        if data.get("fulfillment_dir"):
+            for key in ("fulfillment_archive_dir", "fulfillment_error_dir"):
+                if not data.get(key):
+                    raise ValidationError("required when fulfillment_dir is set", key)
+            trio = {data["fulfillment_dir"], data["fulfillment_archive_dir"], data["fulfillment_error_dir"]}
+            if len(trio) != 3:
+                raise ValidationError(
+                    "fulfillment_dir, fulfillment_archive_dir and fulfillment_error_dir must differ",
+                    "fulfillment_archive_dir",
+                )
+            others = {data["orders_dir"], data.get("variance_dir")}
+            if data["fulfillment_dir"] in others:
+                raise ValidationError("must differ from orders_dir and variance_dir", "fulfillment_dir")
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> SftpConfig:
@@ -158,7 +203,8 @@ class RetailerSchema(_Strict):
     poll_seconds = fields.Float(load_default=None, validate=validate.Range(min=1))
     enabled = fields.Boolean(load_default=True)
     payment_methods = fields.Dict(keys=fields.String(), values=fields.String(), load_default=None)
-    shipment_methods = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    shipment_methods = fields.Dict(keys=fields.String(), values=fields.String(), load_default=None)
+    in_store_decrements = fields.String(load_default=None, validate=validate.OneOf([SALES, VARIANCE_FEED]))
     in_store_shipment_method = fields.String(load_default="POS_COMPLETED")
     channel = fields.String(load_default="POS_SALES_CHANNEL")
     sftp = fields.Nested(SftpSchema, required=True)
@@ -192,11 +238,41 @@ def parse_retailers(document: dict[str, Any], source: str = "retailers file") ->
             raise ConfigError(f"{source}: retailer {retailer_id!r}: {flatten_messages(exc.messages)}") from None
         methods = dict(DEFAULT_PAYMENT_METHODS)
         methods.update(data.pop("payment_methods") or {})
+        shipping = dict(DEFAULT_SHIPMENT_METHODS)
+        shipping.update(data.pop("shipment_methods") or {})
+        data["in_store_decrements"] = in_store_decrements(retailer_id, data, source)
         rules = tuple((data.pop("brokering") or {}).get("rules") or ()) or DEFAULT_RULES
         retailers[retailer_id] = Retailer(
-            retailer_id=retailer_id, payment_methods=methods, brokering_rules=rules, **data
+            retailer_id=retailer_id, payment_methods=methods, shipment_methods=shipping, brokering_rules=rules, **data
         )
     return retailers
+
+
+def in_store_decrements(retailer_id: str, data: dict[str, Any], source: str) -> str:
+    """Who lowers stock for in-store sales: the sales (order_master) or the variance feed's POS_SALE records,
+    never both. An order master with a variance feed must say which; a choice the file contradicts stops
+    start-up naming the retailer and the keys."""
+    chosen, master, feed = data.get("in_store_decrements"), data["order_master"], data["sftp"].variance_dir
+    where = f"{source}: retailer {retailer_id!r}"
+    if chosen is None:
+        if master and feed:
+            raise ConfigError(
+                f"{where}: order_master = true and sftp.variance_dir are both set, so in-store sales and the"
+                ' variance feed\'s POS_SALE records would both lower stock; set in_store_decrements = "sales"'
+                ' (POS_SALE records of the feed are then ignored) or "variance_feed"'
+            )
+        return SALES if master else VARIANCE_FEED
+    if chosen == SALES and not master:
+        raise ConfigError(
+            f'{where}: in_store_decrements = "sales" contradicts order_master = false (in-store sales are'
+            " not stored, so they cannot lower stock)"
+        )
+    if chosen == VARIANCE_FEED and not feed:
+        raise ConfigError(
+            f'{where}: in_store_decrements = "variance_feed" needs sftp.variance_dir (no variance feed is'
+            " configured, so nothing would lower stock for in-store sales)"
+        )
+    return str(chosen)
 
 
 def parse_retailers_text(text: str, source: str = "retailers file") -> dict[str, Retailer]:

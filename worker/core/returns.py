@@ -22,6 +22,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from worker.core.inventory import Variance
 from worker.core.money import same_cents
+from worker.core.oms import id_type
 from worker.core.retailers import Retailer
 from worker.core.tlog import (
     EpochMillis,
@@ -38,6 +39,17 @@ from worker.core.validation import flatten_messages
 
 POS_RETURN = "POS_RETURN"
 RESTOCKED_CLASSES = {"MERCHANDISE"}
+SELLABLE, DAMAGED = "SELLABLE", "DAMAGED"
+# productCondition values, and return reasons, that keep a returned unit off the shelf (counted non-sellable)
+DAMAGED_CONDITIONS = {"DAMAGED", "DEFECTIVE", "NON_SELLABLE", "NOT_SELLABLE", "BROKEN", "FAULTY"}
+DAMAGED_REASONS = {"DAMAGED", "DEFECTIVE", "BROKEN", "FAULTY", "RTN_DEFECTIVE_ITEM", "RTN_DAMAGED"}
+
+
+def condition_of(product_condition: str | None, reason: str | None) -> str:
+    """SELLABLE or DAMAGED: productCondition decides; without one, a damage reason does."""
+    if product_condition:
+        return DAMAGED if product_condition.strip().upper().replace(" ", "_") in DAMAGED_CONDITIONS else SELLABLE
+    return DAMAGED if (reason or "").strip().upper().replace(" ", "_") in DAMAGED_REASONS else SELLABLE
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,8 @@ class ReturnLine:
     original_order_id: str | None
     restock: bool
     reason: str | None
+    condition: str = SELLABLE  # DAMAGED: counted at the store, non-sellable, never back to available stock
+    original_item_seq: int | None = None  # the sale line returned (originalOrderItemId), else found by GTIN
 
 
 @dataclass(frozen=True)
@@ -77,11 +91,19 @@ class Return:
     lines: tuple[ReturnLine, ...]
     refunds: tuple[Refund, ...]
     ordered_at_ms: int | None = None
+    exchange_order_id: str | None = None  # the sale an exchange gave instead (exchangeOrderId)
 
 
 class ReturnLineSchema(LineSchema):
     original_order_id = _opt_text(data_key="originalOrderId")
     product_class = _opt_text(data_key="productClass")
+    product_condition = _opt_text(data_key="productCondition")
+    original_order_item_id = Text(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^\d{1,9}$", error="must be a whole number"),
+        data_key="originalOrderItemId",
+    )
     reasons = fields.Raw(load_default=None, allow_none=True)
 
 
@@ -105,6 +127,7 @@ class ReturnSchema(_Lenient):
         data_key="orderId",
     )
     original_order_id = _opt_text(data_key="originalOrderId")
+    exchange_order_id = _opt_text(data_key="exchangeOrderId")
     creation_date = Text(required=True, data_key="creationDate")
     order_date = EpochMillis(load_default=None, allow_none=True, data_key="orderDate")
     store_id = Text(
@@ -175,6 +198,9 @@ def to_return(document: dict[str, Any], retailer: Retailer) -> Return:
             reason = (
                 str(first.get("reasonCode") or first.get("reason") or first) if isinstance(first, dict) else str(first)
             )
+        condition = condition_of(line.get("product_condition"), reason)
+        merchandise = (line.get("product_class") or "Merchandise").upper() in RESTOCKED_CLASSES
+        seq = line.get("original_order_item_id")
         lines.append(
             ReturnLine(
                 item_seq=int(line["order_item_id"]),
@@ -185,8 +211,10 @@ def to_return(document: dict[str, Any], retailer: Retailer) -> Return:
                 tax=tax,
                 line_total=line["sub_total"] + tax,
                 original_order_id=line.get("original_order_id") or header_original,
-                restock=(line.get("product_class") or "Merchandise").upper() in RESTOCKED_CLASSES,
+                restock=merchandise and condition == SELLABLE,
                 reason=reason[:200] if reason else None,
+                condition=condition if merchandise else SELLABLE,
+                original_item_seq=int(seq) if seq else None,
             )
         )
     refunds = []
@@ -211,6 +239,7 @@ def to_return(document: dict[str, Any], retailer: Retailer) -> Return:
         lines=tuple(lines),
         refunds=tuple(refunds),
         ordered_at_ms=d["order_date"],
+        exchange_order_id=d["exchange_order_id"],
     )
 
 
@@ -233,7 +262,7 @@ def restock(ret: Return, return_id: int, line: ReturnLine, stocked_product: str 
     line's product id, else the GTIN itself."""
     variance = Variance(
         ret.store_id,
-        "UPCA",
+        id_type(line.gtin),
         line.gtin,
         line.quantity,
         POS_RETURN,

@@ -20,10 +20,11 @@ POS_SALE = "POS_SALE"
 
 def followups_for(order: Order, retailer: Retailer) -> tuple[str, ...]:
     """The downstream work a stored order needs, decided per line, not per file."""
-    kinds = {line.fulfillment for line in order.lines}
+    # a cancelled (voided) line moves no stock and goes to no facility
+    kinds = {line.fulfillment for line in order.lines if line.status_id != "ITEM_CANCELLED"}
     out = []
-    # Not the order master: the variance feed adjusts inventory, so the sale must not do it too.
-    if IN_STORE in kinds and retailer.order_master:
+    # Not the order master, or the variance feed's POS_SALE records lower stock: the sale must not do it too.
+    if IN_STORE in kinds and retailer.sales_lower_stock:
         out.append(INVENTORY)
     if SHIP_TO_HOME in kinds:
         out.append(BROKERING)

@@ -28,6 +28,12 @@ MAX_QUANTITY = 100000
 # writes seconds or microseconds; refused here so that no value reaching the database can overflow a timestamp.
 EPOCH_MS_MIN, EPOCH_MS_MAX = 946_684_800_000, 4_102_444_800_000
 MAX_DEPTH = 64
+# orderStatus / status / itemStatus values that mean the POS voided or cancelled the sale (or the line)
+VOIDED_STATUSES = frozenset({"CANCELLED", "CANCELED", "VOIDED", "VOID"})
+
+
+def is_voided(status: str | None) -> bool:
+    return (status or "").strip().upper() in VOIDED_STATUSES
 
 
 def TLOG_DATE(text: str) -> datetime:  # noqa: N802 - reads as the format it checks
@@ -63,6 +69,7 @@ class SaleLine:
     total: Decimal | None
     fulfillment: str  # IN_STORE or SHIP_TO_HOME
     adjustments: tuple[PriceAdjustment, ...] = ()
+    cancelled: bool = False  # itemStatus CANCELLED/VOIDED, or the whole sale is
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Tender:
     amount: Decimal
     payment_status: str | None
     capture_status: str | None
+    change_back: Decimal = Decimal(0)  # cash given back: amountAuthorized - changeBackAmount is what was kept
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,9 @@ class Sale:
     shipping_address: Address | None
     tenders: tuple[Tender, ...]
     lines: tuple[SaleLine, ...]
+    cancelled: bool = False  # orderStatus or status CANCELLED/VOIDED: the sale was voided at the till
+    update_date_ms: int | None = None  # updateDate: which of two versions of an orderId is newer
+    shipping_method_id: str | None = None
 
     @property
     def order_type(self) -> str:
@@ -270,10 +281,17 @@ class TenderSchema(_Lenient):
     amount_authorized = Money(required=True, data_key="amountAuthorized")
     payment_status = _opt_text(data_key="paymentStatus")
     capture_status = _opt_text(data_key="captureStatus")
+    change_back_amount = Money(load_default=Decimal(0), allow_none=True, data_key="changeBackAmount")
 
     @post_load
     def _make(self, d: dict[str, Any], **_: Any) -> Tender:
-        return Tender(d["payment_method"], d["amount_authorized"], d["payment_status"], d["capture_status"])
+        return Tender(
+            d["payment_method"],
+            d["amount_authorized"],
+            d["payment_status"],
+            d["capture_status"],
+            abs(d["change_back_amount"] or Decimal(0)),
+        )
 
 
 class PriceAdjustmentSchema(_Lenient):
@@ -306,6 +324,7 @@ class LineSchema(_Lenient):
     product_tax = fields.Nested(ProductTaxSchema, load_default=None, allow_none=True, data_key="productTax")
     fulfillment_type = _opt_text(data_key="fulfillmentType")
     omni_fulfillment_type = _opt_text(data_key="omniFulfillmentType")
+    item_status = _opt_text(data_key="itemStatus")
     price_adjustments = fields.List(
         fields.Nested(PriceAdjustmentSchema), load_default=list, allow_none=True, data_key="priceAdjustments"
     )
@@ -327,6 +346,10 @@ class TLogSchema(_Lenient):
     )
     creation_date = Text(required=True, data_key="creationDate")
     order_date = EpochMillis(load_default=None, allow_none=True, data_key="orderDate")
+    update_date = EpochMillis(load_default=None, allow_none=True, data_key="updateDate")
+    order_status = _opt_text(data_key="orderStatus")
+    status = _opt_text()
+    shipping_method_id = _opt_text(data_key="shippingMethodId")
     fulfillment_type = Text(required=True, validate=validate.OneOf([IN_STORE, "ONLINE"]), data_key="fulfillmentType")
     store_id = Text(
         required=True,
@@ -388,6 +411,10 @@ def check_totals(d: dict[str, Any], list_name: str, extra: tuple[str, ...] = ())
     seqs = [int(line["order_item_id"]) for line in lines]  # "1" and "01" are the same line
     if len(set(seqs)) != len(seqs):
         raise ValidationError("orderItemId values repeat", list_name)
+    # A line voided at the till is not part of the sale's totals (unless the whole sale is voided).
+    if not (is_voided(d.get("order_status")) or is_voided(d.get("status"))):
+        kept = [line for line in lines if not is_voided(line.get("item_status"))]
+        lines = kept if kept else lines
     line_sum = sum((line["sub_total"] for line in lines), Decimal(0))
     if not same_cents(line_sum, d["order_sub_total"]):
         raise ValidationError(
@@ -475,6 +502,7 @@ def parse_sale(data: bytes) -> Sale:
 
 def _build(d: dict[str, Any]) -> Sale:
     header = d["fulfillment_type"]
+    voided = is_voided(d["order_status"]) or is_voided(d["status"])
     lines = tuple(
         SaleLine(
             item_seq=int(line["order_item_id"]),
@@ -488,6 +516,7 @@ def _build(d: dict[str, Any]) -> Sale:
             total=line["total"],
             fulfillment=_fulfillment_of(line, header),
             adjustments=tuple(line["price_adjustments"] or ()),
+            cancelled=voided or is_voided(line["item_status"]),
         )
         for line in d["order_product_list"]
     )
@@ -522,4 +551,7 @@ def _build(d: dict[str, Any]) -> Sale:
         shipping_address=d["shipping_address"],
         tenders=tuple(d["tenders"] or ()),
         lines=lines,
+        cancelled=voided or all(line.cancelled for line in lines),
+        update_date_ms=d["update_date"],
+        shipping_method_id=d["shipping_method_id"],
     )

@@ -70,8 +70,11 @@ def make_sale(
     created: datetime | None = None,
     lines: int | None = None,
     products: tuple[Product, ...] = CATALOG,
+    register_txn: int | None = None,
+    register_id: str = "ANY",
 ) -> dict[str, Any]:
-    """A TLog document; kind is IN_STORE, SEND_SALE or MIXED."""
+    """A TLog document; kind is IN_STORE, SEND_SALE or MIXED. Its register transaction number is seq unless
+    register_txn says otherwise; its tax is one jurisdiction's (header taxRates), as much as the lines'."""
     rng = rng or random.Random(seq)
     template = load_sample("sendSaleOrdersSample.json" if kind != "IN_STORE" else "inStoreOrdersSample.json")
     doc = copy.deepcopy(template)
@@ -130,6 +133,11 @@ def make_sale(
         doc["shippingSubTotal"], doc["shippingTax"] = shipping, Decimal(0)
     tender = dict(doc["tenders"][0], orderId=order_id, amountAuthorized=total)
     doc["tenders"] = [tender]
+    doc["orderAttribution"] = {"storeRegisterId": register_id, "registerTransactionId": str(register_txn or seq)}
+    doc["taxRates"] = [
+        {"taxType": "STATE", "chargeType": "TAX", "taxRate": TAX_RATE, "taxAmount": tax_total, "taxName": "STATE TAX"}
+    ]
+    doc.pop("orderActivityLog", None)
     return doc
 
 
@@ -139,13 +147,16 @@ def dumps(doc: Any) -> bytes:
 
 def mix(count: int, seed: int = 7, bad_every: int = 0, order_prefix: str = "GEN") -> list[tuple[str, bytes]]:
     """(file name, bytes) for count files: mostly in-store, a share of send-sale and mixed carts,
-    and every bad_every-th file broken (0: none)."""
+    and every bad_every-th file broken (0: none). Each store's register POS1 numbers its sales without a gap."""
     rng = random.Random(seed)
     files = []
+    rung: dict[str, int] = {}  # each store's register numbers its transactions 1, 2, 3, ...
     for seq in range(1, count + 1):
         roll = rng.random()
         kind = "IN_STORE" if roll < 0.6 else "SEND_SALE" if roll < 0.9 else "MIXED"
-        doc = make_sale(seq, kind, rng.choice(STORES), rng, order_prefix=order_prefix)
+        store = rng.choice(STORES)
+        rung[store] = rung.get(store, 0) + 1
+        doc = make_sale(seq, kind, store, rng, order_prefix=order_prefix, register_txn=rung[store], register_id="POS1")
         data = dumps(doc)
         if bad_every and seq % bad_every == 0:
             data = BAD_VARIANTS[(seq // bad_every) % len(BAD_VARIANTS)](doc)
@@ -178,8 +189,10 @@ def make_return(
     order_prefix: str = "RET",
     created: datetime | None = None,
     product_class: str = "Merchandise",
+    register_txn: int | None = None,
 ) -> dict[str, Any]:
-    """A return TLog: the first line of `original` (or of a fresh sale) comes back, refunded in cash."""
+    """A return TLog: the first line of `original` (or of a fresh sale) comes back, refunded in cash. Its register
+    transaction number is seq unless register_txn says otherwise."""
     source = original or make_sale(seq, "IN_STORE", store_id=store_id, lines=1, order_prefix=f"{order_prefix}S")
     line = copy.deepcopy(source["orderProductList"][0])
     line.update(orderItemId="1", productClass=product_class, reasons=[{"reasonCode": "DID_NOT_FIT"}])
@@ -207,4 +220,9 @@ def make_return(
     )
     if original is not None:
         doc["originalOrderId"] = original["orderId"]
+    doc["orderAttribution"] = {"storeRegisterId": "ANY", "registerTransactionId": str(register_txn or seq)}
+    doc["taxRates"] = [
+        {"taxType": "STATE", "chargeType": "TAX", "taxRate": TAX_RATE, "taxAmount": tax, "taxName": "STATE TAX"}
+    ]
+    doc.pop("orderActivityLog", None)
     return doc

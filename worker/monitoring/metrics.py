@@ -6,6 +6,7 @@ however many workers run (no per-process counters to aggregate, nothing lost whe
 
 from __future__ import annotations
 
+import calendar
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -145,12 +146,39 @@ class TlogsyncCollector(Collector):
             for check in reads.config_checks():
                 valid.add_metric([check.source], 1.0 if check.valid else 0.0)
             yield valid
+            yield from self._audits(reads)
             yield self._family(
                 "tlogsync_negative_stock_rows",
                 "Stock rows below zero (sales of stock the store did not have on record)",
                 ["retailer"],
                 reads.negative_stock_rows(),
             )
+
+    @staticmethod
+    def _audits(reads: PgReadModel) -> Iterator[Metric]:
+        """The last daily audit per retailer (its latest business day): consistent or not, how many differences."""
+        consistent = GaugeMetricFamily(
+            "tlogsync_audit_consistent",
+            "1 when the retailer's last audited business day accounts for every file and cent, 0 when not",
+            labels=["retailer"],
+        )
+        differences = GaugeMetricFamily(
+            "tlogsync_audit_differences",
+            "Unexplained differences in the last audited business day",
+            labels=["retailer"],
+        )
+        day = GaugeMetricFamily(
+            "tlogsync_audit_business_date_seconds",
+            "The last audited business day (its midnight, UTC, as a Unix time)",
+            labels=["retailer"],
+        )
+        for a in reads.last_audits():
+            consistent.add_metric([a.retailer_id], 1.0 if a.consistent else 0.0)
+            differences.add_metric([a.retailer_id], float(a.differences))
+            day.add_metric([a.retailer_id], float(calendar.timegm(a.business_date.timetuple())))
+        yield consistent
+        yield differences
+        yield day
 
     def _retailer_ids(self) -> list[str]:
         try:

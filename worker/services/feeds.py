@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from worker.core.retailers import Retailer
 
-ORDERS_FEED, VARIANCE_FEED = "orders", "variance"
+ORDERS_FEED, VARIANCE_FEED, FULFILLMENT_FEED = "orders", "variance", "fulfillment"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ ()+=@,-]{0,254}$")
 
 
@@ -45,9 +45,25 @@ def variance_feed(retailer: Retailer) -> Feed | None:
     )
 
 
+def fulfillment_feed(retailer: Retailer) -> Feed | None:
+    """The retailer's fulfilment feed (stores' SHIPPED / REJECTED records), or None (no fulfillment_dir)."""
+    s = retailer.sftp
+    if not s.fulfillment_dir or not s.fulfillment_archive_dir or not s.fulfillment_error_dir:
+        return None
+    return Feed(
+        FULFILLMENT_FEED,
+        s.fulfillment_dir,
+        s.fulfillment_archive_dir,
+        s.fulfillment_error_dir,
+        s.fulfillment_pattern,
+        s.min_age_seconds,
+    )
+
+
 def feeds(retailer: Retailer) -> list[Feed]:
     """Every feed a scan of this retailer covers."""
-    return [orders_feed(retailer)] + [f for f in (variance_feed(retailer),) if f is not None]
+    optional = (variance_feed(retailer), fulfillment_feed(retailer))
+    return [orders_feed(retailer)] + [f for f in optional if f is not None]
 
 
 def unsafe_name_reason(name: str) -> str | None:

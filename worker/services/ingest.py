@@ -8,14 +8,17 @@ from dataclasses import dataclass, replace
 
 from worker.core.errors import FileMissing, FileTooLarge, GaveUp, NotFound, Permanent, WrongFeed, WrongRetailer
 from worker.core.inventory import InputError, VarianceFileApplied, parse_variance_file
+from worker.core.lifecycle import parse_fulfillment_file
 from worker.core.oms import to_order
 from worker.core.retailers import Retailer
 from worker.core.returns import Return, has_both, is_return, to_return
 from worker.core.routing import followups_for
+from worker.core.salefacts import partial_facts, return_facts, sale_facts, salvage_facts
 from worker.core.tlog import TLogError, decode, validate_sale
 from worker.services.feeds import Feed, join, safe_local_name, unsafe_name_reason
 from worker.services.ports import (
     CLAIMED,
+    CONFLICT,
     DUPLICATE,
     FAILED,
     PROCESSED,
@@ -66,8 +69,10 @@ class UnknownFile(NotFound):
 
 
 def decide(data: bytes, retailer: Retailer) -> Outcome:
-    """Pure: what a TLog file's bytes become (an order to store, a skip or a failure)."""
+    """Pure: what a TLog file's bytes become (an order to store, a skip or a failure), with the facts the audit
+    keeps in the ledger (business day, store, register, what was sold)."""
     digest = hashlib.sha256(data).hexdigest()
+    document = None
     try:
         document = decode(data)
         if has_both(document):
@@ -78,11 +83,14 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
             )
         if is_return(document):
             ret = to_return(document, retailer)
-            return Outcome(PROCESSED, digest, len(data), ret=ret, restock=retailer.order_master)
+            facts = return_facts(document, ret)
+            return Outcome(PROCESSED, digest, len(data), ret=ret, restock=retailer.sales_lower_stock, facts=facts)
         sale = validate_sale(document)
+        facts = sale_facts(document, sale)
         order = to_order(sale, retailer)
     except TLogError as exc:
-        return Outcome(FAILED, digest, len(data), str(exc))
+        facts = partial_facts(document) if document is not None else salvage_facts(data)
+        return Outcome(FAILED, digest, len(data), str(exc), facts=facts)
     if order.order_type == "IN_STORE" and not retailer.order_master:
         return Outcome(
             SKIPPED,
@@ -90,18 +98,34 @@ def decide(data: bytes, retailer: Retailer) -> Outcome:
             len(data),
             f"order {order.external_id}: in-store sale and retailer is not the order master;"
             " inventory comes from the variance feed",
+            facts=facts,
         )
-    return Outcome(PROCESSED, digest, len(data), order=order, followups=followups_for(order, retailer))
+    return Outcome(PROCESSED, digest, len(data), order=order, followups=followups_for(order, retailer), facts=facts)
 
 
-def decide_variance(data: bytes) -> Outcome:
-    """Pure: a variance file's bytes become records to apply, or a failure of the whole file."""
+def decide_variance(data: bytes, retailer: Retailer | None = None) -> Outcome:
+    """Pure: a variance file's bytes become records to apply, or a failure of the whole file. For a retailer whose
+    in-store sales lower stock, the feed's POS_SALE records are ignored (counted, never applied): one source of
+    truth for in-store decrements."""
     digest = hashlib.sha256(data).hexdigest()
     try:
         parsed = parse_variance_file(data)
     except InputError as exc:
         return Outcome(FAILED, digest, len(data), str(exc))
+    if retailer is not None and retailer.sales_lower_stock:
+        kept = tuple(r for r in parsed.records if r.reason_id != "POS_SALE")
+        parsed = replace(parsed, records=kept, ignored=len(parsed.records) - len(kept))
     return Outcome(PROCESSED, digest, len(data), variance=parsed)
+
+
+def decide_fulfillment(data: bytes) -> Outcome:
+    """Pure: a fulfilment file's bytes (CSV or JSON, told apart by content) become records, or a failure."""
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        parsed = parse_fulfillment_file(data)
+    except InputError as exc:
+        return Outcome(FAILED, digest, len(data), str(exc))
+    return Outcome(PROCESSED, digest, len(data), fulfillment=parsed)
 
 
 def content_checked(outcome: Outcome, same_content: int | None) -> FinalStatus:
@@ -179,6 +203,8 @@ def record_file(
         applied, rejected = recorded.records_applied, recorded.records_rejected
         if outcome.order and order_id:
             order_type, followups, runs = outcome.order.order_type, outcome.followups, recorded.triggered
+        elif outcome.fulfillment is not None:
+            runs = recorded.triggered  # a line rejected back to the brokering queue
     result = IngestResult(
         row.id, row.file_name, row.status, row.error, order_id, order_type, row.moved_to, followups, applied, rejected
     )
@@ -255,7 +281,7 @@ def destination(row: LedgerRow, feed: Feed) -> str:
     """
     name = safe_local_name(row.file_name) if unsafe_name_reason(row.file_name) else row.file_name[:200]
     stem = f"{row.id}-{name}"
-    if row.status == FAILED:
+    if row.status in (FAILED, CONFLICT):
         return join(feed.error_dir, stem)
     if row.status == DUPLICATE:
         return join(feed.archive_dir, f"{stem}.duplicate")
@@ -265,7 +291,7 @@ def destination(row: LedgerRow, feed: Feed) -> str:
 def finish_move(row: LedgerRow, feed: Feed, source: FileSource) -> str | None:
     """Move a final file out of the inbound folder, never over an existing file; the reason of a failure is
     written next to it (`<ledger id>-<name>.error.txt`)."""
-    assert row.status in (PROCESSED, FAILED, SKIPPED, DUPLICATE)
+    assert row.status in (PROCESSED, FAILED, SKIPPED, DUPLICATE, CONFLICT)
     dst = destination(row, feed)
     # The note is written once the file is there: a file that disappeared leaves no note about nothing.
     if source.move(row.remote_path, dst):
@@ -274,12 +300,12 @@ def finish_move(row: LedgerRow, feed: Feed, source: FileSource) -> str | None:
     # Not in the folder: an earlier delivery moved it (and died before its note?), or someone removed it.
     if not source.exists(dst):
         return None
-    if row.status == FAILED and not source.exists(dst + ".error.txt"):
+    if row.status in (FAILED, CONFLICT) and not source.exists(dst + ".error.txt"):
         write_note(row, dst, source)
     return dst
 
 
 def write_note(row: LedgerRow, dst: str, source: FileSource) -> None:
-    if row.status == FAILED:
+    if row.status in (FAILED, CONFLICT):
         note = f"{row.file_name}: {row.error}\nledger row {row.id}, failed at {row.finished_at}\n"
         source.write(dst + ".error.txt", note.encode("utf-8", "replace"))

@@ -9,11 +9,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from worker.core.inventory import VarianceFile
+from worker.core.lifecycle import FulfillmentFile
 from worker.core.oms import Order
 from worker.core.returns import Return
+from worker.core.salefacts import LedgerFacts
 
 CLAIMED, PROCESSED, FAILED, SKIPPED, DUPLICATE = "claimed", "processed", "failed", "skipped", "duplicate"
-FINAL_STATUSES = (PROCESSED, FAILED, SKIPPED, DUPLICATE)
+CONFLICT = "conflict"  # a TLog for a stored orderId, other content, not newer: kept with its diff, to error_dir
+FINAL_STATUSES = (PROCESSED, FAILED, SKIPPED, DUPLICATE, CONFLICT)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class Outcome:
     variance: VarianceFile | None = None  # a variance file's parsed records, applied in the same transaction
     ret: Return | None = None  # a return file: stored against its sale, restocked in the same transaction
     restock: bool = False  # put returned merchandise back at the store (the retailer is the order master)
+    facts: LedgerFacts | None = None  # the audit's columns of the ledger row, set with its final status
+    fulfillment: FulfillmentFile | None = None  # a fulfilment file's records (SHIPPED / REJECTED)
 
 
 @dataclass(frozen=True)

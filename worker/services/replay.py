@@ -6,7 +6,7 @@ import posixpath
 import re
 
 from worker.services.feeds import Feed, join, unsafe_name_reason
-from worker.services.ports import FAILED, FileLedger, FileSource, LedgerRow, ReplayTransaction
+from worker.services.ports import CONFLICT, FAILED, FileLedger, FileSource, LedgerRow, ReplayTransaction
 
 # A failed file lies in error_dir as `<ledger id>-<name>`.
 ERROR_NAME = re.compile(r"^(\d{1,18})-")
@@ -39,10 +39,10 @@ def replay_file(retailer_id: str, feed: Feed, file_name: str, source: FileSource
             raise ReplayRefused(
                 f"{file_name}: ledger row {old.id} was taken again already, as row {latest.id} ({latest.status})"
             )
-        if old.status != FAILED or old.moved_at is None:
+        if old.status not in (FAILED, CONFLICT) or old.moved_at is None:
             raise ReplayRefused(
                 f"{file_name}: ledger row {old.id} is {old.status}; only failed files that were"
-                " moved to error_dir are replayed"
+                " moved to error_dir (and conflicts) are replayed"
             )
         reason = unsafe_name_reason(old.file_name)
         if reason:

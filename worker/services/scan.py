@@ -12,6 +12,7 @@ from worker.core.retailers import Retailer
 from worker.services.feeds import Feed, join
 from worker.services.ports import (
     CLAIMED,
+    CONFLICT,
     DUPLICATE,
     FAILED,
     Claim,
@@ -163,8 +164,8 @@ def plan_claims(
                 redispatch.append(row.id)
             else:
                 watch.append(row.id)
-        elif row.moved_at < listed_at and row.status == FAILED:
-            reclaims.append(row)  # someone fixed a failed file and uploaded it again: read it again
+        elif row.moved_at < listed_at and row.status in (FAILED, CONFLICT):
+            reclaims.append(row)  # someone fixed a failed (or conflicting) file and uploaded it again: read it again
         elif row.moved_at < listed_at:
             claims.append(
                 Claim(

@@ -173,7 +173,7 @@ SELECT o.id AS order_id, o.external_id, o.store_id, i.item_seq, i.product_id, i.
                 i.product_id, i.gtin) AS stock_product_id,
        inv.product_id IS NOT NULL AS known_here
 FROM orders o
-LEFT JOIN order_items i ON i.order_id = o.id AND i.fulfillment = 'IN_STORE'
+LEFT JOIN order_items i ON i.order_id = o.id AND i.fulfillment = 'IN_STORE' AND i.status_id <> 'ITEM_CANCELLED'
 LEFT JOIN inventory inv ON inv.retailer_id = o.retailer_id AND inv.facility_id = o.store_id AND inv.gtin = i.gtin
 WHERE o.id = ANY(%(o)s) AND o.retailer_id = %(r)s
 ORDER BY o.id, i.item_seq
@@ -247,8 +247,14 @@ class PgInventory:
         return len(rows)
 
     def load_inventory(self, retailer_id: str, rows: Sequence[InventoryRow]) -> int:
-        """Set quantity on hand; reservations are kept."""
+        """Set quantity on hand to the snapshot (a physical count: reserved units included); reserved is
+        recomputed from the open reservations, each difference recorded (lifecycle.record_load)."""
+        import uuid
+
+        from worker.adapters.postgres.lifecycle import record_load
+
         with transient_db_errors(), self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            record_load(conn, retailer_id, rows, uuid.uuid4().hex[:12])
             cur.executemany(
                 "INSERT INTO inventory (retailer_id, facility_id, product_id, gtin, quantity_on_hand)"
                 " VALUES (%s, %s, %s, %s, %s)"
@@ -333,7 +339,7 @@ class PgInventory:
                 for row in conn.execute(
                     "SELECT DISTINCT o.id FROM orders o JOIN order_items i ON i.order_id = o.id"
                     " WHERE o.retailer_id = %s AND i.facility_id = ANY(%s) AND i.fulfillment = 'SHIP_TO_HOME'"
-                    " ORDER BY o.id",
+                    " AND i.status_id = 'ITEM_APPROVED' ORDER BY o.id",
                     (retailer_id, places),
                 )
             ]
@@ -364,7 +370,8 @@ class PgBrokeringUnit:
             conn.cursor(row_factory=class_row(WaitingLine))
             .execute(
                 "SELECT item_seq, gtin, quantity, facility_id FROM order_items WHERE order_id = %s"
-                " AND fulfillment = 'SHIP_TO_HOME' AND facility_id = ANY(%s) ORDER BY item_seq",
+                " AND fulfillment = 'SHIP_TO_HOME' AND facility_id = ANY(%s) AND status_id = 'ITEM_APPROVED'"
+                " ORDER BY item_seq",
                 (self.order_id, places),
             )
             .fetchall()
@@ -429,6 +436,13 @@ class PgBrokeringUnit:
                 (self.retailer_id, gtins),
             )
         }
+        # a facility that rejected a line of this order does not get it back (order_item_exclusions)
+        for fid, gtin in conn.execute(
+            "SELECT e.facility_id, i.gtin FROM order_item_exclusions e JOIN order_items i"
+            " ON i.order_id = e.order_id AND i.item_seq = e.item_seq WHERE e.order_id = %s",
+            (self.order_id,),
+        ).fetchall():
+            stock.pop((fid, gtin), None)
         lines = tuple(LineToPlace(w.item_seq, w.gtin, w.quantity) for w in rows)
         group = ShipGroup(self.order_id, lines, may_split, store_id, None, None)
         return BrokeringSnapshot(group, postal, tuple(facilities), postal_codes, stock)
@@ -447,6 +461,9 @@ class PgBrokeringUnit:
         for u in plan.unfillable:
             self._move(u.item_seq, UNFILLABLE_PARKING, self._quantity[u.item_seq], "UNFILLABLE", None, run_id, u.reason)
         self._done(f"{len(plan.allocations)} allocated, {len(plan.unfillable)} unfillable (run {run_id})")
+        from worker.adapters.postgres.lifecycle import PgLifecycle
+
+        PgLifecycle(self.conn, self.retailer_id).finish(self.order_id)  # the current payload: new facilities
 
     def _move(
         self,

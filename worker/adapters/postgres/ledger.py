@@ -7,7 +7,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,13 +15,26 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import class_row
 
+from worker.adapters.postgres.auditcols import FACTS_SET, facts_params
 from worker.adapters.postgres.inventory import PgStock
+from worker.adapters.postgres.lifecycle import PgLifecycle
 from worker.adapters.postgres.orders import PgOrders
 from worker.adapters.postgres.pool import Database, describe_db_error, storable, transient_db_errors
 from worker.adapters.postgres.rows import ROW_COLUMNS, ROW_COLUMNS_T, ledger_row
 from worker.core.errors import TransientError, bounded
 from worker.services.ingest import content_checked, return_stored_before, variance_file_final
-from worker.services.ports import CLAIMED, DUPLICATE, FAILED, PROCESSED, Claim, LedgerRow, OpenRow, Outcome, Recorded
+from worker.services.ports import (
+    CLAIMED,
+    DUPLICATE,
+    FAILED,
+    PROCESSED,
+    Claim,
+    FinalStatus,
+    LedgerRow,
+    OpenRow,
+    Outcome,
+    Recorded,
+)
 from worker.services.scan import ScanResult
 
 log = logging.getLogger(__name__)
@@ -281,16 +294,24 @@ class PgFileLedger:
                     # the file is failed in a fresh transaction.
                     reason = refused_reason(outcome, exc)
                     log.warning("ledger row %s: %s", file_id, reason)
-                    return self._record_once(file_id, Outcome(FAILED, outcome.sha256, outcome.size, reason))
+                    kept = replace(outcome.facts, totals=None) if outcome.facts else None
+                    return self._record_once(file_id, Outcome(FAILED, outcome.sha256, outcome.size, reason, facts=kept))
             raise TransientError(f"ledger row {file_id}: repeated unique violations")
 
     def _record_once(self, file_id: int, outcome: Outcome) -> Recorded:
-        """A sale: one statement, its own transaction (PgOrders.store_order locks the row, looks for the same
-        content, stores the order, its parts and follow-ups and makes the row final). Anything else: lock the
-        row and look for the same content, then store and make the row final, in one transaction."""
+        """A sale: one statement (PgOrders.store_order locks the row, looks for the same content, stores the
+        order, its parts and follow-ups and makes the row final), and in the same transaction, when its orderId
+        is stored already, the lifecycle's judgement of the new version. Anything else: lock the row and look
+        for the same content, then store and make the row final, in one transaction."""
         if outcome.status == PROCESSED and outcome.order is not None:
-            with self.db.connection() as conn:
-                return PgOrders(conn).store_claimed(file_id, outcome)
+            with self.db.connection() as conn, conn.transaction():
+                recorded, by_order_id = PgOrders(conn).store_claimed(file_id, outcome)
+                if by_order_id:
+                    # the orderId is stored: a corrected, voided or conflicting version (docs/order-lifecycle.md)
+                    recorded = PgLifecycle(conn, recorded.row.retailer_id).correction(
+                        recorded.row, recorded, outcome.order, outcome.followups
+                    )
+                return recorded
         # No pipeline: each statement's answer is needed before the next is sent, so a pipeline would only
         # add its own bookkeeping (measured: more client CPU per transaction, not less).
         with self.db.connection() as conn, conn.transaction():
@@ -309,14 +330,25 @@ class PgFileLedger:
                 return Recorded(row)
             final = content_checked(outcome, locked.same_content)
             return_id = None
+            triggered: tuple[str, ...] = ()
             if final.status == PROCESSED and outcome.ret is not None:
-                stored = PgOrders(conn).store_return(row, outcome.ret)
-                return_id = stored.return_id
-                if return_id is None:
-                    final = return_stored_before(outcome.ret, stored.first_file_id)
-                elif outcome.restock:
-                    PgStock(conn, row.retailer_id).restock_return(outcome.ret, return_id)
+                refused = PgLifecycle(conn, row.retailer_id).check_return(outcome.ret)
+                stored = PgOrders(conn).store_return(row, outcome.ret) if refused is None else None
+                return_id = stored.return_id if stored else None
+                if refused is not None:
+                    final = FinalStatus(FAILED, refused)
+                elif return_id is None:
+                    final = return_stored_before(outcome.ret, stored.first_file_id if stored else None)
+                else:
+                    PgLifecycle(conn, row.retailer_id).link_return(outcome.ret, return_id, outcome.restock)
+                    if outcome.restock:
+                        PgStock(conn, row.retailer_id).restock_return(outcome.ret, return_id)
             applied = rejected = None
+            if final.status == PROCESSED and outcome.fulfillment is not None:
+                done = PgLifecycle(conn, row.retailer_id).apply_fulfillment_file(row.id, outcome.fulfillment)
+                final = FinalStatus(FAILED if done.failed else PROCESSED, done.summary)
+                applied, rejected = done.applied, len(done.rejected)
+                triggered = ("brokering",) if done.reorder else ()
             if final.status == PROCESSED and outcome.variance is not None:
                 result = PgStock(conn, row.retailer_id).apply_variance_file(row.id, outcome.variance)
                 final, applied, rejected = variance_file_final(result), result.applied, len(result.rejected)
@@ -325,7 +357,7 @@ class PgFileLedger:
                 .execute(
                     "UPDATE tlog_files SET status = %(st)s, error = %(e)s, sha256 = %(sha)s,"
                     " size = coalesce(%(size)s, size), duplicate_of = %(dup)s, finished_at = now(),"
-                    " records_applied = %(ap)s, records_rejected = %(rj)s"
+                    f" records_applied = %(ap)s, records_rejected = %(rj)s, {FACTS_SET}"
                     f" WHERE id = %(id)s RETURNING {ROW_COLUMNS}",
                     {
                         "st": final.status,
@@ -336,13 +368,18 @@ class PgFileLedger:
                         "id": file_id,
                         "ap": applied,
                         "rj": rejected,
+                        **facts_params(outcome.facts),
                     },
                 )
                 .fetchone()
             )
             assert updated is not None
             return Recorded(
-                updated, return_id if final.status == PROCESSED and outcome.ret else None, applied, rejected
+                updated,
+                return_id if final.status == PROCESSED and outcome.ret else None,
+                applied,
+                rejected,
+                triggered,
             )
 
     def mark_moved(self, file_id: int, moved_to: str | None) -> None:

@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from worker.adapters.postgres.auditcols import FACTS_SET, facts_params
 from worker.adapters.postgres.rows import ROW_COLUMNS, ROW_COLUMNS_T, ledger_row
 from worker.core.oms import json_default
 from worker.core.returns import Return
@@ -26,6 +27,8 @@ def _dumps(value: Any) -> str:
 class StoredRow(LedgerRow):
     order_id: int | None = None
     triggered: list[str] | None = None
+    claimed: bool = False  # the row was still claimed: this statement made it final
+    same_content: int | None = None  # an earlier row with the same bytes
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,8 @@ WITH lk AS (
     SELECT lk.retailer_id AS r FROM lk WHERE lk.status = 'claimed' AND lk.same_content IS NULL
 ), o AS (
     INSERT INTO orders (retailer_id, external_id, order_type, status_id, store_id, order_date, ordered_at,
-                        currency, grand_total, oms_payload, tlog_file_id)
-    SELECT go.r, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s FROM go
+                        currency, grand_total, oms_payload, tlog_file_id, source_updated_ms)
+    SELECT go.r, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s, %(um)s FROM go
     ON CONFLICT (retailer_id, external_id) DO NOTHING
     RETURNING id
 ), items AS (
@@ -94,14 +97,15 @@ WITH lk AS (
                 ELSE 'order ' || %(x)s || ' already stored from ledger row '
                      || coalesce((SELECT tlog_file_id FROM first_file)::text, 'another file') || '; not imported again'
                 END,
-        sha256 = %(sha)s, size = coalesce(%(size)s, t.size), finished_at = now()
+        sha256 = %(sha)s, size = coalesce(%(size)s, t.size), finished_at = now(), {FACTS_SET}
     FROM lk
     WHERE t.id = lk.id AND lk.status = 'claimed'
     RETURNING {ROW_COLUMNS_T}
 )
-SELECT final.*, (SELECT id FROM o) AS order_id, ARRAY(SELECT kind FROM triggers) AS triggered FROM final
+SELECT final.*, (SELECT id FROM o) AS order_id, ARRAY(SELECT kind FROM triggers) AS triggered, true AS claimed,
+    (SELECT same_content FROM lk) AS same_content FROM final
 UNION ALL
-SELECT {ROW_COLUMNS}, NULL::bigint, NULL::text[] FROM lk WHERE NOT EXISTS (SELECT 1 FROM final)
+SELECT {ROW_COLUMNS}, NULL::bigint, NULL::text[], false, NULL::bigint FROM lk WHERE NOT EXISTS (SELECT 1 FROM final)
 """
 
 
@@ -116,10 +120,12 @@ class PgOrders:
         final (processed, or duplicate when the order id or the content is already stored); the row as it
         stands, and no order, when it is not claimed any more. The statement locks the row itself: the caller
         needs no lock of its own, nor a transaction (under autocommit one statement is one transaction)."""
-        return self.store_claimed(row.id, outcome)
+        return self.store_claimed(row.id, outcome)[0]
 
-    def store_claimed(self, file_id: int, outcome: Outcome) -> Recorded:
-        """store_order for a ledger row known by its id only (the retailer is the row's)."""
+    def store_claimed(self, file_id: int, outcome: Outcome) -> tuple[Recorded, bool]:
+        """store_order for a ledger row known by its id only (the retailer is the row's); and whether the row
+        was made a duplicate because the orderId is stored already (not for the same bytes): a corrected,
+        voided or conflicting version, for the lifecycle to judge in the same transaction."""
         order = outcome.order
         assert order is not None
         ordered_at = (
@@ -141,6 +147,7 @@ class PgOrders:
                     "g": order.grand_total,
                     "p": Jsonb(order.payload, dumps=_dumps),
                     "f": file_id,
+                    "um": order.updated_ms,
                     "seq": [x.item_seq for x in lines],
                     "pid": [x.product_id for x in lines],
                     "gtin": [x.gtin for x in lines],
@@ -163,12 +170,14 @@ class PgOrders:
                     "k": list(outcome.followups),
                     "sha": outcome.sha256,
                     "size": outcome.size,
+                    **facts_params(outcome.facts),
                 },
             )
             .fetchone()
         )
         assert found is not None
-        return Recorded(ledger_row(found), found.order_id, triggered=tuple(found.triggered or ()))
+        by_order_id = found.claimed and found.order_id is None and found.same_content is None
+        return Recorded(ledger_row(found), found.order_id, triggered=tuple(found.triggered or ())), by_order_id
 
     def store_return(self, row: LedgerRow, ret: Return) -> StoredReturn:
         """The return, its items and refunds, linked to its sale when that is stored; or, when the return id

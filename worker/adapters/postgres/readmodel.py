@@ -308,8 +308,9 @@ SELECT retailer_id, order_type, status_id, count(*) AS orders, sum(grand_total) 
 GROUP BY 1, 2, 3 ORDER BY 1, 2
 """
 DEMO_NOT_IMPORTED = """
-SELECT retailer_id, file_name, status, error FROM tlog_files WHERE status IN ('failed', 'skipped', 'duplicate')
-ORDER BY array_position(ARRAY['failed', 'duplicate', 'skipped'], status), id LIMIT 12
+SELECT retailer_id, file_name, status, error FROM tlog_files
+WHERE status IN ('failed', 'conflict', 'skipped', 'duplicate')
+ORDER BY array_position(ARRAY['failed', 'conflict', 'duplicate', 'skipped'], status), id LIMIT 12
 """
 DEMO_BROKERED = """
 SELECT retailer_id, coalesce(rule, '(none)') AS rule, facility_id, count(*) AS lines, sum(quantity) AS units
@@ -326,6 +327,24 @@ FROM inventory_variances GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 DEMO_VARIANCE_FILES = """
 SELECT file_name, records_applied, records_rejected, error FROM tlog_files WHERE feed = 'variance' ORDER BY id
+"""
+
+
+# The daily audit (issue 14): each retailer's latest audited business day, as status and the metrics show it.
+@dataclass(frozen=True)
+class LastAudit:
+    retailer_id: str
+    business_date: Any  # date
+    consistent: bool
+    differences: int
+    created_at: datetime
+    age_seconds: Decimal
+
+
+LAST_AUDITS = """
+SELECT DISTINCT ON (retailer_id) retailer_id, business_date, consistent, differences, created_at,
+       extract(epoch FROM now() - created_at)::numeric AS age_seconds
+FROM audit_reports ORDER BY retailer_id, business_date DESC
 """
 
 
@@ -373,6 +392,10 @@ class PgReadModel:
 
     def followups(self) -> list[FollowupCount]:
         return self._rows(FollowupCount, FOLLOWUPS)
+
+    def last_audits(self) -> list[LastAudit]:
+        """Per retailer, the report of its latest audited business day."""
+        return self._rows(LastAudit, LAST_AUDITS)
 
     def config_checks(self) -> list[ConfigCheck]:
         """Each retailers file the processes read: valid or why not, and the configuration they use."""
