@@ -37,7 +37,7 @@ class StoredReturn:
     first_file_id: int | None = None  # from this ledger row
 
 
-# Everything a stored sale writes, in one statement (one round trip, its own transaction under autocommit):
+# Everything a stored sale writes, in one statement (one round trip):
 # lock the ledger row (`lk`; nothing is written unless it is still claimed), look for a file with the same
 # content (a duplicate of it, as content_checked in worker/services/ingest.py says), then the order, its parts,
 # its follow-ups and the ledger's final status. ON CONFLICT DO NOTHING on the order makes every dependent insert
@@ -119,7 +119,7 @@ class PgOrders:
         """One statement: the order, its lines, payments, adjustments and follow-ups, and the ledger row made
         final (processed, or duplicate when the order id or the content is already stored); the row as it
         stands, and no order, when it is not claimed any more. The statement locks the row itself: the caller
-        needs no lock of its own, nor a transaction (under autocommit one statement is one transaction)."""
+        needs no lock of its own (its transaction is for what the lifecycle does after a duplicate orderId)."""
         return self.store_claimed(row.id, outcome)[0]
 
     def store_claimed(self, file_id: int, outcome: Outcome) -> tuple[Recorded, bool]:
