@@ -17,7 +17,7 @@ from worker.services.ports import FAILED
 log = logging.getLogger("tlogsync.ingest")
 
 
-@app.task(base=TlogTask, bind=True, name="tlogsync.ingest_tlog", soft_time_limit=120, time_limit=180)
+@app.task(base=TlogTask, bind=True, name="tlogsync.ingest_tlog", soft_time_limit=120, time_limit=180, quiet_result=True)
 def ingest_tlog(self: TlogTask, retailer_id: str, file_id: int, file_name: str | None = None) -> dict[str, Any]:
     """file_name rides along so Flower shows which file a task is about; the ledger row is the truth."""
     retailer = runtime.retailer(retailer_id)

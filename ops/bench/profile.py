@@ -59,6 +59,8 @@ def start(pid: int, out: Path) -> subprocess.Popen[bytes]:
         "--full-filenames",
         "--nolineno",
         "--nonblocking",
+        "--rate",
+        "400",  # samples a second per process (py-spy's default 100 gives too few on a short run)
         "-f",
         "raw",
         "-o",

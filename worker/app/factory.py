@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery, signals
 
 from worker.adapters import queues
+from worker.app import processes
 from worker.app.runtime import runtime
 from worker.app.settings import Settings, SettingsError, exit_on_bad_settings
 from worker.core.geo import zip_location
@@ -51,6 +52,13 @@ def create_app(settings: Settings) -> Celery:
         # back messages another process could take, and a killed worker has at most one message per
         # process in flight. `make bench` measures the alternative.
         worker_prefetch_multiplier=settings.prefetch,
+        # The default pool: threads (worker/app/pool.py, with the time limits Celery's threads pool lacks), in
+        # one process per core (worker/app/processes.py, `--processes N`). Measured by `make bench` against
+        # prefork: no pipe and no pickling per task between a parent and its children, and a task's waits
+        # overlap the others' work (docs/benchmarks.md). `--pool prefork` is ignored by Celery once a pool is
+        # configured: `--pool processes` is its other name and still selects it.
+        worker_pool="worker.app.pool:ThreadsPool",
+        worker_concurrency=settings.worker_threads,
         # Long-lived workers grow: recycle a child now and then (celery issue 4843).
         worker_max_tasks_per_child=settings.max_tasks_per_child or None,
         worker_max_memory_per_child=400_000,  # KiB
@@ -59,7 +67,8 @@ def create_app(settings: Settings) -> Celery:
         # of throughput by `make bench`, so it is the operator's choice, not a hidden default.
         worker_send_task_events=False,
         task_send_sent_event=settings.sent_events,
-        task_track_started=True,
+        # No result backend: a STARTED state would go nowhere (the ledger's attempts say a file was started).
+        task_track_started=False,
         # A stuck SFTP read or database lock must not hold a worker slot forever.
         task_soft_time_limit=120,
         task_time_limit=180,
@@ -81,6 +90,7 @@ def _settings() -> Settings:
 
 
 app = create_app(_settings())
+processes.install(app)
 
 
 @signals.worker_init.connect
@@ -114,6 +124,14 @@ def _fresh_resources_after_fork(**_: Any) -> None:
 @signals.worker_process_shutdown.connect
 def _close_resources(**_: Any) -> None:
     runtime.shutdown()
+
+
+@signals.worker_shutdown.connect
+def _close_main_process_resources(sender: Any = None, **_: Any) -> None:
+    # A threads (or solo) pool runs the tasks in the main process, which no worker_process_shutdown reaches.
+    pool = getattr(sender, "pool", None)
+    if pool is not None and not getattr(pool, "uses_semaphore", False):  # not prefork: its children closed theirs
+        runtime.shutdown()
 
 
 @signals.after_setup_logger.connect

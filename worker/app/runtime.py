@@ -93,6 +93,7 @@ class Runtime:
                     name=f"tlogsync-{pid}",
                     application_name=f"tlogsync-worker-{pid}",
                     cursor_factory=self.cursor_factory,
+                    statement_timeout_seconds=self.settings.db_statement_timeout_seconds,
                 )
                 self._ledger = PgFileLedger(self._database)
                 self._inventory = PgInventory(self._database)
@@ -137,6 +138,13 @@ class Runtime:
             for wrap in self.source_wrappers:
                 source = wrap(source)
             yield source
+
+    def interrupt(self, thread_ident: int) -> None:
+        """A task on that thread is past its soft time limit: cancel its PostgreSQL statement, if it waits on one
+        (a thread blocked in the server gets the limit's exception only once the statement ends)."""
+        database = self._database
+        if database is not None:
+            database.cancel(thread_ident)
 
     def _check_fork(self) -> None:
         # psycopg connections and SSH sessions are not fork-safe: a child starts with none.

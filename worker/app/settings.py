@@ -137,8 +137,16 @@ class Settings:
     routing_delay_seconds: float = 1.0
     # TLOGSYNC_MAX_FILE_BYTES (>= 1): larger files fail with a clear reason, unread.
     max_file_bytes: int = 5 * 1024 * 1024
-    # TLOGSYNC_DB_POOL_MAX (>= 1): PostgreSQL connections per worker process, at most.
-    db_pool_max: int = 4
+    # TLOGSYNC_DB_POOL_MAX (>= 1): PostgreSQL connections per worker process, at most (a task holds one for its
+    # whole run: as many as the threads of the default pool).
+    db_pool_max: int = 8
+    # TLOGSYNC_WORKER_THREADS (>= 1): tasks one worker process runs at once (the default threads pool's
+    # --concurrency; with --pool prefork, its children).
+    worker_threads: int = 8
+    # TLOGSYNC_DB_STATEMENT_TIMEOUT (seconds, > 0): a worker's statement (lock waits included) is cancelled
+    # after this long, a transient error retried; below the ingest task's soft time limit (120 s), so that a
+    # stuck statement ends before the task does even where no time limit can interrupt it.
+    db_statement_timeout_seconds: float = 110.0
     # TLOGSYNC_SFTP_TIMEOUT (seconds, > 0): SFTP connect and each SFTP operation.
     sftp_timeout_seconds: float = 20.0
     # TLOGSYNC_MAX_ATTEMPTS (>= 1): a file or follow-up whose task started this many times without finishing
@@ -184,6 +192,10 @@ class Settings:
             routing_delay_seconds=env.number("TLOGSYNC_ROUTING_DELAY", default.routing_delay_seconds),
             max_file_bytes=env.integer("TLOGSYNC_MAX_FILE_BYTES", default.max_file_bytes, 1),
             db_pool_max=env.integer("TLOGSYNC_DB_POOL_MAX", default.db_pool_max, 1),
+            worker_threads=env.integer("TLOGSYNC_WORKER_THREADS", default.worker_threads, 1),
+            db_statement_timeout_seconds=env.number(
+                "TLOGSYNC_DB_STATEMENT_TIMEOUT", default.db_statement_timeout_seconds, positive=True
+            ),
             sftp_timeout_seconds=env.number("TLOGSYNC_SFTP_TIMEOUT", default.sftp_timeout_seconds, positive=True),
             max_attempts=env.integer("TLOGSYNC_MAX_ATTEMPTS", default.max_attempts, 1),
             ingest_retry=env.retry("TLOGSYNC_INGEST", default.ingest_retry),

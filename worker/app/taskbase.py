@@ -113,6 +113,10 @@ class TlogTask(Task):  # type: ignore[misc]
     throws = (FileFailed, LeftToSchedule)
     # True for a task beat sends again anyway (the scan): out of retries, it is left to the next run.
     redone_by_schedule = False
+    # The outcome lives in the ledger and in the task's log line; with no result backend, the value returned to
+    # Celery is only repr'd (celery's tracer runs saferepr on it: about 50 us for ingest's dict, per task) and put
+    # in the task-succeeded event. A task run once per file sets this: Celery gets None, callers of run() the dict.
+    quiet_result = False
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -160,7 +164,7 @@ class TlogTask(Task):  # type: ignore[misc]
             raise self.dead_letter(reason, args, kwargs) from None
         self._log_done(args, result, started)
         self._resolve_replayed()
-        return result
+        return None if self.quiet_result else result
 
     def _header(self, name: str) -> Any:
         request = self.request
@@ -236,11 +240,14 @@ class TlogTask(Task):  # type: ignore[misc]
             "error": outcome.get("error"),
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }
+        # a file is shown as <retailer>/<name> (names repeat across retailers); the line is the task's record
+        # in the log, Celery's own success line no longer carrying the result (quiet_result)
+        shown = f"{fields['retailer']}/{fields['file']}" if fields["file"] and fields["retailer"] else fields["file"]
         log.log(
             level,
             "%s %s: %s in %.1f ms%s",
             self.name,
-            fields["file"] or logged_args(args),
+            shown or logged_args(args),
             fields["outcome"],
             fields["duration_ms"],
             f": {bounded(str(fields['error']))}" if failed and fields["error"] else "",

@@ -13,7 +13,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from worker.adapters.postgres.auditcols import FACTS_SET, facts_params
-from worker.adapters.postgres.rows import ROW_COLUMNS, ledger_row
+from worker.adapters.postgres.rows import ROW_COLUMNS, ROW_COLUMNS_T, ledger_row
 from worker.core.oms import json_default
 from worker.core.returns import Return
 from worker.services.ports import LedgerRow, Outcome, Recorded
@@ -27,6 +27,8 @@ def _dumps(value: Any) -> str:
 class StoredRow(LedgerRow):
     order_id: int | None = None
     triggered: list[str] | None = None
+    claimed: bool = False  # the row was still claimed: this statement made it final
+    same_content: int | None = None  # an earlier row with the same bytes
 
 
 @dataclass(frozen=True)
@@ -35,13 +37,25 @@ class StoredReturn:
     first_file_id: int | None = None  # from this ledger row
 
 
-# Everything a stored sale writes, in one statement (one round trip). ON CONFLICT DO NOTHING on the
-# order makes every dependent insert a no-op and the ledger row a duplicate pointing at the first file.
+# Everything a stored sale writes, in one statement (one round trip):
+# lock the ledger row (`lk`; nothing is written unless it is still claimed), look for a file with the same
+# content (a duplicate of it, as content_checked in worker/services/ingest.py says), then the order, its parts,
+# its follow-ups and the ledger's final status. ON CONFLICT DO NOTHING on the order makes every dependent insert
+# a no-op and the ledger row a duplicate pointing at the first file. A row that is not claimed any more (another
+# delivery of the same message got there first) comes back as it stands, locked (READ COMMITTED re-reads a row
+# it waited for), with order_id NULL.
 STORE_ORDER = f"""
-WITH o AS (
+WITH lk AS (
+    SELECT {ROW_COLUMNS_T},
+        (SELECT x.id FROM tlog_files x WHERE x.retailer_id = t.retailer_id AND x.feed = t.feed
+         AND x.sha256 = %(sha)s AND x.status IN ('processed', 'skipped') LIMIT 1) AS same_content
+    FROM tlog_files t WHERE t.id = %(f)s FOR UPDATE OF t
+), go AS (
+    SELECT lk.retailer_id AS r FROM lk WHERE lk.status = 'claimed' AND lk.same_content IS NULL
+), o AS (
     INSERT INTO orders (retailer_id, external_id, order_type, status_id, store_id, order_date, ordered_at,
                         currency, grand_total, oms_payload, tlog_file_id, source_updated_ms)
-    VALUES (%(r)s, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s, %(um)s)
+    SELECT go.r, %(x)s, %(t)s, %(s)s, %(store)s, %(d)s, %(at)s, %(c)s, %(g)s, %(p)s, %(f)s, %(um)s FROM go
     ON CONFLICT (retailer_id, external_id) DO NOTHING
     RETURNING id
 ), items AS (
@@ -60,30 +74,38 @@ WITH o AS (
 ), followups AS (
     -- the outbox: written with the order, so a follow-up whose message is lost is found and sent again
     INSERT INTO order_followups (order_id, kind, retailer_id, sent_at)
-    SELECT o.id, k, %(r)s, now() FROM o, unnest(%(k)s::text[]) AS k
+    SELECT o.id, k, go.r, now() FROM o, go, unnest(%(k)s::text[]) AS k
 ), triggers AS (
     -- one pending run per retailer and kind: only the order that finds none pending asks for a run (the
     -- plain read first, so that under load no transaction waits on the trigger row's lock)
     INSERT INTO routing_triggers AS t (retailer_id, kind, pending, requested_at)
-    SELECT %(r)s, k, true, now() FROM o, unnest(%(k)s::text[]) AS k
-    WHERE NOT EXISTS (SELECT 1 FROM routing_triggers p WHERE p.retailer_id = %(r)s AND p.kind = k AND p.pending)
+    SELECT go.r, k, true, now() FROM o, go, unnest(%(k)s::text[]) AS k
+    WHERE NOT EXISTS (SELECT 1 FROM routing_triggers p WHERE p.retailer_id = go.r AND p.kind = k AND p.pending)
     ON CONFLICT (retailer_id, kind) DO UPDATE SET pending = true, requested_at = now() WHERE NOT t.pending
     RETURNING kind
 ), first_file AS (
-    SELECT tlog_file_id FROM orders WHERE retailer_id = %(r)s AND external_id = %(x)s
+    SELECT orders.tlog_file_id FROM orders, lk WHERE orders.retailer_id = lk.retailer_id AND orders.external_id = %(x)s
 ), final AS (
-    UPDATE tlog_files SET
+    UPDATE tlog_files AS t SET
         status = CASE WHEN EXISTS (SELECT 1 FROM o) THEN 'processed' ELSE 'duplicate' END,
-        duplicate_of = CASE WHEN EXISTS (SELECT 1 FROM o) THEN NULL ELSE (SELECT tlog_file_id FROM first_file) END,
+        duplicate_of = CASE WHEN EXISTS (SELECT 1 FROM o) THEN NULL
+                       WHEN lk.same_content IS NOT NULL THEN lk.same_content
+                       ELSE (SELECT tlog_file_id FROM first_file) END,
         error = CASE WHEN EXISTS (SELECT 1 FROM o) THEN NULL
+                WHEN lk.same_content IS NOT NULL
+                THEN 'same content as ledger row ' || lk.same_content || '; not imported again'
                 ELSE 'order ' || %(x)s || ' already stored from ledger row '
                      || coalesce((SELECT tlog_file_id FROM first_file)::text, 'another file') || '; not imported again'
                 END,
-        sha256 = %(sha)s, size = coalesce(%(size)s, size), finished_at = now(), {FACTS_SET}
-    WHERE id = %(f)s
-    RETURNING {ROW_COLUMNS}
+        sha256 = %(sha)s, size = coalesce(%(size)s, t.size), finished_at = now(), {FACTS_SET}
+    FROM lk
+    WHERE t.id = lk.id AND lk.status = 'claimed'
+    RETURNING {ROW_COLUMNS_T}
 )
-SELECT final.*, (SELECT id FROM o) AS order_id, ARRAY(SELECT kind FROM triggers) AS triggered FROM final
+SELECT final.*, (SELECT id FROM o) AS order_id, ARRAY(SELECT kind FROM triggers) AS triggered, true AS claimed,
+    (SELECT same_content FROM lk) AS same_content FROM final
+UNION ALL
+SELECT {ROW_COLUMNS}, NULL::bigint, NULL::text[], false, NULL::bigint FROM lk WHERE NOT EXISTS (SELECT 1 FROM final)
 """
 
 
@@ -95,7 +117,15 @@ class PgOrders:
 
     def store_order(self, row: LedgerRow, outcome: Outcome) -> Recorded:
         """One statement: the order, its lines, payments, adjustments and follow-ups, and the ledger row made
-        final (processed, or duplicate when the order id is already stored)."""
+        final (processed, or duplicate when the order id or the content is already stored); the row as it
+        stands, and no order, when it is not claimed any more. The statement locks the row itself: the caller
+        needs no lock of its own (its transaction is for what the lifecycle does after a duplicate orderId)."""
+        return self.store_claimed(row.id, outcome)[0]
+
+    def store_claimed(self, file_id: int, outcome: Outcome) -> tuple[Recorded, bool]:
+        """store_order for a ledger row known by its id only (the retailer is the row's); and whether the row
+        was made a duplicate because the orderId is stored already (not for the same bytes): a corrected,
+        voided or conflicting version, for the lifecycle to judge in the same transaction."""
         order = outcome.order
         assert order is not None
         ordered_at = (
@@ -107,7 +137,6 @@ class PgOrders:
             .execute(
                 STORE_ORDER,
                 {
-                    "r": row.retailer_id,
                     "x": order.external_id,
                     "t": order.order_type,
                     "s": order.status_id,
@@ -117,7 +146,7 @@ class PgOrders:
                     "c": order.currency,
                     "g": order.grand_total,
                     "p": Jsonb(order.payload, dumps=_dumps),
-                    "f": row.id,
+                    "f": file_id,
                     "um": order.updated_ms,
                     "seq": [x.item_seq for x in lines],
                     "pid": [x.product_id for x in lines],
@@ -147,7 +176,8 @@ class PgOrders:
             .fetchone()
         )
         assert found is not None
-        return Recorded(ledger_row(found), found.order_id, triggered=tuple(found.triggered or ()))
+        by_order_id = found.claimed and found.order_id is None and found.same_content is None
+        return Recorded(ledger_row(found), found.order_id, triggered=tuple(found.triggered or ())), by_order_id
 
     def store_return(self, row: LedgerRow, ret: Return) -> StoredReturn:
         """The return, its items and refunds, linked to its sale when that is stored; or, when the return id

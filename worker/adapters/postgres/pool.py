@@ -72,6 +72,7 @@ class Database:
     def __init__(self, pool: ConnectionPool[Any]):
         self.pool = pool
         self._local = threading.local()
+        self._bound: dict[int, psycopg.Connection[Any]] = {}  # thread ident -> its task's connection
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -89,10 +90,23 @@ class Database:
             return
         with self.pool.connection() as conn:
             self._local.conn = conn
+            ident = threading.get_ident()
+            self._bound[ident] = conn
             try:
                 yield
             finally:
+                self._bound.pop(ident, None)
                 self._local.conn = None
+
+    def cancel(self, thread_ident: int) -> bool:
+        """Cancel the statement that thread's task is running, if any (it fails with QueryCanceled): what a
+        soft time limit does to a thread blocked on the server, where no Python exception can reach it."""
+        conn = self._bound.get(thread_ident)
+        if conn is None:
+            return False
+        with suppress(psycopg.Error):
+            conn.cancel_safe(timeout=5.0)
+        return True
 
     def close(self) -> None:
         self.pool.close()
@@ -115,6 +129,7 @@ def open_pool(
     timeout: float = 30.0,
     check: bool = False,
     cursor_factory: type[psycopg.Cursor[Any]] | None = None,
+    statement_timeout_seconds: float | None = None,
 ) -> Database:
     """The one way to open a pool: min one connection, autocommit, opened without waiting for the server.
 
@@ -122,8 +137,13 @@ def open_pool(
     round trip per checkout to weed out dead connections, for long-lived idle pools (metrics, tests);
     workers skip it (a connection that died with the server fails its statement, the task retries and
     the pool replaces it). application_name shows in pg_stat_activity who holds which connection.
+    statement_timeout_seconds: the server cancels a statement (lock waits included) running longer; a
+    transaction left idle twice as long is ended (a thread stuck between two statements holds no lock forever).
     """
     kwargs: dict[str, Any] = {"autocommit": True}
+    if statement_timeout_seconds is not None:
+        ms = max(1, int(statement_timeout_seconds * 1000))
+        kwargs["options"] = f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={2 * ms}"
     if application_name is not None:
         kwargs["application_name"] = application_name
     if cursor_factory is not None:
