@@ -349,9 +349,8 @@ class PgBrokeringBatch:
             )
         from worker.adapters.postgres.lifecycle import PgLifecycle
 
-        lifecycle = PgLifecycle(self.conn, self.retailer_id)
-        for order_id in sorted({m[0] for m in moves}):
-            lifecycle.finish(order_id)  # the order's status and current payload: its lines' new facilities
+        # the orders' status and current payload: their lines' new facilities
+        PgLifecycle(self.conn, self.retailer_id).finish_many([m[0] for m in moves])
 
 
 @contextmanager
