@@ -235,4 +235,4 @@ def test_a_bad_retailers_file_stops_the_worker_with_a_clear_message(tmp_path, pg
 
 def test_scan_of_an_unknown_retailer_is_refused(celery_worker):
     done = cli("scan", "nobody")
-    assert done.returncode == 2 and "unknown retailer 'nobody'" in done.stderr
+    assert done.returncode == 1 and "unknown retailer 'nobody'" in done.stderr

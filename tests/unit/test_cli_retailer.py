@@ -39,5 +39,5 @@ def test_an_unknown_retailer_is_refused_naming_the_known_ones(argv, tmp_path, mo
     path.write_text(RETAILERS)
     monkeypatch.setenv("TLOGSYNC_RETAILERS", str(path))
     monkeypatch.setenv("TLOGSYNC_DATABASE_URL", "postgresql://127.0.0.1:1/none")  # never reached
-    assert main(argv) == 2
+    assert main(argv) == 1  # not a usage error (2): the command line was right, the retailer is not configured
     assert "unknown retailer 'nobody'; known: acme" in capsys.readouterr().err

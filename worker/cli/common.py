@@ -93,7 +93,7 @@ def retailers_in_force(settings: Settings) -> dict[str, Retailer]:
 
 
 def known_retailer(settings: Settings, retailer_id: str) -> Retailer:
-    """The named retailer of the retailers in force; UnknownRetailer (exit 2, naming the known ones) if absent."""
+    """The named retailer of the retailers in force; UnknownRetailer (exit 1, naming the known ones) if absent."""
     retailers = retailers_in_force(settings)
     if retailer_id not in retailers:
         raise UnknownRetailer(f"unknown retailer {retailer_id!r}; known: {', '.join(retailers)}")

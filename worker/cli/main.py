@@ -2,8 +2,9 @@
 the demo.
 
 Each command lives in the module of its group; this module assembles them and turns what goes wrong into one line
-on stderr and a documented exit code: 0 done, 1 something to look at, 2 usage (a bad option, an unknown retailer,
-an invalid setting or retailers file), 3 a service that cannot be reached (PostgreSQL, RabbitMQ, an SFTP host)."""
+on stderr and a documented exit code: 0 done, 1 something to look at (a failed file, a difference, an unknown
+retailer or order), 2 usage (a bad option, an invalid setting or retailers file), 3 a service that cannot be
+reached (PostgreSQL, RabbitMQ, an SFTP host)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ def _version() -> str:
 EPILOG = (
     "Every option can also be set by the environment: TLOGSYNC_<COMMAND>_<OPTION> (each command's --help names "
     "its variables); the services and the retailers file come from TLOGSYNC_DATABASE_URL, TLOGSYNC_BROKER_URL and "
-    "TLOGSYNC_RETAILERS. Exit codes: 0 done, 1 something to look at (a failed file, a difference, a timeout), "
-    "2 usage (a bad option, an unknown retailer, an invalid setting or retailers file), 3 a service unreachable "
+    "TLOGSYNC_RETAILERS. Exit codes: 0 done, 1 something to look at (a failed file, a difference, a timeout, an "
+    "unknown retailer or order), 2 usage (a bad option, an invalid setting or retailers file), 3 a service unreachable "
     "(PostgreSQL, RabbitMQ, an SFTP host)."
 )
 
@@ -100,9 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.Abort:
         error("tlogsync: aborted")
         return 1
-    except (SettingsError, ConfigError, UnknownRetailer, SftpConfigError) as exc:
+    except (SettingsError, ConfigError, SftpConfigError) as exc:
         error(f"tlogsync: {exc}")
         return USAGE
+    except UnknownRetailer as exc:  # the command line was right; the retailers file has no such retailer
+        error(f"tlogsync: {exc}")
+        return LOOK
     except Permanent as exc:  # a host key refused, a row not found: said, not a traceback
         error(f"tlogsync: {exc}")
         return LOOK
