@@ -78,9 +78,9 @@ def run_brokering(self: TlogTask, retailer_id: str, scheduled: bool = False, par
         # a scheduled run found another run going: it is tried again a little later, still as a scheduled run,
         # so that the parked orders are taken again all the same
         run_brokering.apply_async((retailer_id,), {"scheduled": True, "parked": parked}, countdown=5)
-    elif result.more or result.busy:
-        # work left at the time budget, or another run held the lock and may have ended before seeing the
-        # orders that asked for this run: try again in a moment (the trigger is still pending)
+    elif result.more:
+        # work left at the time budget, or an order asked for a run while this one held the lock: the next run
+        # (a busy run ends here: the run holding the lock asks for the next one when it is done)
         publish_runs(retailer_id, [BROKERING])
     return {"retailer": retailer_id, "run": run_id, "busy": result.busy, "result": result.summary()}
 
@@ -97,7 +97,7 @@ def run_inventory(self: TlogTask, retailer_id: str) -> dict[str, Any]:
     """An inventory run: every pending in-store sale of the retailer lowers its store's stock, once."""
     runtime.retailer(retailer_id)
     result = run_inventory_core(runtime.routing(), retailer_id, runtime.settings.max_attempts)
-    if result.more or result.busy:
+    if result.more:
         publish_runs(retailer_id, [INVENTORY])  # as in run_brokering
     for note in result.notes:
         # a sale of stock the store did not have: recorded as negative stock, surfaced for ops

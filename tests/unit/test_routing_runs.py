@@ -13,9 +13,10 @@ from worker.services.routing import run_inventory
 
 
 class FakeOutbox:
-    def __init__(self, pending, locked=False, fail_on=None):
+    def __init__(self, pending, locked=False, fail_on=None, asked_meanwhile=False):
         self.pending, self.locked, self.fail_on = list(pending), locked, fail_on
         self.applied, self.forgiven, self.passes_started, self.finished = [], [], 0, None
+        self.asked_meanwhile = asked_meanwhile  # an order asked for a run after the last pass began
 
     @contextmanager
     def run_lock(self, retailer_id, kind):
@@ -33,6 +34,9 @@ class FakeOutbox:
 
     def finish_run(self, retailer_id, kind, result):
         self.finished = result
+
+    def trigger_pending(self, retailer_id, kind):
+        return self.asked_meanwhile
 
     def apply_sales(self, retailer_id, order_ids):
         if self.fail_on in order_ids:
@@ -53,6 +57,14 @@ def test_a_run_that_finds_another_running_leaves_the_work_to_it():
     outbox = FakeOutbox([1, 2], locked=True)
     result = run_inventory(outbox, "acme", 25)
     assert result.busy and outbox.applied == [] and outbox.passes_started == 0
+    assert not result.more  # it asks for no run: the one holding the lock does, when it is done
+
+
+def test_a_run_asks_for_the_next_when_an_order_asked_while_it_held_the_lock():
+    quiet = run_inventory(FakeOutbox([1]), "acme", 25)
+    assert not quiet.more
+    asked = run_inventory(FakeOutbox([1], asked_meanwhile=True), "acme", 25)
+    assert asked.more and not asked.busy
 
 
 def test_a_transient_failure_forgives_the_batch_attempt_and_is_raised_for_a_retry():

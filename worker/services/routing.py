@@ -25,6 +25,8 @@ class RoutingStore(Protocol):
 
     def start_pass(self, retailer_id: str, kind: str) -> None: ...
 
+    def trigger_pending(self, retailer_id: str, kind: str) -> bool: ...
+
     def take(self, retailer_id: str, kind: str, limit: int, max_attempts: int) -> TakenFollowups: ...
 
     def forgive(self, kind: str, order_ids: Sequence[int]) -> None: ...
@@ -41,7 +43,8 @@ class RoutingStore(Protocol):
 @dataclass
 class RunResult:
     kind: str
-    busy: bool = False  # another run of this retailer and kind held the lock: it takes what is pending
+    busy: bool = False  # another run of this retailer and kind held the lock: it takes what is pending, and asks
+    # for a run after it if an order asked for one meanwhile (so a busy run ends there: no message loops)
     more: bool = False  # stopped at its time budget with work left: the caller starts the next run
     orders: int = 0
     passes: int = 0
@@ -108,6 +111,10 @@ def _passes(
                 raise
             result.orders += len(taken.order_ids)
         store.finish_run(retailer_id, kind, result.summary())
+    # After the lock is released: an order that committed after the last pass began asked for a run that may have
+    # found this one holding the lock (a busy run ends without asking again); this run asks for the next one.
+    if not result.more and store.trigger_pending(retailer_id, kind):
+        result.more = True
     return result
 
 

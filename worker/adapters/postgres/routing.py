@@ -107,6 +107,14 @@ class PgRouting:
                 (retailer_id, kind),
             )
 
+    def trigger_pending(self, retailer_id: str, kind: str) -> bool:
+        """Whether an order asked for a run of this kind since the latest pass began."""
+        with transient_db_errors(), self.db.connection() as conn:
+            row = conn.execute(
+                "SELECT pending FROM routing_triggers WHERE retailer_id = %s AND kind = %s", (retailer_id, kind)
+            ).fetchone()
+        return bool(row and row[0])
+
     def finish_run(self, retailer_id: str, kind: str, result: str) -> None:
         with transient_db_errors(), self.db.connection() as conn:
             conn.execute(
