@@ -254,19 +254,7 @@ class PgBrokeringBatch:
             )
             postal[o.id] = o.postal_code
         self._nothing += [i for i in self.order_ids if i not in {o.id for o in order_rows}]
-        facilities = tuple(
-            Facility(
-                f.facility_id,
-                f.facility_group,
-                f.latitude,
-                f.longitude,
-                f.allow_brokering,
-                f.max_orders_per_day,
-                int(f.orders_today),
-                f.sequence,
-            )
-            for f in facility_rows
-        )
+        facilities = _facilities(facility_rows)
         stock, self._row_of = match_stock(
             ((fid, pid, gtin, int(atp)) for fid, pid, gtin, atp in stock_rows),
             ((w.gtin, w.product_id) for w in self._lines.values()),
@@ -500,7 +488,16 @@ def replay(db: Database, retailer_id: str, order_ids: Sequence[int]) -> Replay:
     )
     for key, units in held.items():
         stock[key] = stock.get(key, 0) + units
-    facilities = tuple(
+    facilities = _facilities(facility_rows)
+    snapshot = BatchSnapshot(
+        tuple(orders), postal, facilities, {f.facility_id: f.postal_code for f in facility_rows}, stock, now_row[0]
+    )
+    return Replay(snapshot, where_now)
+
+
+def _facilities(rows: Sequence[Any]) -> tuple[Facility, ...]:
+    """The network as the engine sees it, from facility rows with today's order counts."""
+    return tuple(
         Facility(
             f.facility_id,
             f.facility_group,
@@ -511,9 +508,5 @@ def replay(db: Database, retailer_id: str, order_ids: Sequence[int]) -> Replay:
             int(f.orders_today),
             f.sequence,
         )
-        for f in facility_rows
+        for f in rows
     )
-    snapshot = BatchSnapshot(
-        tuple(orders), postal, facilities, {f.facility_id: f.postal_code for f in facility_rows}, stock, now_row[0]
-    )
-    return Replay(snapshot, where_now)
