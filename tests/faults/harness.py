@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 from tests.conftest import SESSION_DIR, RetailerDirs, WorkerProcess, start_worker
 from worker.core.inventory import parse_facilities_csv, parse_inventory_csv
+from worker.demo.procs import stop_group
 from worker.demo.tlogfactory import CATALOG, NETWORK_FACILITIES_CSV, STORES, mix
 
 REPORT: list[dict[str, Any]] = []  # one row per fault, printed at the end of the session
@@ -35,6 +37,7 @@ class Batch:
     env: dict[str, str]
     workers: list[WorkerProcess] = field(default_factory=list)
     beats: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    beat_logs: dict[int, Path] = field(default_factory=dict)  # pid -> its log
     started: float = 0.0
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -55,23 +58,40 @@ class Batch:
 
     def beat(self) -> subprocess.Popen[bytes]:
         schedule = SESSION_DIR / f"beat-{secrets.token_hex(3)}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "WARNING", "-s", str(schedule)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        # -X faulthandler: a beat that does not stop is sent SIGABRT and its threads' stacks land in its log
+        with schedule.with_suffix(".log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-X", "faulthandler", "-m", "celery", "-A", "worker", "beat", "-l", "WARNING"]
+                + ["-s", str(schedule)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.beats.append(proc)
+        self.beat_logs[proc.pid] = schedule.with_suffix(".log")
         return proc
 
     def stop(self) -> None:
+        """Every beat and worker stopped, each killed when it does not stop in time, whatever the others do:
+        a process left running would fail a later test (its Popen and log file are collected there)."""
+        stuck = []
         for proc in self.beats:
-            if proc.poll() is None:
-                proc.terminate()
+            if proc.poll() is not None:
+                continue
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
                 proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+                stop_group(proc, timeout=5, sig=signal.SIGKILL)
+                stuck.append(proc)
         for wp in self.workers:
             wp.stop()
+        for proc in stuck:
+            log = self.beat_logs[proc.pid]
+            print(f"fault harness: beat {proc.pid} did not stop on SIGTERM in 20 s; its log {log}:", file=sys.stderr)
+            print(log.read_text(errors="replace")[-6000:], file=sys.stderr)
 
 
 def make_batch(

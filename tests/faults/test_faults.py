@@ -220,7 +220,8 @@ def test_postgresql_restarted_mid_batch(batch, own_postgres, fault_env):
 
 def test_a_worker_frozen_longer_than_the_redispatch_delay_while_another_runs(batch, db):
     b = batch(count=120)
-    quick = {"TLOGSYNC_REDISPATCH_AFTER": "4"}  # scans send a claimed, unfinished file again after 4 s
+    # scans send a claimed, unfinished file again after 4 s; a scan frozen with the lock loses it after 3 s
+    quick = {"TLOGSYNC_REDISPATCH_AFTER": "4", "TLOGSYNC_SCAN_LEASE": "3"}
     frozen = b.worker("frozen", extra_env=quick)
     b.worker("awake", extra_env=quick)
     start(b)

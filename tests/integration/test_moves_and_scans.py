@@ -3,8 +3,10 @@ and ingest use cases against the real PostgreSQL and OpenSSH sshd (no workers; t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -264,3 +266,25 @@ def test_a_failed_move_backs_off_in_the_ledger_and_a_move_clears_it(make_retaile
     assert db.execute(
         "SELECT moved_at IS NOT NULL, next_move_at FROM tlog_files WHERE id = %s", (file_id,)
     ).fetchone() == (True, None)
+
+
+def test_a_scan_lock_not_renewed_within_its_lease_ends_by_itself_and_a_renewed_one_holds(database, caplog):
+    leased = PgFileLedger(database, scan_lease_seconds=1.0)
+    rid = f"lease-{uuid.uuid4().hex[:8]}"
+    with leased.scan_lock(rid) as kept:
+        assert kept.held
+        for _ in range(5):  # 2.5 s in all, renewed every 0.5 s
+            time.sleep(0.5)
+            kept.renew()
+        with leased.scan_lock(rid) as other:
+            assert not other.held  # a renewed lease outlives its length
+    # a scan whose process stopped (no renewal); leaving it afterwards does not fail either
+    with caplog.at_level(logging.WARNING, logger="worker.adapters.postgres.ledger"), leased.scan_lock(rid) as frozen:
+        assert frozen.held
+        time.sleep(2.5)
+        with leased.scan_lock(rid) as next_scan:
+            assert next_scan.held  # the server ended the stuck one's transaction, so its lock
+        frozen.renew()  # the stuck scan resumes: a warning, not an error
+    assert any(f"the scan lock of {rid} ended before its scan did" in r.getMessage() for r in caplog.records)
+    with leased.scan_lock(rid) as again:  # the pool replaced the ended connection
+        assert again.held

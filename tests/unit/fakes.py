@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from worker.core.errors import FileMissing, FileTooLarge, TransientError
@@ -49,6 +49,15 @@ class FakeSource:
         return path in self.files
 
 
+@dataclass
+class FakeLease:
+    held: bool
+    renewals: int = 0
+
+    def renew(self) -> None:
+        self.renewals += 1
+
+
 class FakeLedger:
     def __init__(self, clock: datetime | None = None):
         self.rows: dict[int, LedgerRow] = {}
@@ -65,13 +74,13 @@ class FakeLedger:
         return self.clock
 
     @contextmanager
-    def scan_lock(self, retailer_id: str) -> Iterator[bool]:
+    def scan_lock(self, retailer_id: str) -> Iterator[FakeLease]:
         if retailer_id in self.locked:
-            yield False
+            yield FakeLease(False)
             return
         self.locked.add(retailer_id)
         try:
-            yield True
+            yield FakeLease(True)
         finally:
             self.locked.discard(retailer_id)
 

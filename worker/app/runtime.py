@@ -95,7 +95,7 @@ class Runtime:
                     cursor_factory=self.cursor_factory,
                     statement_timeout_seconds=self.settings.db_statement_timeout_seconds,
                 )
-                self._ledger = PgFileLedger(self._database)
+                self._ledger = PgFileLedger(self._database, self.settings.scan_lease_seconds)
                 self._inventory = PgInventory(self._database)
                 self._dead_letters = PgDeadLetters(self._database)
             return self._database

@@ -129,6 +129,10 @@ class Settings:
     # TLOGSYNC_REDISPATCH_AFTER (seconds): a claimed file whose ingest message was not seen finishing after
     # this long is dispatched again.
     redispatch_after_seconds: int = 900
+    # TLOGSYNC_SCAN_LEASE (seconds, > 0): a scan renews its retailer's scan lock at every step (listing,
+    # claims, each 500 messages published); one that goes this long without (its process frozen or stuck)
+    # loses the lock to the server, so the retailer's next scan runs (and sends what the stuck one held).
+    scan_lease_seconds: float = 60.0
     # TLOGSYNC_ROUTING_SWEEP_AFTER (seconds): follow-ups (inventory, brokering) pending this long without a run
     # asked for since make the scan ask for one (its message was lost, or the order committed as a run ended).
     routing_sweep_after_seconds: int = 60
@@ -186,6 +190,7 @@ class Settings:
             retailers_path=Path(env.text("TLOGSYNC_RETAILERS") or default.retailers_path),
             max_in_flight_per_retailer=env.integer("TLOGSYNC_MAX_IN_FLIGHT", default.max_in_flight_per_retailer, 1),
             redispatch_after_seconds=env.integer("TLOGSYNC_REDISPATCH_AFTER", default.redispatch_after_seconds),
+            scan_lease_seconds=env.number("TLOGSYNC_SCAN_LEASE", default.scan_lease_seconds, positive=True),
             routing_sweep_after_seconds=env.integer(
                 "TLOGSYNC_ROUTING_SWEEP_AFTER", default.routing_sweep_after_seconds
             ),

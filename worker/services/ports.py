@@ -153,15 +153,30 @@ class ReplayTransaction(Protocol):
     def claim_again(self, old: LedgerRow, remote_path: str) -> LedgerRow: ...
 
 
+class ScanLease(Protocol):
+    """A retailer's scan lock as one scan holds it."""
+
+    @property
+    def held(self) -> bool:
+        """True when this scan took the lock (False: another scan of the retailer holds it)."""
+        ...
+
+    def renew(self) -> None:
+        """The scan is still making progress: the lease starts again. A lease that already ended (it was not
+        renewed in time, so another scan may have run meanwhile) is logged, never an error."""
+        ...
+
+
 class FileLedger(Protocol):
     """The ledger of files (PostgreSQL): claims, attempts, final statuses and moves. A file's order, return or
     variances are stored inside the transaction that makes it final."""
 
     def now(self) -> datetime: ...
 
-    def scan_lock(self, retailer_id: str) -> AbstractContextManager[bool]:
-        """The retailer's scan lock for a whole scan, if no other scan holds it: True when taken, False when
-        another scan of the retailer is running (never waits)."""
+    def scan_lock(self, retailer_id: str) -> AbstractContextManager[ScanLease]:
+        """The retailer's scan lock for a whole scan, if no other scan holds it (never waits): a lease, held
+        when taken, not held when another scan of the retailer is running. A lease not renewed for its length
+        (a process frozen or stuck mid-scan) ends by itself, so the retailer's next scan can run."""
         ...
 
     def scan_transaction(self, retailer_id: str, feed: str) -> AbstractContextManager[ScanTransaction]:

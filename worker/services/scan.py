@@ -188,6 +188,7 @@ def scan_feed(
     ledger: FileLedger,
     max_in_flight: int,
     redispatch_after: timedelta,
+    renew: Callable[[], None] = lambda: None,
 ) -> ScanResult:
     """List a feed's folder and claim what is new; the caller holds the retailer's scan lock (scan_feeds)
     and publishes result.dispatch, then marks it dispatched.
@@ -199,6 +200,7 @@ def scan_feed(
     result = ScanResult(retailer.retailer_id, feed.name)
     listed_at = ledger.now()
     entries = source.list(feed.directory)
+    renew()  # a long listing is progress: the scan lock's lease starts again
     result.listed = len(entries)
     chosen = select_candidates(entries, feed.pattern, feed.min_age_seconds, listed_at.timestamp())
     result.too_young, result.ignored = chosen.too_young, chosen.ignored
@@ -228,6 +230,9 @@ def scan_feed(
     return result
 
 
+# A scan publishing a long dispatch renews its lock's lease after this many messages.
+RENEW_EVERY = 500
+
 # Publishes one feed's messages, yielding each ledger id once its message is out (the scan marks those).
 Send = Callable[[str, Sequence[tuple[int, str]]], Iterable[int]]
 
@@ -243,8 +248,8 @@ def scan_feeds(
 ) -> ScanResult:
     """One scan of a retailer: every feed, under the retailer's scan lock, each feed's messages published
     and then marked dispatched. A scan that finds another scan of the retailer running gives up at once."""
-    with ledger.scan_lock(retailer.retailer_id) as held:
-        if not held:
+    with ledger.scan_lock(retailer.retailer_id) as lease:
+        if not lease.held:
             return ScanResult(
                 retailer.retailer_id,
                 "+".join(feed.name for feed in feeds),
@@ -253,14 +258,18 @@ def scan_feeds(
             )
         total: ScanResult | None = None
         for feed in feeds:
-            result = scan_feed(retailer, feed, source, ledger, max_in_flight, redispatch_after)
+            result = scan_feed(retailer, feed, source, ledger, max_in_flight, redispatch_after, lease.renew)
+            lease.renew()
             sent: list[int] = []
             try:
                 for file_id in send(feed.name, result.dispatch):
                     sent.append(file_id)
+                    if len(sent) % RENEW_EVERY == 0:
+                        lease.renew()
             finally:
                 # what went out is marked, what did not is sent by the next scan at once (never dispatched)
                 ledger.mark_dispatched(sent, redispatch_after.total_seconds())
+            lease.renew()
             total = result if total is None else total.merge(result)
         assert total is not None
         return total

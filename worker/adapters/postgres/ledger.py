@@ -210,11 +210,46 @@ def claim_again(
         return new
 
 
-class PgFileLedger:
-    """The files ledger on a connection pool (one pool per worker process)."""
+class PgScanLease:
+    """The scan lock held by a transaction of its own, on a connection the server ends once it has been idle
+    in that transaction for the lease's length; each renewal is a round trip that starts the idle time again."""
 
-    def __init__(self, db: Database):
+    def __init__(self, conn: psycopg.Connection[Any], retailer_id: str, held: bool, seconds: float):
+        self.conn, self.retailer_id, self.held, self.seconds = conn, retailer_id, held, seconds
+        self.lost = False
+
+    def renew(self) -> None:
+        if self.held and not self.lost:
+            self._touch("SELECT 1")
+
+    def release(self) -> None:
+        self._touch("ROLLBACK")  # nothing was written on this connection: ending its transaction frees the lock
+
+    def _touch(self, statement: str) -> None:
+        if self.lost:
+            return
+        try:
+            self.conn.execute(statement)
+        except (psycopg.OperationalError, errors.IdleInTransactionSessionTimeout) as exc:
+            # ended by the server (the lease ran out: IdleInTransactionSessionTimeout) or the connection lost
+            self.lost = True
+            if self.held:
+                log.warning(
+                    "the scan lock of %s ended before its scan did (not renewed within %.0f s, or the connection"
+                    " was lost: %s); another scan of the retailer may have run meanwhile, which is harmless",
+                    self.retailer_id,
+                    self.seconds,
+                    type(exc).__name__,
+                )
+
+
+class PgFileLedger:
+    """The files ledger on a connection pool (one pool per worker process). scan_lease_seconds: how long a
+    scan may go without renewing its lock before the server ends it (TLOGSYNC_SCAN_LEASE)."""
+
+    def __init__(self, db: Database, scan_lease_seconds: float = 60.0):
         self.db = db
+        self.scan_lease_seconds = scan_lease_seconds
 
     def now(self) -> datetime:
         with transient_db_errors(), self.db.connection() as conn:
@@ -223,14 +258,24 @@ class PgFileLedger:
             return row[0]  # type: ignore[no-any-return]
 
     @contextmanager
-    def scan_lock(self, retailer_id: str) -> Iterator[bool]:
+    def scan_lock(self, retailer_id: str) -> Iterator[PgScanLease]:
         """The retailer's advisory lock, tried once, held by a transaction kept open for the whole scan on a
         connection of its own (the scan's work runs on the task's connection). The end of that transaction,
-        however it ends (commit, rollback, a killed process), releases it; PgBouncer in transaction mode keeps
-        it on one server connection."""
-        with transient_db_errors(), self.db.pool.connection() as conn, conn.transaction():
-            row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (scan_lock_key(retailer_id),)).fetchone()
-            yield bool(row and row[0])
+        however it ends (rolled back at the end, a killed process, the server ending it when the lease was not
+        renewed in time), releases it; PgBouncer in transaction mode keeps it on one server connection."""
+        ms = max(1, int(self.scan_lease_seconds * 1000))
+        with self.db.pool.connection() as conn:
+            with transient_db_errors():
+                conn.execute("BEGIN")
+                row = conn.execute(
+                    "SELECT set_config('idle_in_transaction_session_timeout', %s, true), pg_try_advisory_xact_lock(%s)",
+                    (str(ms), scan_lock_key(retailer_id)),
+                ).fetchone()
+            lease = PgScanLease(conn, retailer_id, bool(row and row[1]), self.scan_lease_seconds)
+            try:
+                yield lease
+            finally:
+                lease.release()
 
     @contextmanager
     def scan_transaction(self, retailer_id: str, feed: str) -> Iterator[PgScanTransaction]:
