@@ -66,6 +66,7 @@ class FakeLedger:
         self.clock = clock or datetime(2026, 1, 1, tzinfo=UTC)
         self._ids = itertools.count(1)
         self.locked: set[str] = set()  # retailers whose scan lock another scan holds
+        self.leases: list[FakeLease] = []  # every scan lock handed out, in order
         self.next_move: dict[int, datetime] = {}
         self.move_errors: dict[int, list[str]] = {}
         self.looked_up: list[str] = []
@@ -75,12 +76,14 @@ class FakeLedger:
 
     @contextmanager
     def scan_lock(self, retailer_id: str) -> Iterator[FakeLease]:
-        if retailer_id in self.locked:
-            yield FakeLease(False)
+        lease = FakeLease(retailer_id not in self.locked)
+        self.leases.append(lease)
+        if not lease.held:
+            yield lease
             return
         self.locked.add(retailer_id)
         try:
-            yield FakeLease(True)
+            yield lease
         finally:
             self.locked.discard(retailer_id)
 

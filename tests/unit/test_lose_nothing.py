@@ -132,6 +132,17 @@ def test_a_scan_that_finds_another_scan_of_the_retailer_running_gives_up_at_once
     assert busy.dispatch == [] and ledger.rows == {} and ledger.looked_up == []
 
 
+def test_a_scan_renews_its_lock_after_listing_after_claiming_and_every_500_messages_published():
+    files = {f"/in/{i:04d}.json": b"{}" for i in range(1200)}
+    source, ledger = old_source(files), FakeLedger()
+    out = scan_feeds(
+        retailer(), [FEED], source, ledger, 2000, timedelta(minutes=15), lambda _f, ids: (i for i, _ in ids)
+    )
+    assert len(out.dispatch) == 1200
+    [lease] = ledger.leases
+    assert lease.held and lease.renewals == 1 + 1 + 2 + 1  # listed, claimed, 500 and 1,000 sent, all marked
+
+
 def test_a_scan_of_a_big_folder_looks_up_only_as_many_names_as_it_has_room_for_oldest_first():
     files = {f"/in/{i:05d}.json": b"{}" for i in range(5000)}
     source, ledger = FakeSource(files), FakeLedger()
